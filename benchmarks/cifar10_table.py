@@ -600,9 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checks", choices=("full", "quick", "none"), help="level of the gradient-masking checks")
     g.add_argument("--teacher2")
     g.add_argument("--teacher2-epochs", type=int)
+    g.add_argument("--teacher2-lr", type=float)
     g.add_argument("--robust-eps", type=parse_eps, help="e.g. 4/255")
     g.add_argument("--robust-steps", type=int)
     g.add_argument("--robust-epochs", type=int)
+    g.add_argument("--robust-lr", type=float)
     g.add_argument("--robust-train-images", type=int)
     return p
 
