@@ -456,9 +456,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"**Device**: {env['device']}; torch {env['torch']}; {', '.join(d for d in dates if d)}.",
     ]
     if env.get("load_average") is not None:
-        lines += ["", f"Times are wall-clock seconds on a CPU shared with other jobs (load average "
-                      f"{env['load_average']:.1f} on {env['cpu_count']} cores when the last run started), so they are "
-                      f"noisy and only roughly comparable between rows."]
+        busy = env["load_average"] > env["cpu_count"]
+        lines += ["", f"Times are wall-clock seconds on the CPU (1-minute load average {env['load_average']:.1f} on "
+                      f"{env['cpu_count']} cores just before the last run started"
+                      + ("; other jobs shared the machine, so the times are inflated and noisy)." if busy else
+                         "; the machine was otherwise idle then).")]
     t_attacks = [a for a in results["teacher_attacks"] if a not in AUTOATTACK.values()]
     t_aa = any(a in AUTOATTACK.values() for a in results["teacher_attacks"])
     header = ["clean", *t_attacks, *(["AutoAttack"] if t_aa else []), "worst case", "test images", "training time (s)"]
@@ -587,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
+    g.add_argument("--steps", type=int, help="PGD steps of the training attack")
+    g.add_argument("--step-size", type=parse_eps, help="step of the training attack, e.g. 4/255")
     g.add_argument("--train-images", type=int)
     g.add_argument("--test-images", type=int)
     g.add_argument("--teacher-test-images", type=int)

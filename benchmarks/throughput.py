@@ -143,11 +143,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         s = r["settings"]
-        speedup = r["images_per_s"] / reference[r["student"]] if r["student"] in reference else float("nan")
+        # "–" when the run had no reference row for this student to compare with.
+        speedup = f"{r['images_per_s'] / reference[r['student']]:.2f}x" if r["student"] in reference else "–"
         lines.append(
             f"| {r['student']} | {r['mode']} | {s['precision']} | {s['channels_last']} | {s['compile']} "
             f"| {r['images_per_s']:.1f} | {r['step_ms']:.1f} | {r['student_fwd_bwd_ms']:.2f} "
-            f"| {r['teachers_fwd_ms']:.2f} | {r['ideal_ms']:.1f} | {r['efficiency']:.2f} | {speedup:.2f}x |"
+            f"| {r['teachers_fwd_ms']:.2f} | {r['ideal_ms']:.1f} | {r['efficiency']:.2f} | {speedup} |"
         )
     return "\n".join(lines)
 
