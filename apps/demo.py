@@ -15,7 +15,6 @@ from apps.handler import (
     TARGETS,
     DemoModels,
     gallery_images,
-    load_demo_models,
     perturbation_image,
     run_attack,
     upscale,
@@ -220,17 +219,3 @@ def serve(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, bloc
         max_file_size=MAX_UPLOAD, ssr_mode=False, quiet=quiet, share=False, mcp_server=False,
     )
     return app
-
-
-def launch_demo(
-    bundle_dir: str | Path,
-    host: str = "127.0.0.1",
-    port: int | None = 7860,
-    onnx_path: str | Path | None = None,
-    device: str = "cpu",
-    block: bool = True,
-    quiet: bool = False,
-) -> gr.Blocks:
-    """Load a bundle and serve the demo on host:port; with block=False return the running app (app.close() stops it)."""
-    models = load_demo_models(bundle_dir, onnx_path=onnx_path, device=device)
-    return serve(build_app(models), host, port, block=block, quiet=quiet)

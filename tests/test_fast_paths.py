@@ -10,7 +10,7 @@ from robustcompress.methods.common import teacher_logits, teacher_probs, teacher
 from robustcompress.models import create_model
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.trainer.fast import plan_speed
-from robustcompress.trainer.loop import TrainStep, iterate_batches
+from robustcompress.trainer.loop import TrainStep, iterate_shards
 
 CPU = torch.device("cpu")
 CONFIG = dict(epochs=1, batch_size=32, lr=0.05, eps=8 / 255, step_size=2 / 255, steps=2, progress=False)
@@ -169,11 +169,11 @@ class PlainDataset(torch.utils.data.Dataset):
 
 def test_any_dataset_is_batched_like_an_in_memory_one(digits16):
     data = _subset(digits16, 40)
-    from_tensors = list(iterate_batches(data, 16, True, 3, CPU))
-    from_items = list(iterate_batches(PlainDataset(data.tensors), 16, True, 3, CPU))
-    assert [len(y) for _, y in from_items] == [16, 16, 8]
-    for (xa, ya), (xb, yb) in zip(from_tensors, from_items):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    from_tensors = list(iterate_shards(data, 16, True, 3, CPU))
+    from_items = list(iterate_shards(PlainDataset(data.tensors), 16, True, 3, CPU))
+    assert [len(y) for _, y, _ in from_items] == [16, 16, 8]
+    for (xa, ya, wa), (xb, yb, wb) in zip(from_tensors, from_items):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and wa == wb == 1.0
 
 
 def test_train_step_runs_the_whole_step_without_the_loop(digits16):

@@ -15,13 +15,8 @@ from robustcompress.verify import evaluate_gate, format_gate, parse_requirement
 QUICK = ["--attacks", "fgsm", "pgd10", "--n-examples", "16", "--checks", "quick", "--no-progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The models here are tiny: one thread is faster than two, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The models here are tiny: one thread is faster than two, and much faster on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

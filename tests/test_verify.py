@@ -69,13 +69,8 @@ class QuantisedInput(nn.Module):
         return self.net(torch.round(x * 8) / 8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These nets are tiny: one thread is faster than two, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The models here are tiny: one thread is faster than two, and much faster on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -131,14 +131,6 @@ def iterate_shards(
         yield x.to(device, non_blocking=True).float(), torch.as_tensor(y).to(device).long(), weight
 
 
-def iterate_batches(
-    ds: Dataset, batch_size: int, shuffle: bool, seed: int, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches on device (this process's share of each global batch under torchrun)."""
-    for x, y, _ in iterate_shards(ds, batch_size, shuffle, seed, device):
-        yield x, y
-
-
 @dataclass
 class TrainStep:
     """One optimisation step, split so the loop can check the loss between forward and update.
