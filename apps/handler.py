@@ -11,15 +11,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import TensorDataset
 
 from robustcompress.attacks import fgsm, pgd, run_autoattack
 from robustcompress.attacks.common import eval_mode
 from robustcompress.data import load_data
 from robustcompress.data.core import DATASET_NAMES
+from robustcompress.data.tensors import as_float_images
 from robustcompress.export.onnx import onnx_logits
 from robustcompress.models import ImageClassifier
+from robustcompress_runtime.images import MAX_PIXELS, open_picture, picture_to_array  # noqa: F401 (MAX_PIXELS: API)
 
 log = logging.getLogger("robustcompress")
 
@@ -32,10 +34,6 @@ MAX_EPS_255 = 16.0
 MAX_STEPS = 100
 # pyautoattack's APGD-CE sets its step-size checkpoints from n_iter when it is built; our wrapper keeps its default.
 APGD_STEPS = 100
-# Refuse before decoding: a 6000x6000 picture is already far more than a 16-32 px classifier can use.
-MAX_PIXELS = 36_000_000
-# 8-bit pictures are box-downscaled to this side in Pillow first, so a large photo never becomes a huge float array.
-WORKING_SIDE = 1024
 PROB_KEYS = ("student_clean", "student_adv", "undefended_clean", "undefended_adv", "onnx_adv")
 
 
@@ -199,7 +197,7 @@ def gallery_images(dataset: str, input_size: int, per_class: int = 1, limit: int
     split = load_data(dataset, input_size).test
     assert split is not None
     if isinstance(split, TensorDataset):
-        x, y = split.tensors
+        x, y = as_float_images(split.tensors[0]), split.tensors[1]
     else:
         x = torch.stack([torch.as_tensor(split[i][0]) for i in range(len(split))])
         y = torch.as_tensor([int(split[i][1]) for i in range(len(split))])
@@ -211,86 +209,9 @@ def gallery_images(dataset: str, input_size: int, per_class: int = 1, limit: int
 
 
 # -- turning a picture into a model input -----------------------------------------------------------------------
-def _check_size(width: int, height: int) -> None:
-    if width < 1 or height < 1:
-        raise ValueError(f"the image is {width}x{height} pixels, i.e. empty; upload a real picture")
-    if width * height > MAX_PIXELS:
-        raise ValueError(
-            f"the image is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); the demo accepts up to "
-            f"{MAX_PIXELS / 1e6:.0f} megapixels. Downscale it first."
-        )
-
-
 def open_image(path: str | Path) -> Image.Image:
     """Open a picture file with Pillow, explaining files that are not images or are absurdly large."""
-    name = Path(path).name
-    try:
-        image = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"{name} is far too large to process ({exc}); downscale it first") from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{name} is not an image file Pillow can read; upload a PNG, JPEG, BMP, TIFF or WebP image") from exc
-    _check_size(*image.size)
-    return ImageOps.exif_transpose(image) or image
-
-
-def _pil_to_float(image: Image.Image) -> tuple[np.ndarray, list[str]]:
-    """Central square of a Pillow image of any mode as float32 HxWxC in [0, 1] (C = 1, 3 or 4)."""
-    width, height = image.size
-    _check_size(width, height)
-    notes = []
-    side = min(width, height)
-    if width != height:
-        left, top = (width - side) // 2, (height - side) // 2
-        notes.append(f"cropped the {width}x{height} image to its central {side}x{side} square")
-    else:
-        left = top = 0
-    try:
-        image = image.crop((left, top, left + side, top + side))
-        mode = image.mode
-        if mode == "F" or mode.startswith("I"):
-            # 16- and 32-bit greyscale: Pillow's convert("RGB") would clip them to 8 bits; rescale ourselves.
-            arr = np.asarray(image).astype(np.float32)
-            if mode == "F":
-                scale = max(1.0, float(arr.max(initial=0.0)))
-            elif mode.startswith("I;16") or float(arr.max(initial=0.0)) > 255:
-                scale = 65535.0
-            else:
-                scale = 255.0
-            arr = np.clip(arr / scale, 0.0, 1.0)[..., None]
-        else:
-            has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in image.info)
-            image = image.convert("RGBA" if has_alpha else "RGB")
-            if side > WORKING_SIDE:
-                image = image.resize((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
-            arr = np.asarray(image, dtype=np.float32) / 255.0
-    except OSError as exc:
-        raise ValueError(f"the image could not be decoded ({exc}); the file may be truncated or corrupt") from exc
-    return arr, notes
-
-
-def _array_to_float(arr: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """A numpy picture (HxW or HxWxC; uint8, uint16 or float in [0, 1]) as its float32 central square."""
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"an image array must be HxW or HxWxC with C in 1, 3, 4; got shape {arr.shape}")
-    height, width = arr.shape[:2]
-    _check_size(width, height)
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        arr = arr.astype(np.float32) / 65535.0
-    elif np.issubdtype(arr.dtype, np.floating):
-        if arr.size and (np.nanmin(arr) < 0 or np.nanmax(arr) > 1) or np.isnan(arr).any():
-            raise ValueError("a float image array must lie in [0, 1]; divide 8-bit values by 255")
-        arr = arr.astype(np.float32)
-    else:
-        raise ValueError(f"image arrays must be uint8, uint16 or float in [0, 1]; got {arr.dtype}")
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    notes = [f"cropped the {width}x{height} image to its central {side}x{side} square"] if height != width else []
-    return arr[top : top + side, left : left + side], notes
+    return open_picture(path)
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -323,21 +244,11 @@ def image_to_tensor(image: Any, input_size: int) -> tuple[torch.Tensor, list[str
         raise ValueError("no image: upload a picture or pick one from the gallery first")
     if isinstance(image, (str, Path)):
         image = open_image(image)
-    if isinstance(image, Image.Image):
-        arr, notes = _pil_to_float(image)
-    elif isinstance(image, np.ndarray):
-        arr, notes = _array_to_float(image)
-    else:
+    if not isinstance(image, (Image.Image, np.ndarray)):
         raise ValueError(f"expected a picture (Pillow image, numpy array, tensor or file path), got {type(image).__name__}")
-    if arr.shape[-1] == 4:
-        alpha = arr[..., -1:]
-        if float(alpha.min(initial=1.0)) < 1.0:
-            notes.append("transparent areas were composited onto black")
-        arr = arr[..., :-1] * alpha
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float()
-    return _resize(x, input_size), notes
+    notes: list[str] = []
+    arr = picture_to_array(image, input_size, notes)  # the rule training data and the deploy runtime use too
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float(), notes
 
 
 # -- attacking -----------------------------------------------------------------------------------------------------

@@ -140,7 +140,9 @@ def first_images(ds: TensorDataset, count: int | None) -> TensorDataset:
     """The first ``count`` images (the subset file interleaves classes, so a prefix keeps them balanced)."""
     if count is None or count >= len(ds):
         return ds
-    return TensorDataset(*(t[:count] for t in ds.tensors))
+    from robustcompress.data.tensors import subset_tensors
+
+    return subset_tensors(ds, slice(0, count))
 
 
 def with_train(data: Any, count: int | None) -> Any:
@@ -157,7 +159,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_text(path: Path, text: str) -> None:
-    from robustcompress.trainer.checkpoint import atomic_write
+    from robustcompress.io import atomic_write
 
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
@@ -177,7 +179,7 @@ def cached_teacher(role: str, recipe: dict[str, Any], data: Any, device: torch.d
     """Train a teacher once per (recipe, training images) and keep its weights and training time in the cache."""
     from robustcompress.models import load_weights
     from robustcompress.teachers import data_fingerprint
-    from robustcompress.trainer.checkpoint import save_safetensors
+    from robustcompress.io import save_safetensors
 
     key = digest([role, recipe, data_fingerprint(data)])
     weights_path = benchmark_cache() / f"{role}-{key}.safetensors"
@@ -541,7 +543,7 @@ def render_plot(results: dict[str, Any], path: Path) -> Path | None:
     ax.legend(ncol=len(series), fontsize=8, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    from robustcompress.trainer.checkpoint import atomic_write
+    from robustcompress.io import atomic_write
 
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)

@@ -16,9 +16,10 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from robustcompress_runtime.images import picture_to_array
+
 #: What classify() and load_images() accept as one image.
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
-BILINEAR = Image.Resampling.BILINEAR
 
 
 @dataclass
@@ -90,61 +91,19 @@ def load_model(path: str | os.PathLike, threads: int | None = None) -> DeployedM
     return DeployedModel(str(path), session, metadata, model_input.name, size, channels, labels)
 
 
-def _to_float(array: np.ndarray, what: str) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"{what} has dtype {array.dtype}; pass uint8 pixels (0-255) or floats in [0, 1]")
-    array = array.astype(np.float32)
-    if array.size and (array.min() < 0 or array.max() > 1):
-        raise ValueError(
-            f"{what} has values in [{array.min():.3g}, {array.max():.3g}]; floats must lie in [0, 1] "
-            "(the model normalises internally, so do not subtract a mean or divide by a std)"
-        )
-    return array
-
-
-def _resize_hwc(image: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of a float HWC image in [0, 1], channel by channel in Pillow's float mode."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c])).resize((size, size), BILINEAR))
-              for c in range(image.shape[-1])]
-    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0)
-
-
-def _match_channels(image: np.ndarray, channels: int, what: str) -> np.ndarray:
-    have = image.shape[-1]
-    if have == channels:
-        return image
-    if have == 1:
-        return np.repeat(image, channels, axis=-1)
-    if have == 4 and channels == 3:
-        return image[..., :3]  # drop alpha
-    if have == 3 and channels == 1:
-        return image @ np.array([[0.299], [0.587], [0.114]], dtype=np.float32)
-    raise ValueError(f"{what} has {have} channels but the model takes {channels}")
-
-
 def image_to_chw(image: ImageLike, size: int, channels: int = 3, what: str = "image") -> np.ndarray:
-    """One image (file path, PIL image, HW/HWC array of uint8 or [0, 1] floats) as a float32 CHW array in [0, 1]."""
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"image file {path} does not exist")
-        with Image.open(path) as opened:
-            image = opened.convert("L" if channels == 1 else "RGB")
-        what = str(path)
-    if isinstance(image, Image.Image):
-        if image.mode not in ("L", "RGB"):
-            image = image.convert("L" if channels == 1 else "RGB")
-        image = np.asarray(image.resize((size, size), BILINEAR))
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3:
-        raise ValueError(f"{what} has shape {array.shape}; pass one image as (H, W) or (H, W, C)")
-    hwc = _resize_hwc(_match_channels(_to_float(array, what), channels, what), size)
+    """One image (file path, PIL image, HW/HWC array of uint8, uint16 or [0, 1] floats) as float32 CHW in [0, 1].
+
+    Converted by robustcompress_runtime.images.picture_to_array, the rule training data and the demo use too.
+    """
+    try:
+        hwc = picture_to_array(image, size)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from exc
+    if channels == 1:
+        hwc = hwc @ np.array([[0.299], [0.587], [0.114]], dtype=np.float32)
+    elif channels != 3:
+        raise ValueError(f"the model takes {channels}-channel images; only 1- and 3-channel models are supported")
     return np.ascontiguousarray(hwc.transpose(2, 0, 1), dtype=np.float32)
 
 

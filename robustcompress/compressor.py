@@ -19,7 +19,7 @@ from robustcompress.methods import create_method
 from robustcompress.models import ImageClassifier, create_model, load_weights, model_from_spec
 from robustcompress.teachers import describe_teacher, train_teacher
 from robustcompress.trainer import TrainConfig, train
-from robustcompress.trainer.checkpoint import atomic_write, save_safetensors
+from robustcompress.io import atomic_write, save_safetensors
 from robustcompress.trainer.distributed import is_main_process, shard_evaluation
 from robustcompress.trainer.loop import resolve_device
 from robustcompress.verify import CheckSettings, EvalReport, Verification, evaluate, verify_model, write_report

@@ -11,7 +11,7 @@ import torch
 from robustcompress.compressor import RobustCompressor
 from robustcompress.data import load_data
 from robustcompress.teachers import train_teacher
-from robustcompress.trainer.checkpoint import atomic_write
+from robustcompress.io import atomic_write
 from robustcompress.trainer.loop import resolve_device
 from robustcompress.verify import evaluate
 

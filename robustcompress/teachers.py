@@ -11,7 +11,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Union
 
@@ -20,11 +19,12 @@ import torch.nn as nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from robustcompress.data import DataBundle
+from robustcompress.data.tensors import subset_tensors
 from robustcompress.methods import Method, create_method
 from robustcompress.models import ImageClassifier, build_model
 from robustcompress.models.core import create_model
 from robustcompress.trainer import TrainConfig, train
-from robustcompress.trainer.checkpoint import atomic_write, save_safetensors
+from robustcompress.io import atomic_write, cache_dir, save_safetensors
 from robustcompress.trainer.loop import resolve_device, seed_everything
 
 log = logging.getLogger("robustcompress")
@@ -32,11 +32,6 @@ log = logging.getLogger("robustcompress")
 #: "last" (final weights), "best_robust" (best PGD-10 accuracy on a held-out validation split) or an epoch (1-based).
 Select = Union[str, int]
 VALIDATION_ATTACK = "pgd10"
-
-
-def cache_dir() -> Path:
-    """Where trained teachers are cached: $ROBUSTCOMPRESS_CACHE or ~/.cache/robustcompress."""
-    return Path(os.environ.get("ROBUSTCOMPRESS_CACHE", Path.home() / ".cache" / "robustcompress"))
 
 
 def data_fingerprint(data: DataBundle) -> str:
@@ -83,7 +78,7 @@ def split_validation(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, 
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:held_out], order[held_out:]
     if isinstance(ds, TensorDataset):  # keep tensors so the trainer's fast in-memory path still applies
-        return TensorDataset(*(t[train_idx] for t in ds.tensors)), TensorDataset(*(t[val_idx] for t in ds.tensors))
+        return subset_tensors(ds, train_idx), subset_tensors(ds, val_idx)
     return Subset(ds, train_idx.tolist()), Subset(ds, val_idx.tolist())
 
 

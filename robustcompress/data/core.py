@@ -28,10 +28,13 @@ class DataBundle:
     # Horizontal flips would turn a 2 into something else; only natural images get them.
     flip: bool = True
     crop_padding: int = 4
+    #: Where the data can be loaded from again (an image folder or file path); None for in-memory data.
+    source: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "source": self.source,
             "num_classes": self.num_classes,
             "input_size": self.input_size,
             "channels": self.channels,
@@ -202,10 +205,18 @@ def load_data(
     data_root: str | os.PathLike | None = None,
     download: bool = False,
     num_classes: int | None = None,
+    *,
+    holdout: float | int = 0.2,
+    seed: int = 0,
+    skip_bad: bool = False,
+    progress: bool = True,
 ) -> DataBundle:
-    """Turn a dataset name, .npz path, torch Dataset, DataLoader or DataBundle into a DataBundle.
+    """Turn a dataset name, image folder, .npz path, torch Dataset, DataLoader or DataBundle into a DataBundle.
 
-    ``test`` optionally supplies the held-out split when ``source`` is a Dataset or DataLoader.
+    ``test`` optionally supplies the held-out split when ``source`` is a Dataset or DataLoader. An image folder
+    (class folders, or train/ and test/ or val/ of them) is read by
+    :func:`robustcompress.data.folders.load_image_folder`: ``holdout`` (fraction or count) is its test split when
+    it has no test folder, ``skip_bad`` leaves out undecodable files instead of failing on the first.
     """
     if isinstance(source, DataBundle):
         return source
@@ -217,13 +228,18 @@ def load_data(
             return load_torchvision_cifar(text, data_root, download)
         if text.endswith(".npz") or Path(text).is_file():
             return load_npz(text, input_size)
+        if Path(text).is_dir():
+            from robustcompress.data.folders import load_image_folder
+
+            return load_image_folder(text, input_size, holdout=holdout, seed=seed, skip_bad=skip_bad,
+                                     progress=progress)
         import difflib
 
         close = difflib.get_close_matches(text, DATASET_NAMES, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ValueError(
-            f"unknown dataset '{text}'.{hint} Use one of {list(DATASET_NAMES)}, a path to an .npz file, "
-            "or a torch Dataset."
+            f"unknown dataset '{text}'.{hint} Use one of {list(DATASET_NAMES)}, an image folder (class folders, "
+            "or train/ and test/ of them), a path to an .npz file, or a torch Dataset."
         )
     if isinstance(source, DataLoader):
         source = source.dataset
@@ -248,7 +264,7 @@ def load_data(
             class_names=[str(i) for i in range(classes)],
         )
     raise ValueError(
-        f"cannot use {type(source).__name__} as data; pass 'digits', 'cifar10', a path to an .npz file, "
+        f"cannot use {type(source).__name__} as data; pass 'digits', 'cifar10', an image folder, an .npz file, "
         "a torch Dataset or a DataLoader"
     )
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from robustcompress.attacks.common import eval_mode
-from robustcompress.trainer.checkpoint import atomic_write
+from robustcompress.io import atomic_write
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"

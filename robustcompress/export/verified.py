@@ -17,7 +17,7 @@ from robustcompress.export.onnx import PARITY_TOLERANCE, onnx_logits, save_onnx,
 from robustcompress.export.quantize import quantize_int8, verify_int8
 from robustcompress.export.verification import verify_onnx
 from robustcompress.models import ImageClassifier
-from robustcompress.trainer.checkpoint import atomic_write
+from robustcompress.io import atomic_write
 
 REPORT_FORMAT = "robustcompress-export-report/1"
 log = logging.getLogger("robustcompress")

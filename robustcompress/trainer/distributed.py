@@ -22,6 +22,8 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset, TensorDataset
 
+from robustcompress.data.tensors import as_float_images
+
 log = logging.getLogger("robustcompress")
 
 
@@ -261,7 +263,7 @@ def _shard(data: Any, n: int, me: int, world: int) -> Any:
     if isinstance(data, tuple):
         return data[0][:n][me::world], data[1][:n][me::world]
     if isinstance(data, TensorDataset):
-        return data.tensors[0][:n][me::world], data.tensors[1][:n][me::world].long()
+        return as_float_images(data.tensors[0][:n][me::world]), data.tensors[1][:n][me::world].long()
     return Subset(data, list(range(me, n, world)))
 
 

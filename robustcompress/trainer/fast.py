@@ -151,4 +151,4 @@ def place_dataset(ds: Dataset, device: torch.device, plan: SpeedPlan) -> Dataset
         log.info("training data (%.1f GiB) stays in host memory: more than %d%% of free GPU memory",
                  size / 2**30, int(DATA_ON_GPU_MAX_SHARE * 100))
         return ds
-    return TensorDataset(*(t.to(device) for t in ds.tensors))
+    return type(ds)(*(t.to(device) for t in ds.tensors))  # a PixelDataset stays uint8 on the GPU

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from robustcompress.data import random_crop_flip
+from robustcompress.data.tensors import as_float_images
 from robustcompress.methods.registry import Method, StepContext
 from robustcompress.trainer.checkpoint import atomic_save, load_checkpoint
 from robustcompress.trainer.distributed import (
@@ -123,7 +124,7 @@ def iterate_shards(
         if x_all.device.type != "cpu" and indices:
             indices = list(torch.cat(indices).to(x_all.device).split([len(i) for i in indices]))
         for idx, weight in zip(indices, weights):
-            x = x_all[idx].to(device, non_blocking=True)
+            x = as_float_images(x_all[idx].to(device, non_blocking=True))
             yield x, y_all[idx.to(y_all.device)].to(device, non_blocking=True).long(), weight
         return
     loader = DataLoader(ds, batch_sampler=[idx.tolist() for idx, _ in batches], num_workers=0)

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from robustcompress.attacks.common import eval_mode
+from robustcompress.data.tensors import as_float_images
 from robustcompress.verify.resumable import autoattack_flags
 from robustcompress.verify.suite import ATTACKS, get_attack, resolve_attacks
 
@@ -77,7 +78,7 @@ def take_examples(
         raise ValueError("the evaluation set is empty; pass a dataset with at least one image")
     tensors = getattr(data, "tensors", None)
     if tensors is not None:
-        return tensors[0][:count], tensors[1][:count].long()
+        return as_float_images(tensors[0][:count]), tensors[1][:count].long()
     items = [data[i] for i in range(count)]
     return torch.stack([torch.as_tensor(a) for a, _ in items]), torch.as_tensor([int(b) for _, b in items])
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from robustcompress.trainer.checkpoint import atomic_write
+from robustcompress.io import atomic_write
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"

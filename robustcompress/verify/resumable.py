@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from robustcompress.attacks.autoattack import build_autoattack
 from robustcompress.attacks.common import eval_mode
-from robustcompress.trainer.checkpoint import atomic_write
+from robustcompress.io import atomic_write
 from robustcompress.verify.suite import AUTOATTACK_VERSIONS, seeded
 
 STATE_FORMAT = "robustcompress-autoattack-state"

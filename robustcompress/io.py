@@ -1,0 +1,59 @@
+"""Files: atomic writes, safetensors, weights-only torch checkpoints and the cache folder (the bottom layer)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+def cache_dir() -> Path:
+    """Where trained teachers and decoded image folders are cached: $ROBUSTCOMPRESS_CACHE or ~/.cache/robustcompress."""
+    return Path(os.environ.get("ROBUSTCOMPRESS_CACHE", Path.home() / ".cache" / "robustcompress"))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call write(tmp_path) then rename over path, so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the final file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save through atomic_write; obj must hold only tensors and plain Python values."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """A state dict as .safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint with weights_only=True and explain a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train first or pass resume=False")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"checkpoint {path} is corrupt or not a robustcompress checkpoint ({type(exc).__name__}: {exc}); "
+            "delete it to start over"
+        ) from exc

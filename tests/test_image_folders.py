@@ -1,0 +1,181 @@
+"""Image folders as data: layouts, every image mode, bad files, caching, and the real CIFAR-10 JPEG copy."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from robustcompress import load_data
+from robustcompress.data.folders import load_image_folder
+from robustcompress.data.tensors import PixelDataset
+from robustcompress_runtime.images import picture_to_array, picture_to_rgb8
+
+CIFAR_JPG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpg"
+
+
+def _rgb(seed: int, size: tuple[int, int] = (12, 12)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+
+
+def _make_folder(root: Path, classes: dict[str, int], start: int = 0, suffix: str = ".png") -> None:
+    for k, (name, count) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(_rgb(start + 100 * k + i)).save(root / name / f"{i:03d}{suffix}")
+
+
+def test_train_test_layout_is_split_by_folders_with_class_names_from_folder_names(tmp_path):
+    _make_folder(tmp_path / "train", {"cat": 5, "dog": 4, "emu": 3})
+    _make_folder(tmp_path / "test", {"cat": 2, "dog": 2, "emu": 1}, start=50)
+    data = load_data(str(tmp_path), progress=False)
+    assert data.class_names == ["cat", "dog", "emu"] and data.num_classes == 3
+    assert (len(data.train), len(data.test)) == (12, 5)
+    assert isinstance(data.train, PixelDataset) and data.train.tensors[0].dtype == torch.uint8
+    assert data.train.tensors[1].tolist() == [0] * 5 + [1] * 4 + [2] * 3
+    x, y = data.train[0]
+    assert x.dtype == torch.float32 and x.shape == (3, 12, 12) and 0 <= x.min() and x.max() <= 1
+    expected = torch.from_numpy(_rgb(0)).permute(2, 0, 1).float() / 255
+    assert torch.equal(x, expected)  # PNG pixels arrive exactly
+    assert data.source == str(tmp_path.resolve())
+
+
+def test_val_folder_counts_as_the_test_split(tmp_path):
+    _make_folder(tmp_path / "train", {"a": 3, "b": 3})
+    _make_folder(tmp_path / "val", {"a": 1, "b": 1}, start=9)
+    assert len(load_data(str(tmp_path), progress=False).test) == 2
+
+
+def test_class_folders_alone_get_a_seeded_stratified_holdout(tmp_path):
+    _make_folder(tmp_path, {"a": 10, "b": 20})
+    data = load_image_folder(tmp_path, holdout=0.2, seed=3, progress=False)
+    assert (len(data.train), len(data.test)) == (24, 6)
+    assert sorted(data.test.tensors[1].tolist()) == [0, 0, 1, 1, 1, 1]  # 20% of each class
+    again = load_image_folder(tmp_path, holdout=0.2, seed=3, progress=False, cache=False)
+    assert torch.equal(again.test.tensors[0], data.test.tensors[0])
+    other = load_image_folder(tmp_path, holdout=6, seed=4, progress=False)
+    assert len(other.test) == 6 and not torch.equal(other.test.tensors[0], data.test.tensors[0])
+
+
+def test_nested_folders_inside_a_class_belong_to_that_class(tmp_path):
+    _make_folder(tmp_path, {"a": 2, "b": 2})
+    (tmp_path / "b" / "more").mkdir()
+    Image.fromarray(_rgb(7)).save(tmp_path / "b" / "more" / "x.png")
+    (tmp_path / "b" / "notes.txt").write_text("not an image")
+    data = load_image_folder(tmp_path, holdout=1, progress=False)
+    labels = torch.cat([data.train.tensors[1], data.test.tensors[1]])
+    assert sorted(labels.tolist()) == [0, 0, 1, 1, 1]
+
+
+def test_non_square_images_are_resized_on_the_short_side_and_centre_cropped(tmp_path):
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, 10:30] = 200  # the central 20x20 square is bright, the sides dark
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(wide).save(tmp_path / name / "w.png")
+        Image.fromarray(wide).save(tmp_path / name / "w2.png")
+    data = load_image_folder(tmp_path, input_size=10, holdout=2, progress=False)
+    x, _ = data.train[0]
+    assert x.shape == (3, 10, 10)
+    assert torch.allclose(x, torch.full_like(x, 200 / 255))
+
+
+def test_every_image_mode_converts_like_the_runtime_and_the_demo(tmp_path):
+    """Palette, greyscale, RGBA, LA, CMYK, 16-bit greyscale, 1-bit, WebP, BMP and JPEG all load, by one rule."""
+    from apps.handler import image_to_tensor
+    from export.runtime import image_to_chw
+
+    rgba = np.concatenate([_rgb(1), np.tile(np.array([0, 128, 255], np.uint8), 48).reshape(12, 12, 1)], -1)
+    sixteen = (np.arange(144, dtype=np.uint16).reshape(12, 12) * 450).astype(np.uint16)
+    pictures = {
+        "rgba.png": Image.fromarray(rgba, "RGBA"),
+        "la.png": Image.fromarray(rgba[..., [0, 3]], "LA"),
+        "grey.png": Image.fromarray(_rgb(2)[..., 0], "L"),
+        "palette.png": Image.fromarray(_rgb(3)).convert("P"),
+        "cmyk.jpg": Image.fromarray(_rgb(4)).convert("CMYK"),
+        "sixteen.png": Image.fromarray(sixteen, "I;16"),
+        "bits.png": Image.fromarray(_rgb(5)[..., 0] > 127),
+        "photo.webp": Image.fromarray(_rgb(6)),
+        "photo.bmp": Image.fromarray(_rgb(8)),
+        "photo.jpg": Image.fromarray(_rgb(9)),
+    }
+    for name, picture in pictures.items():
+        for cls in ("a", "b"):
+            (tmp_path / cls).mkdir(exist_ok=True)
+            picture.save(tmp_path / cls / name)
+    data = load_image_folder(tmp_path, input_size=12, holdout=0.5, progress=False, cache=False)
+    assert len(data.train) + len(data.test) == 2 * len(pictures)
+    for name in pictures:
+        path = tmp_path / "a" / name
+        fit_pixels = torch.from_numpy(picture_to_rgb8(path, 12)).permute(2, 0, 1).float() / 255
+        runtime = torch.from_numpy(image_to_chw(str(path), 12))
+        demo, _ = image_to_tensor(str(path), 12)
+        assert torch.equal(runtime, fit_pixels), name
+        assert torch.equal(demo[0], fit_pixels), name
+    # 16-bit values are rescaled from their full range (Pillow alone would clip them to 255).
+    grey16 = picture_to_array(tmp_path / "a" / "sixteen.png", 12)
+    assert grey16.max() == pytest.approx(round(143 * 450 / 65535 * 255) / 255)
+    # Transparency is composited onto black: a fully transparent pixel is black.
+    assert picture_to_rgb8(tmp_path / "a" / "rgba.png", 12)[0, 0].tolist() == [0, 0, 0]
+
+
+def test_a_corrupt_file_fails_with_its_path_or_is_skipped_with_a_count_when_asked(tmp_path, caplog):
+    _make_folder(tmp_path, {"a": 4, "b": 4})
+    bad = tmp_path / "b" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        load_image_folder(tmp_path, holdout=2, progress=False, cache=False)
+    data = load_image_folder(tmp_path, holdout=2, progress=False, cache=False, skip_bad=True)
+    assert len(data.train) + len(data.test) == 8
+    assert "skipped 1 file" in caplog.text
+
+
+def test_empty_and_single_class_folders_are_explained(tmp_path):
+    _make_folder(tmp_path / "one", {"only": 3})
+    with pytest.raises(ValueError, match="at least two"):
+        load_image_folder(tmp_path / "one", progress=False)
+    _make_folder(tmp_path / "two", {"a": 3, "b": 3})
+    (tmp_path / "two" / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty"):
+        load_image_folder(tmp_path / "two", progress=False)
+    _make_folder(tmp_path / "three" / "train", {"a": 3, "b": 3})
+    _make_folder(tmp_path / "three" / "test", {"a": 1, "zebra": 1})
+    with pytest.raises(ValueError, match="zebra"):
+        load_image_folder(tmp_path / "three", progress=False)
+
+
+def test_decoded_folder_is_cached_and_refreshed_when_a_file_changes(tmp_path):
+    _make_folder(tmp_path, {"a": 3, "b": 3})
+    first = load_image_folder(tmp_path, holdout=2, progress=False)
+    cached = list((Path(__import__("os").environ["ROBUSTCOMPRESS_CACHE"]) / "images").glob("*.npz"))
+    assert cached
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(tmp_path / "a" / "000.png")
+    changed = load_image_folder(tmp_path, holdout=2, progress=False)
+    both = torch.cat([changed.train.tensors[0], changed.test.tensors[0]])
+    assert not torch.equal(both, torch.cat([first.train.tensors[0], first.test.tensors[0]]))
+    assert (both.flatten(1).amax(1) == 0).any()  # the new all-black picture is there
+
+
+def test_big_folders_stream_from_disk(tmp_path):
+    _make_folder(tmp_path, {"a": 3, "b": 3})
+    data = load_image_folder(tmp_path, holdout=2, progress=False, max_memory_mb=0)
+    assert not isinstance(data.train, PixelDataset)
+    x, y = data.train[0]
+    assert x.shape == (3, 12, 12) and x.dtype == torch.float32 and isinstance(y, int)
+
+
+@pytest.mark.skipif(not CIFAR_JPG.is_dir(), reason="needs ../shared/data/cifar10_jpg (not in a user's clone)")
+def test_real_cifar10_jpeg_folder_loads_with_counts_and_labels_from_folder_names():
+    data = load_data(str(CIFAR_JPG), progress=False)
+    assert data.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                "truck"]
+    assert (len(data.train), len(data.test)) == (50_000, 8_000) and data.input_size == 32
+    train_counts = torch.bincount(data.train.tensors[1], minlength=10)
+    assert train_counts.tolist() == [5000] * 10
+    test_counts = torch.bincount(data.test.tensors[1], minlength=10).tolist()
+    assert test_counts == [len(list((CIFAR_JPG / "test" / c).glob("*.jpg"))) for c in data.class_names]
+    first_cat = sorted((CIFAR_JPG / "train" / "cat").glob("*.jpg"))[0]
+    index = int((data.train.tensors[1] == 3).nonzero()[0])
+    assert np.array_equal(data.train.tensors[0][index].permute(1, 2, 0).numpy(), np.asarray(Image.open(first_cat)))
