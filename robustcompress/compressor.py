@@ -17,11 +17,12 @@ from robustcompress.export import export_verified
 from robustcompress.export.onnx import PARITY_TOLERANCE
 from robustcompress.methods import create_method
 from robustcompress.models import ImageClassifier, create_model, load_weights, model_from_spec
-from robustcompress.teachers import describe_teacher, train_teacher
+from robustcompress.teachers import describe_teacher, split_validation, train_teacher
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.io import atomic_write, save_safetensors
 from robustcompress.trainer.distributed import is_main_process, shard_evaluation
 from robustcompress.trainer.loop import resolve_device
+from robustcompress.trainer.select import BestSnapshot, check_select_mode
 from robustcompress.verify import CheckSettings, EvalReport, Verification, evaluate, verify_model, write_report
 
 log = logging.getLogger("robustcompress")
@@ -80,6 +81,8 @@ class RobustCompressor:
         verify_examples: int = 500,
         progress: bool = True,
         speed: str = "fast",
+        select: str = "last",
+        val_size: int | float = 1000,
     ) -> None:
         if not 0 <= eps <= 1:
             raise ValueError(f"eps={eps} is outside [0, 1]; eps is in pixel units, e.g. 8/255 = {8 / 255:.4f}")
@@ -109,6 +112,10 @@ class RobustCompressor:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.verify_attacks = tuple(verify_attacks)
         self.verify_examples = verify_examples
+        self.select = check_select_mode(select)
+        self.val_size = val_size
+        self.last_state: dict[str, torch.Tensor] | None = None  # the final weights when select keeps another epoch
+        self.selection: dict[str, Any] = {}
         self.student: ImageClassifier | None = None
         self.teachers: list[ImageClassifier] = []
         self.data_info: dict[str, Any] = {}
@@ -157,10 +164,21 @@ class RobustCompressor:
         checkpoint_dir = _writable_dir(self.out_dir / "checkpoints") if self.out_dir else None
         t1 = time.perf_counter()
         assert self.student is not None
+        train_set, selector = data.train, None
+        if self.select == "best_robust":
+            train_set, val_set = split_validation(data.train, self.val_size, self.config.seed)
+            selector = BestSnapshot(self.student, self._validation_score(val_set), checkpoint_dir)
         self.history = train(
-            self.student, self.teachers, self.method, data.train, self.num_classes, self.config, self.device,
+            self.student, self.teachers, self.method, train_set, self.num_classes, self.config, self.device,
             checkpoint_dir=checkpoint_dir, resume=resume, teacher_weights=self.teacher_weights,
+            on_epoch_end=selector,
         )
+        if selector is not None and selector.best_state is not None:
+            self.last_state = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
+            self.student.load_state_dict(selector.best_state)
+            self.selection = {"select": "best_robust", "val_images": len(val_set), **selector.summary()}
+            log.info("kept epoch %s of %d (validation %s)", selector.best["epoch"], self.config.epochs,
+                     {k: round(v, 4) for k, v in selector.best.items() if isinstance(v, float)})
         self.timings_s["train"] = time.perf_counter() - t1
         if data.test is not None and self.verify_attacks:
             t2 = time.perf_counter()
@@ -174,6 +192,16 @@ class RobustCompressor:
         if self.out_dir and is_main_process():  # under torchrun only rank 0 writes the bundle
             self.save(self.out_dir)
         return self
+
+    def _validation_score(self, val_set: Any) -> Any:
+        """PGD-10 accuracy at the training eps on the validation split: the score select='best-robust' keeps."""
+        def score(model: nn.Module) -> dict[str, Any]:
+            report = evaluate(model, val_set, ("pgd10",), eps=self.config.eps, device=self.device,
+                              seed=self.config.seed, progress=False)
+            return {"score": report.robust_acc["pgd10"], "val_clean": report.clean_acc,
+                    "val_pgd10": report.robust_acc["pgd10"]}
+
+        return score
 
     def _require_student(self) -> ImageClassifier:
         if self.student is None:
@@ -287,6 +315,7 @@ class RobustCompressor:
             "teacher_names": [describe_teacher(s) for s in self.teacher_specs] or [t.name for t in self.teachers],
             "teacher_weights": None if self.teacher_weights is None else self.teacher_weights.tolist(),
             "train_config": vars(self.config).copy(),
+            "selection": self.selection or {"select": "last"},
             "eps": self.config.eps,
             "norm": "Linf",
             "data": self.data_info,
@@ -300,6 +329,8 @@ class RobustCompressor:
         directory = _writable_dir(directory)
         student = self._require_student()
         save_safetensors(student.state_dict(), directory / "student.safetensors")
+        if self.last_state is not None:  # select kept an earlier epoch: the final weights travel beside it
+            save_safetensors(self.last_state, directory / "student_last.safetensors")
         for i, teacher in enumerate(self.teachers):
             save_safetensors(teacher.state_dict(), directory / f"teacher_{i}.safetensors")
         text = json.dumps(self.describe(), indent=2)
@@ -338,6 +369,12 @@ class RobustCompressor:
         rc.metrics = cfg.get("metrics", {})
         rc.history = cfg.get("history", [])
         rc.timings_s = cfg.get("timings_s", {})
+        selection = cfg.get("selection") or {}
+        rc.selection = selection if selection.get("select", "last") != "last" else {}
+        if (directory / "student_last.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            rc.last_state = load_file(str(directory / "student_last.safetensors"))
         return rc
 
     def export_onnx(

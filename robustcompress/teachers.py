@@ -70,13 +70,16 @@ def check_select(select: Select, epochs: int) -> None:
         raise ValueError(f"select={select} is not an epoch of this run; pick 1..{epochs} (epochs={epochs})")
 
 
-def split_validation(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """(train part, validation part): a seeded random ``fraction`` of the images is held out for model selection."""
+def split_validation(ds: Dataset, fraction: float | int, seed: int) -> tuple[Dataset, Dataset]:
+    """(train part, validation part): a seeded random ``fraction`` (or, given an int, that many) of the images is
+    held out for model selection."""
     n = len(ds)  # type: ignore[arg-type]
-    held_out = round(n * fraction)
-    if not 0 < fraction < 1 or held_out < 1 or held_out >= n:
+    is_count = isinstance(fraction, int) and not isinstance(fraction, bool)
+    held_out = fraction if is_count else round(n * fraction)
+    if (not is_count and not 0 < fraction < 1) or held_out < 1 or held_out >= n:
         raise ValueError(
-            f"val_fraction={fraction} leaves no validation or no training images out of {n}; use e.g. 0.1"
+            f"a validation split of {fraction} leaves no validation or no training images out of {n}; use e.g. "
+            "0.1 or 1000"
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:held_out], order[held_out:]

@@ -74,3 +74,28 @@ def test_load_of_a_non_bundle_is_explained(tmp_path):
 
 def test_baseline_methods_are_registered():
     assert {"pgd-at", "trades", "ard", "rslad", "akd"} <= set(list_methods())
+
+
+def test_select_best_robust_keeps_the_best_validation_epoch_and_the_last_beside_it(tmp_path):
+    """select='best-robust' carves a validation split out of train, scores PGD-10 after every epoch, keeps the best
+    weights as the student and writes the final ones beside it; both survive save/load."""
+    from safetensors.torch import load_file
+
+    rc = RobustCompressor([], "test_resnet", method="pgd-at", epochs=3, steps=1, batch_size=64, lr=0.1,
+                          eps=8 / 255, select="best-robust", val_size=100, verify_attacks=(), progress=False,
+                          out_dir=tmp_path / "run", input_size=8)
+    rc.fit("digits")
+    selection = rc.describe()["selection"]
+    assert selection["select"] == "best_robust" and selection["val_images"] == 100
+    scores = [p["score"] for p in selection["curve"]]
+    assert len(scores) == 3 and selection["best"]["score"] == max(scores)
+    assert selection["best_epoch"] == 1 + scores.index(max(scores))
+    assert all("validation" in h for h in rc.history)
+    saved = load_file(str(tmp_path / "run" / "student.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in rc.student.state_dict().items() if k in saved)
+    last = load_file(str(tmp_path / "run" / "student_last.safetensors"))
+    assert all(torch.equal(last[k], v) for k, v in rc.last_state.items())
+    loaded = RobustCompressor.load(tmp_path / "run")
+    assert loaded.selection["best_epoch"] == selection["best_epoch"] and loaded.last_state is not None
+    with pytest.raises(ValueError, match="best-robust"):
+        RobustCompressor([], "test_resnet", method="pgd-at", select="best")

@@ -6,6 +6,7 @@ from robustcompress.models.core import (
     load_weights,
     model_from_spec,
 )
+from robustcompress.models import zoo  # noqa: F401  (registers the small architectures with timm)
 from robustcompress.models.pretrained import load_autoattack_resnet18
 
 __all__ = ["ImageClassifier", "build_model", "create_model", "load_autoattack_resnet18", "load_weights",

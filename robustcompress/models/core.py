@@ -67,6 +67,8 @@ def adapt_stem_for_small_inputs(net: nn.Module) -> list[str]:
 
     Returns a human-readable list of what was changed so it can be recorded with the model.
     """
+    if getattr(net, "small_input_ready", False):  # e.g. models.zoo.resnet10t_narrow: its stem is chosen already
+        return []
     changes: list[str] = []
     conv1 = getattr(net, "conv1", None)
     if isinstance(conv1, nn.Conv2d) and conv1.stride != (1, 1):
