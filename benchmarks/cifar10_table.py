@@ -33,7 +33,12 @@ from torch.utils.data import TensorDataset
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10_subset.npz"
+JPEG_DATA = REPO.parent / "shared" / "data" / "cifar10_jpg"
+CALIBRATE = REPO.parent / "shared" / "tools" / "calibrate.py"
 RESULTS_NAME = "cifar10_subset"
+#: Results file and default data of each protocol.
+RESULTS_OF = {"full": "cifar10_subset", "smoke": "cifar10_subset", "cpu-scale": "cifar10_cpu"}
+DATA_OF = {"full": DEFAULT_DATA, "smoke": DEFAULT_DATA, "cpu-scale": JPEG_DATA}
 
 #: The methods the benchmark compares, in table order.
 ISSUE_METHODS = ("pgd-at", "trades", "ard", "rslad", "iad", "mtard", "adaad", "akd", "sa-mdrad", "dual-path")
@@ -83,6 +88,12 @@ class Setting:
     robust_epochs: int = 5
     robust_lr: float = 0.01
     robust_train_images: int | None = None  # None: the same images as the students
+    robust_source: str = "teacher1"  # the standard teacher the robust one is fine-tuned from: teacher1 or teacher2
+    teacher1_finetune_epochs: int = 0  # clean fine-tuning of the pre-trained teacher on this data (0: as shipped)
+    teacher1_finetune_lr: float = 0.01
+    val_images: int | None = None  # carved out of train (fixed, seed 0) to select the best-robust epoch; None: last
+    aa_test_images: int | None = None  # AutoAttack on the first this many (shuffled) test images; None: test_images
+    shuffle_test: bool = False  # a fixed random order of the test split, so a prefix is a class-balanced sample
 
 
 FULL = Setting()
@@ -91,6 +102,17 @@ SMOKE = Setting(
     autoattack="apgd-ce", checks="quick", teacher_test_images=64, teacher_attacks=(), teacher2="lcnet_050",
     teacher2_epochs=1, robust_steps=1, robust_epochs=1, robust_train_images=64,
 )
+#: The CPU-scale protocol (issue "Prove it on real CIFAR-10"): real CIFAR-10 JPEGs, a 1.2M-parameter student,
+#: budgets that fit a 2-core CPU; every choice and its reason is in docs/results/cifar10_cpu.md.
+CPU_SCALE = Setting(
+    student="resnet10t_narrow", epochs=4, batch_size=128, lr=0.1, eps=4 / 255, step_size=5 / 255, steps=1,
+    test_images=8000, attacks=("pgd20",), autoattack="fast", aa_test_images=1000,
+    autoattack_standard_for=("pgd-at", "akd", "sa-mdrad", "dual-path"), checks="quick", teacher_test_images=1000,
+    teacher_attacks=("pgd20",), teacher2="regnetx_002", teacher2_epochs=10, teacher2_lr=0.1, robust_eps=4 / 255,
+    robust_steps=2, robust_epochs=3, robust_lr=0.02, robust_source="teacher2", teacher1_finetune_epochs=1,
+    teacher1_finetune_lr=0.01, val_images=1000, shuffle_test=True,
+)
+PROTOCOLS = {"full": FULL, "cpu-scale": CPU_SCALE, "smoke": SMOKE}
 #: --autoattack choices -> the robustcompress.verify attack that runs them. 'fast' is APGD-CE + APGD-T; 'apgd-ce' is
 #: its first component alone (the smoke run's: APGD-T's nine targeted runs dominate the cost on a CPU).
 AUTOATTACK = {"standard": "autoattack", "fast": "autoattack-fast", "apgd-ce": "apgd-ce", "none": None}
@@ -119,10 +141,19 @@ def missing_data_message(path: Path) -> str:
     )
 
 
-def load_benchmark_data(path: Path) -> Any:
-    """The CIFAR-10 subset .npz, or full CIFAR-10 from a torchvision folder, as a DataBundle of 32x32 images."""
+def load_benchmark_data(path: Path, setting: Setting | None = None) -> Any:
+    """The CIFAR-10 subset .npz, the CIFAR-10 JPEG image folder, or full CIFAR-10 from a torchvision folder, as a
+    DataBundle of 32x32 images (the test split in a fixed random order when the setting asks for it)."""
     from robustcompress.data import load_data
 
+    if path.is_dir() and (path / "train").is_dir():
+        data = load_data(str(path), 32)
+        if setting is not None and setting.shuffle_test:
+            from robustcompress.data.tensors import subset_tensors
+
+            order = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(0))
+            data = dataclasses.replace(data, test=subset_tensors(data.test, order))
+        return data
     if path.is_dir():
         try:
             return load_data("cifar10", data_root=path, download=False)
@@ -199,18 +230,33 @@ def cached_teacher(role: str, recipe: dict[str, Any], data: Any, device: torch.d
     return Teacher(role, description, model.to(device).eval(), meta["train_time_s"], extra)
 
 
-def make_teachers(setting: Setting, data: Any, device: torch.device, progress: bool) -> dict[str, Teacher]:
-    """Teacher 1 (loaded), teacher 2 and the robust teacher (trained once, then read from the cache)."""
+def validation_split(setting: Setting, data: Any) -> tuple[Any, Any]:
+    """(data without the validation images, validation set): the split RobustCompressor(select='best-robust',
+    val_size=setting.val_images) carves, so teachers never train on the images students are selected on."""
+    from robustcompress.compressor import VALIDATION_SPLIT_SEED
+    from robustcompress.teachers import split_validation
+
+    if not setting.val_images:
+        return data, None
+    train, val = split_validation(data.train, setting.val_images, VALIDATION_SPLIT_SEED)
+    return dataclasses.replace(data, train=train), val
+
+
+def make_teachers(setting: Setting, data: Any, device: torch.device, progress: bool,
+                  roles: Sequence[str] = ("teacher1", "teacher2", "robust")) -> dict[str, Teacher]:
+    """Teacher 1 (loaded, optionally fine-tuned here), teacher 2 and the robust teacher (trained once, then read
+    from the cache); only ``roles`` and what they are made from are built."""
     from robustcompress.models import build_model, load_autoattack_resnet18
     from robustcompress.teachers import train_teacher
 
-    teachers = {
-        "teacher1": Teacher(
-            "teacher1", "resnet18: pyautoattack's pre-trained CIFAR-10 checkpoint (standard training)",
-            load_autoattack_resnet18(device), None, {"source": "pyautoattack/examples/model_test.pt"},
-        )
-    }
-    train_data = with_train(data, setting.train_images)
+    data, val_set = validation_split(setting, with_train(data, setting.train_images))
+    needed = set(roles) | ({setting.robust_source} if "robust" in roles else set())
+    teachers: dict[str, Teacher] = {}
+    if "teacher1" in needed:
+        teachers["teacher1"] = make_teacher1(setting, data, val_set, device, progress)
+    if not needed - {"teacher1"}:
+        return teachers
+    train_data = data
     epochs2 = f"{setting.teacher2_epochs} epoch{'s' * (setting.teacher2_epochs != 1)}"
     recipe2 = {"name": setting.teacher2, "epochs": setting.teacher2_epochs, "lr": setting.teacher2_lr,
                "batch_size": setting.batch_size, "seed": 0}
@@ -224,28 +270,71 @@ def make_teachers(setting: Setting, data: Any, device: torch.device, progress: b
         f"{len(train_data.train)} images",
     )
 
+    if "robust" not in roles:
+        return teachers
     robust_data = with_train(data, setting.robust_train_images or setting.train_images)
-    recipe = {"source": "teacher1", "eps": setting.robust_eps, "steps": setting.robust_steps,
+    source = teachers[setting.robust_source]
+    recipe = {"source": setting.robust_source, "eps": setting.robust_eps, "steps": setting.robust_steps,
               "epochs": setting.robust_epochs, "lr": setting.robust_lr, "seed": 0}
+    if setting.robust_source != "teacher1" or setting.teacher1_finetune_epochs:
+        recipe["start"] = weights_of(source.model)  # a changed starting point is another robust teacher
 
     def finetune() -> torch.nn.Module:
         from robustcompress.teachers import weak_adversarial_finetune
 
         return weak_adversarial_finetune(
-            load_autoattack_resnet18(device), robust_data, setting.robust_eps, steps=setting.robust_steps,
+            source.model, robust_data, setting.robust_eps, steps=setting.robust_steps,
             epochs=setting.robust_epochs, lr=setting.robust_lr, device=device, seed=0, progress=progress,
             use_cache=False,  # cached below, with its training time
         )
 
+    spec = source.model.spec()
     teachers["robust"] = cached_teacher(
         "robust", recipe, robust_data, device,
-        build=lambda: build_model("resnet18", 10, 32, mean=(0.0,) * 3, std=(1.0,) * 3),
+        build=lambda: build_model(spec["name"], 10, 32, mean=spec["mean"], std=spec["std"]),
         train=finetune,
-        description=f"resnet18: teacher 1 weakly adversarially fine-tuned by robustcompress.weak_adversarial_finetune "
-        f"(eps {setting.robust_eps * 255:g}/255, PGD-{setting.robust_steps}, {setting.robust_epochs} "
-        f"epoch{'s' * (setting.robust_epochs != 1)}, lr {setting.robust_lr}, {len(robust_data.train)} images)",
+        description=f"{spec['name']}: {setting.robust_source} weakly adversarially fine-tuned by "
+        f"robustcompress.weak_adversarial_finetune (eps {setting.robust_eps * 255:g}/255, PGD-{setting.robust_steps}, "
+        f"{setting.robust_epochs} epoch{'s' * (setting.robust_epochs != 1)}, lr {setting.robust_lr}, "
+        f"{len(robust_data.train)} images)",
     )
-    return teachers
+    return {r: t for r, t in teachers.items() if r in roles}
+
+
+def weights_of(model: torch.nn.Module) -> str:
+    from robustcompress.teachers import weights_fingerprint
+
+    return weights_fingerprint(model)
+
+
+def make_teacher1(setting: Setting, data: Any, val_set: Any, device: torch.device, progress: bool) -> Teacher:
+    """pyautoattack's pre-trained CIFAR-10 ResNet-18, fine-tuned on the benchmark's training images when the
+    setting asks (robustcompress.finetune_teacher: clean, early-stopped on the validation split, cached)."""
+    from robustcompress.models import load_autoattack_resnet18
+
+    pretrained = load_autoattack_resnet18(device)
+    source = {"source": "pyautoattack/examples/model_test.pt"}
+    if not setting.teacher1_finetune_epochs:
+        return Teacher("teacher1", "resnet18: pyautoattack's pre-trained CIFAR-10 checkpoint (standard training)",
+                       pretrained, None, source)
+    from robustcompress.teachers import finetune_teacher
+
+    print(f"teacher1: fine-tuning ({setting.teacher1_finetune_epochs} epoch, lr {setting.teacher1_finetune_lr}; "
+          "cached)", flush=True)
+    model = finetune_teacher(pretrained, data, epochs=setting.teacher1_finetune_epochs,
+                             lr=setting.teacher1_finetune_lr, device=device, seed=0, progress=progress,
+                             batch_size=setting.batch_size, val_set=val_set)
+    info = model.teacher_info
+    epochs = setting.teacher1_finetune_epochs
+    return Teacher(
+        "teacher1",
+        f"resnet18: pyautoattack's pre-trained CIFAR-10 checkpoint, fine-tuned here on the training JPEGs "
+        f"(robustcompress.finetune_teacher, clean, {epochs} epoch{'s' * (epochs != 1)}, lr "
+        f"{setting.teacher1_finetune_lr}; validation clean {100 * info['val_clean_before']:.1f}% before, "
+        f"{100 * info['val_clean_after']:.1f}% after)",
+        model.to(device).eval(), info.get("train_time_s"),
+        {**source, "val_clean_before": info["val_clean_before"], "val_clean_after": info["val_clean_after"]},
+    )
 
 
 def with_autoattack(attacks: Sequence[str], version: str) -> list[str]:
@@ -309,7 +398,7 @@ def masking_checks(model: torch.nn.Module, data: Any, setting: Setting, report: 
 
     if setting.checks == "none":
         return []
-    x, y = take_examples(data.test, setting.test_images)
+    x, y = take_examples(data.test, report.n_examples)
     results = run_checks(model, x, y, report, settings=CheckSettings(level=setting.checks),
                          transfer_from={t.role: t.model for t in teachers.values()}, device=device, progress=progress)
     return [{"name": r.name, "status": r.status, "message": r.message} for r in results]
@@ -322,11 +411,38 @@ def teacher_roles(method: str) -> tuple[str, ...]:
     return TEACHERS_OF.get(method, ("robust",) if create_method(method).needs_teacher else ())
 
 
-def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: dict[str, Teacher], device: torch.device,
-               progress: bool) -> dict[str, Any]:
-    """Train one student with ``method`` and ``seed`` under the shared setting and evaluate it."""
-    from robustcompress import RobustCompressor
+def evaluate_student(model: torch.nn.Module, method: str, seed: int, setting: Setting, data: Any,
+                     device: torch.device, progress: bool, with_autoattack: bool = True) -> dict[str, Any]:
+    """Clean and the PGD attacks on ``test_images``; AutoAttack on the first ``aa_test_images`` of them, whose worst
+    case counts an image only if it survives every attack (PGD included)."""
     from robustcompress.verify import evaluate
+
+    aa = student_attacks(setting, method)[len(setting.attacks):] if with_autoattack else []
+    aa_n = setting.aa_test_images or setting.test_images
+    if not aa or aa_n == setting.test_images:
+        report = evaluate(model, data.test, [*setting.attacks, *aa], eps=setting.eps, n_examples=setting.test_images,
+                          device=device, seed=seed, progress=progress)
+        return {**metrics_of(report), "n_test_autoattack": report.n_examples if aa else None}, report
+    main = evaluate(model, data.test, setting.attacks, eps=setting.eps, n_examples=setting.test_images,
+                    device=device, seed=seed, progress=progress)
+    sub = evaluate(model, data.test, aa, eps=setting.eps, n_examples=aa_n, device=device, seed=seed,
+                   progress=progress)
+    row = metrics_of(main)
+    flags = [torch.tensor(sub.per_sample[a]) for a in aa]
+    flags += [torch.tensor(main.per_sample[a][: sub.n_examples]) for a in setting.attacks]
+    row.update(autoattack=sub.robust_acc[aa[0]], autoattack_version=metrics_of(sub)["autoattack_version"],
+               n_test_autoattack=sub.n_examples, worst_case=torch.stack(flags).all(0).float().mean().item(),
+               worst_case_n=sub.n_examples, eval_time_s=row["eval_time_s"] + sum(sub.timings_s.values()))
+    return row, sub
+
+
+def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: dict[str, Teacher], device: torch.device,
+               progress: bool, unit_s: float | None = None) -> dict[str, Any]:
+    """Train one student with ``method`` and ``seed`` under the shared setting and evaluate it (with select=
+    'best-robust', the best-validation epoch in full and the last epoch on clean and the PGD attacks)."""
+    import copy
+
+    from robustcompress import RobustCompressor
 
     roles = teacher_roles(method)
     rc = RobustCompressor(
@@ -334,25 +450,40 @@ def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: di
         step_size=setting.step_size, steps=setting.steps, epochs=setting.epochs, batch_size=setting.batch_size,
         lr=setting.lr, momentum=setting.momentum, weight_decay=setting.weight_decay, schedule=setting.schedule,
         device=str(device), seed=seed, verify_attacks=(), progress=progress,
+        select="best-robust" if setting.val_images else "last", val_size=setting.val_images or 1000,
     )
     rc.fit(with_train(data, setting.train_images))
-    attacks = student_attacks(setting, method)
-    report = evaluate(rc.student, data.test, attacks, eps=setting.eps, n_examples=setting.test_images,
-                      device=device, seed=seed, progress=progress)
+    t0 = time.perf_counter()
+    row, report = evaluate_student(rc.student, method, seed, setting, data, device, progress)
     checks = masking_checks(rc.student, data, setting, report, teachers, device, progress)
+    last = None
+    if rc.last_state is not None:
+        last_model = copy.deepcopy(rc.student)
+        last_model.load_state_dict(rc.last_state)
+        last, _ = evaluate_student(last_model, method, seed, setting, data, device, progress, with_autoattack=False)
+        last = {k: last[k] for k in ("clean", "attacks", "n_test")}
+    eval_wall = time.perf_counter() - t0
+    train_s = rc.timings_s["train"]
     return {
         "method": method,
         "seed": seed,
         "status": "ok",
         "teachers": list(roles),
         "method_hparams": rc.method.hparams(),
-        **metrics_of(report),
-        "train_time_s": rc.timings_s["train"],
+        **row,
+        "selection": rc.selection or {"select": "last"},
+        "last_epoch": last,
+        "train_time_s": train_s,
+        "eval_wall_s": eval_wall,
+        "unit_s": unit_s,
+        "train_units": None if not unit_s else train_s / unit_s,
+        "eval_units": None if not unit_s else eval_wall / unit_s,
         "final_train_acc": rc.history[-1]["train_acc"] if rc.history else None,
         "masking_checks": checks,
         "device": describe_device(device),
         "date": today(),
         "command": command_line(),
+        "student": rc,  # removed before writing; main() saves seed 0's bundle when asked
     }
 
 
@@ -371,9 +502,9 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
-def reductions(setting: Setting) -> dict[str, list[Any]]:
-    """Fields that differ from the fixed setting of the issue: {field: [fixed, used]}."""
-    fixed, used = dataclasses.asdict(FULL), dataclasses.asdict(setting)
+def reductions(setting: Setting, base: Setting = FULL) -> dict[str, list[Any]]:
+    """Fields that differ from the protocol's fixed setting: {field: [fixed, used]}."""
+    fixed, used = dataclasses.asdict(base), dataclasses.asdict(setting)
     return {k: [fixed[k], used[k]] for k in fixed if fixed[k] != used[k]}
 
 
@@ -574,10 +705,16 @@ def parse_eps(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny student, 1 epoch, 64 test images; checks the plumbing")
+    p.add_argument("--protocol", choices=tuple(PROTOCOLS), default=None,
+                   help="full (GPU; cifar10_subset.*), cpu-scale (2-core CPU, CIFAR-10 JPEGs; cifar10_cpu.*) or smoke")
+    p.add_argument("--save-bundles", type=Path, default=None,
+                   help="save seed 0's student of each method as a bundle in DIR/<method> (student.safetensors + "
+                        "config.json)")
     p.add_argument("--methods", type=parse_list, default=list(ISSUE_METHODS), help="comma-separated (default: all ten)")
     p.add_argument("--seeds", type=lambda t: [int(s) for s in parse_list(t)], default=[0], help="e.g. 0,1,2")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="the CIFAR-10 subset .npz, or torchvision's CIFAR-10 root folder for full CIFAR-10")
+    p.add_argument("--data", type=Path, default=None,
+                   help="the CIFAR-10 subset .npz (default of full/smoke), the CIFAR-10 JPEG image folder (default "
+                        "of cpu-scale), or torchvision's CIFAR-10 root folder")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for cifar10_subset.json/.md (default docs/results, or runs/cifar10_smoke with --smoke)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -612,11 +749,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--robust-epochs", type=int)
     g.add_argument("--robust-lr", type=float)
     g.add_argument("--robust-train-images", type=int)
+    g.add_argument("--val-images", type=int, help="validation images carved out of train for best-robust selection")
+    g.add_argument("--aa-test-images", type=int, help="test images AutoAttack runs on")
     return p
 
 
+def protocol_of(args: argparse.Namespace) -> str:
+    return "smoke" if args.smoke else (args.protocol or "full")
+
+
 def setting_from(args: argparse.Namespace) -> Setting:
-    base = SMOKE if args.smoke else FULL
+    base = PROTOCOLS[protocol_of(args)]
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Setting)
                if getattr(args, f.name, None) is not None}
     return dataclasses.replace(base, **changes)
@@ -634,12 +777,26 @@ def check_methods(requested: Sequence[str]) -> tuple[list[str], list[str]]:
     return [m for m in requested if m in registered], [m for m in requested if m not in registered]
 
 
+def calibration_unit() -> float | None:
+    """Seconds of ../shared/tools/calibrate.py (a fixed CPU workload) on this machine now; None when it is absent."""
+    import subprocess
+
+    if not CALIBRATE.is_file():
+        return None
+    out = subprocess.run([sys.executable, str(CALIBRATE)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global RESULTS_NAME
     args = build_parser().parse_args(argv)
     if args.cache is not None:
         os.environ["ROBUSTCOMPRESS_CACHE"] = str(args.cache)
     from robustcompress.trainer.loop import resolve_device
 
+    protocol = protocol_of(args)
+    RESULTS_NAME = RESULTS_OF[protocol]
+    data_path = args.data or DATA_OF[protocol]
     out = args.out or (REPO / "runs" / "cifar10_smoke" if args.smoke else REPO / "docs" / "results")
     if args.render_only:
         results = read_json(out / f"{RESULTS_NAME}.json")
@@ -655,59 +812,73 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: method '{m}' is not registered in this robustcompress; its row is left out", flush=True)
     unregistered = check_methods(ISSUE_METHODS)[1]  # the table lists every benchmark method it could not run
     device = resolve_device(args.device)
-    if device.type == "cpu" and not args.smoke and setting == FULL:
-        print("warning: the fixed setting on a CPU takes days; pass --smoke or reduce it (see --help)", flush=True)
+    if device.type == "cpu" and setting == FULL:
+        print("warning: the full setting on a CPU takes days; use --protocol cpu-scale or --smoke", flush=True)
     progress = not args.no_progress
     try:
-        data = load_benchmark_data(args.data)
+        data = load_benchmark_data(data_path, setting)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    unit_s = calibration_unit() if device.type == "cpu" and not args.smoke else None
+    if unit_s:
+        print(f"calibration unit: {unit_s:.3f} s (../shared/tools/calibrate.py)", flush=True)
     load = os.getloadavg()[0] if device.type == "cpu" and hasattr(os, "getloadavg") else None
     started = time.perf_counter()
 
-    teachers = make_teachers(setting, data, device, progress)
-    teacher_rows = []
+    roles = sorted({r for m in run for r in teacher_roles(m)})
+    path = out / f"{RESULTS_NAME}.json"
+    old = read_json(path)
+    teachers = make_teachers(setting, data, device, progress, roles)
+    teacher_rows = {t["role"]: t for t in old.get("teachers", [])} if old.get("setting") == json.loads(
+        json.dumps(dataclasses.asdict(setting))) else {}
     for t in teachers.values():
         row = evaluate_teacher(t, setting, data, device, progress)
-        teacher_rows.append({"role": t.role, "description": t.description, "train_time_s": t.train_time_s,
-                             **t.extra, **row})
+        teacher_rows[t.role] = {"role": t.role, "description": t.description, "train_time_s": t.train_time_s,
+                                "train_units": None if not (unit_s and t.train_time_s) else t.train_time_s / unit_s,
+                                **t.extra, **row}
 
+    val = setting.val_images or 0
     header = {
         "benchmark": RESULTS_NAME,
-        "mode": "smoke" if args.smoke else ("fixed" if setting == FULL else "reduced"),
+        "protocol": protocol,
+        "mode": "smoke" if args.smoke else ("fixed" if setting == PROTOCOLS[protocol] else "reduced"),
         "setting": json.loads(json.dumps(dataclasses.asdict(setting))),
-        "reduced_from_fixed_setting": json.loads(json.dumps(reductions(setting))),
-        "data": {"source": str(args.data), "train_available": len(data.train),
-                 "train_size": len(first_images(data.train, setting.train_images)),
+        "reduced_from_fixed_setting": json.loads(json.dumps(reductions(setting, PROTOCOLS[protocol]))),
+        "data": {"source": str(data_path), "train_available": len(data.train),
+                 "train_size": len(first_images(data.train, setting.train_images)) - val, "val_size": val,
                  "test_used": min(setting.test_images or len(data.test), len(data.test))},
-        "teachers": teacher_rows,
+        "teachers": [teacher_rows[r] for r in ("teacher1", "teacher2", "robust") if r in teacher_rows],
         "teacher_attacks": teacher_attacks(setting),
         "teachers_of": {m: list(teacher_roles(m)) for m in ISSUE_METHODS if m not in unregistered},
         "missing_methods": unregistered,
         "note": args.note,
         "date": today(),
         "environment": {"device": describe_device(device), "torch": torch.__version__,
-                        "python": platform.python_version(), "cpu_count": os.cpu_count(), "load_average": load},
+                        "python": platform.python_version(), "cpu_count": os.cpu_count(), "load_average": load,
+                        "calibration_unit_s": unit_s},
     }
-    path = out / f"{RESULTS_NAME}.json"
     new_rows: list[dict[str, Any]] = []
     failures = 0
     for method in run:
         for seed in args.seeds:
             print(f"== {method} seed {seed}", flush=True)
             try:
-                row = run_method(method, seed, setting, data, teachers, device, progress)
+                row = run_method(method, seed, setting, data, teachers, device, progress, unit_s)
             except Exception as exc:  # reported in the table and the exit code; the other methods still run
                 traceback.print_exc()
                 failures += 1
                 row = {"method": method, "seed": seed, "status": f"failed: {type(exc).__name__}: {exc}",
                        "device": describe_device(device), "date": today(), "command": command_line()}
             else:
+                student = row.pop("student")
+                if args.save_bundles is not None and seed == 0:
+                    student.save(args.save_bundles / method)
                 scores = {"clean": row["clean"], **row["attacks"], "autoattack": row["autoattack"],
                           "worst": row["worst_case"]}
                 print("   " + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items())
-                      + f"  train {row['train_time_s']:.0f}s  checks {checks_cell([row])}", flush=True)
+                      + f"  train {row['train_time_s']:.0f}s  eval {row['eval_wall_s']:.0f}s  checks "
+                      f"{checks_cell([row])}", flush=True)
             new_rows.append(row)
             write_results(out, merge_results(path, header, new_rows))
     if not new_rows:

@@ -27,6 +27,7 @@ from robustcompress.verify import CheckSettings, EvalReport, Verification, evalu
 
 log = logging.getLogger("robustcompress")
 DEFAULT_METHOD = "sa-mdrad"
+VALIDATION_SPLIT_SEED = 0
 BUNDLE_VERSION = 1
 
 
@@ -166,7 +167,8 @@ class RobustCompressor:
         assert self.student is not None
         train_set, selector = data.train, None
         if self.select == "best_robust":
-            train_set, val_set = split_validation(data.train, self.val_size, self.config.seed)
+            # Seed 0 whatever the run's seed: every run of a comparison selects on the same validation images.
+            train_set, val_set = split_validation(data.train, self.val_size, VALIDATION_SPLIT_SEED)
             selector = BestSnapshot(self.student, self._validation_score(val_set), checkpoint_dir)
         self.history = train(
             self.student, self.teachers, self.method, train_set, self.num_classes, self.config, self.device,

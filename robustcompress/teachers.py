@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Union
 
@@ -332,11 +333,12 @@ def finetune_teacher(
             teacher.teacher_info = cached
             return teacher.eval()
     log.info("fine-tuning teacher %s on %s for %d epoch(s), lr %g", teacher.name, data.name, epochs, lr)
+    started = time.perf_counter()
     info = fit_and_select(teacher, create_method("standard"), data, config, device, "best_clean", val_fraction,
                           val_examples=val_examples, val_set=val_set, include_start=True)
     curve = info["validation_curve"]
     info.update(start=recipe["start"], val_clean_before=curve[0]["val_clean_acc"],
-                val_clean_after=info["val_clean_acc"])
+                val_clean_after=info["val_clean_acc"], train_time_s=time.perf_counter() - started)
     if use_cache:
         _store(path, teacher, info)
     teacher.teacher_info = info

@@ -125,8 +125,13 @@ def test_smoke_run_writes_a_row_for_every_registered_method(tmp_path):
     markdown = (bench_out / "cifar10_subset.md").read_text()
     assert "SMOKE RUN" in markdown and all(f"| {m} |" in markdown for m in registered)
     assert (bench_out / "cifar10_subset.png").stat().st_size > 0 and "cifar10_subset.png" in markdown
-    # A second run (here: of no method) reuses the cached teachers and keeps the rows of the first.
+    # A second run of no method builds no teacher and keeps the rows and teacher rows of the first.
     again = subprocess.run(command + ["--methods", ""], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "robust: cached weights" in again.stdout and "teacher2: cached weights" in again.stdout
-    assert json.loads((bench_out / "cifar10_subset.json").read_text())["rows"] == results["rows"]
+    assert "cached weights" not in again.stdout and "training" not in again.stdout
+    kept = json.loads((bench_out / "cifar10_subset.json").read_text())
+    assert kept["rows"] == results["rows"] and kept["teachers"] == results["teachers"]
+    # A run of one distillation method reuses the cached teachers it needs.
+    ard = subprocess.run(command + ["--methods", "ard"], capture_output=True, text=True, timeout=600)
+    assert ard.returncode == 0, ard.stdout[-3000:] + ard.stderr[-3000:]
+    assert "robust: cached weights" in ard.stdout and "teacher2: cached weights" in ard.stdout
