@@ -224,6 +224,15 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
+def check_image_values(x: torch.Tensor) -> None:
+    """Raise a ValueError unless every value of an image tensor is a number in [0, 1] (NaN compares false)."""
+    if not torch.isfinite(x).all():
+        raise ValueError(f"the image tensor holds {int((~torch.isfinite(x)).sum())} NaN or infinite values; pass "
+                         "pixels in [0, 1]")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"an image tensor must lie in [0, 1]; got [{x.min().item():.3g}, {x.max().item():.3g}]")
+
+
 def image_to_tensor(image: Any, input_size: int) -> tuple[torch.Tensor, list[str]]:
     """Any picture -> a (1, 3, S, S) float tensor in [0, 1], plus notes on what was changed to get there.
 
@@ -237,8 +246,7 @@ def image_to_tensor(image: Any, input_size: int) -> tuple[torch.Tensor, list[str
             x = x[None]
         if x.dim() != 4 or x.shape[:2] != (1, 3) or x.shape[-1] != x.shape[-2]:
             raise ValueError(f"an image tensor must be (3, S, S) or (1, 3, S, S); got {tuple(image.shape)}")
-        if x.min() < 0 or x.max() > 1:
-            raise ValueError("an image tensor must lie in [0, 1]")
+        check_image_values(x)
         return _resize(x.cpu(), input_size), []
     if image is None:
         raise ValueError("no image: upload a picture or pick one from the gallery first")
@@ -317,6 +325,7 @@ def compare_models(
     The attack pushes each image away from the attacked model's own clean prediction, so no labels are needed.
     """
     check_attack_settings(attack, eps_255, steps, target)
+    check_image_values(x)
     eps, steps = float(eps_255) / 255.0, int(steps)
     x = x.to(models.device)
     attacked = models.student if target == "student" else models.undefended

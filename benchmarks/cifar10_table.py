@@ -697,9 +697,10 @@ def parse_list(text: str) -> list[str]:
 
 
 def parse_eps(text: str) -> float:
-    """'8/255' or '0.0314'."""
-    num, _, den = text.partition("/")
-    return float(num) / float(den or 1)
+    """'8/255' or '0.0314', by the rule every robustcompress command uses (robustcompress.cli.common.parse_eps)."""
+    from robustcompress.cli.common import eps_value
+
+    return eps_value(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

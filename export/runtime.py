@@ -151,6 +151,18 @@ def classify(model: DeployedModel, images: ImageLike | Sequence[ImageLike], top_
     return results
 
 
+def _error_line(exc: BaseException) -> str:
+    """One line for a failure: our own ValueErrors as written, file errors with their path, others marked."""
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.strerror:
+        text = f"{exc.strerror}" + (f" ({exc.filename})" if exc.filename else "") + "; check the path and rerun"
+    elif isinstance(exc, (ValueError, FileNotFoundError)):
+        text = str(exc) or type(exc).__name__
+    else:
+        text = f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+    lines = [line for line in text.splitlines() if line.strip()] or [text]
+    return lines[0] + (" [more with --debug]" if len(lines) > 1 else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print one prediction per image."""
     parser = argparse.ArgumentParser(
@@ -162,12 +174,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=1, help="also list the k most likely classes")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     parser.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback when something fails")
     args = parser.parse_args(argv)
     try:
         model = load_model(args.model, args.threads)
         predictions = classify(model, args.images, top_k=args.top_k)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"export.runtime: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("export.runtime: interrupted; rerun the same command", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the boundary: one line for any failure, the traceback only with --debug
+        if args.debug:
+            raise
+        print(f"export.runtime: error: {_error_line(exc)}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps([{"image": str(p), **r} for p, r in zip(args.images, predictions)], indent=2))

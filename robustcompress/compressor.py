@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,14 +22,46 @@ from robustcompress.teachers import describe_teacher, split_validation, train_te
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.io import atomic_write, save_safetensors
 from robustcompress.trainer.distributed import is_main_process, shard_evaluation
-from robustcompress.trainer.loop import resolve_device
+from robustcompress.trainer.loop import check_attack_budget, require_int, require_number, resolve_device, seed_everything
 from robustcompress.trainer.select import BestSnapshot, check_select_mode
 from robustcompress.verify import CheckSettings, EvalReport, Verification, evaluate, verify_model, write_report
 
 log = logging.getLogger("robustcompress")
 DEFAULT_METHOD = "sa-mdrad"
 VALIDATION_SPLIT_SEED = 0
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+
+
+#: Keys every bundle's config.json has (bundle_version 1 lacked the ones in BUNDLE_KEYS_SINCE_2).
+BUNDLE_KEYS = ("bundle_version", "method", "method_hparams", "student", "teachers", "train_config")
+BUNDLE_KEYS_SINCE_2 = ("method_kwargs", "teacher_epochs", "verify_attacks", "verify_examples")
+
+
+def _check_bundle_record(cfg: Any, config_path: Path) -> None:
+    """Raise a ValueError that names what is wrong with a bundle's config.json (version, missing keys)."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{config_path} does not hold a bundle description (a JSON object); re-save the bundle")
+    version = cfg.get("bundle_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"{config_path} has no valid 'bundle_version' ({version!r}); it is not a robustcompress "
+                         "bundle or it was edited by hand: re-save it")
+    if version > BUNDLE_VERSION:
+        raise ValueError(f"{config_path} has bundle_version {version}, newer than this robustcompress reads "
+                         f"(up to {BUNDLE_VERSION}); upgrade robustcompress: pip install -U robustcompress")
+    required = BUNDLE_KEYS + (BUNDLE_KEYS_SINCE_2 if version >= 2 else ())
+    missing = [key for key in required if key not in cfg]
+    if not isinstance(cfg.get("train_config"), dict):
+        missing += [] if "train_config" in missing else ["train_config (not a mapping)"]
+    else:
+        known = {f.name for f in fields(TrainConfig)}
+        missing += [f"train_config.{key}" for key in sorted(known - set(cfg["train_config"]))]
+        unknown = sorted(set(cfg["train_config"]) - known)
+        if unknown:
+            raise ValueError(f"{config_path} has train_config settings this robustcompress does not know: {unknown}; "
+                             "upgrade robustcompress or re-save the bundle")
+    if missing:
+        raise ValueError(f"{config_path} lacks {', '.join(missing)}; the bundle is incomplete or was edited: "
+                         "re-save it (RobustCompressor.save) or re-run fit")
 
 
 def _writable_dir(path: str | os.PathLike) -> Path:
@@ -85,8 +118,19 @@ class RobustCompressor:
         select: str = "last",
         val_size: int | float = 1000,
     ) -> None:
-        if not 0 <= eps <= 1:
-            raise ValueError(f"eps={eps} is outside [0, 1]; eps is in pixel units, e.g. 8/255 = {8 / 255:.4f}")
+        require_number("eps", eps, least=0, most=1, hint=f"eps is in pixel units, e.g. 8/255 = {8 / 255:.4f}")
+        require_int("teacher_epochs", teacher_epochs, least=1)
+        require_int("verify_examples", verify_examples, least=1)
+        if num_classes is not None:
+            require_int("num_classes", num_classes, least=2)
+        if input_size is not None:
+            require_int("input_size", input_size, least=1)
+        if teacher_weights is not None:
+            for weight in teacher_weights:
+                require_number("each teacher weight", weight, least=0)
+            if sum(teacher_weights) <= 0:
+                raise ValueError(f"teacher_weights {list(teacher_weights)} sum to 0; give at least one teacher a "
+                                 "positive weight")
         if isinstance(teachers, (str, nn.Module)):
             teachers = [teachers]
         self.method = create_method(method, **(method_kwargs or {}))  # fails early on unknown names
@@ -103,6 +147,7 @@ class RobustCompressor:
             schedule=schedule, eps=eps, step_size=eps / 4 if step_size is None else step_size, steps=steps,
             seed=seed, augment=augment, progress=progress, speed=speed,
         )
+        check_attack_budget(self.method, self.config)
         self.device = resolve_device(device)
         self.num_classes = num_classes
         self.input_size = input_size
@@ -142,17 +187,21 @@ class RobustCompressor:
             else:
                 self.teachers.append(create_model(spec, classes, size, data.channels, role=role))
         if self.student is None:
+            seed_everything(self.config.seed)  # the student's initial weights: the same seed draws the same ones
             self.student = create_model(self.student_spec, classes, size, data.channels, role="student")
         self.num_classes, self.input_size = classes, size
         self.data_info = data.describe()
 
     # -- public API -----------------------------------------------------------------------------------------------
-    def fit(self, train_data: Any, val_data: Any = None, resume: bool = False) -> "RobustCompressor":
+    def fit(self, train_data: Any, val_data: Any = None, resume: bool = False, force: bool = False
+            ) -> "RobustCompressor":
         """Train the student with the chosen method, then verify it on the held-out split.
 
         ``train_data``: 'digits', 'cifar10', an .npz path, a torch Dataset, a DataLoader or a DataBundle.
         ``val_data``: the held-out split when train_data is a Dataset (named datasets bring their own).
-        ``resume``: continue from out_dir's last checkpoint.
+        ``resume``: continue from out_dir's last checkpoint; it must have been trained with the same settings
+        (method, student, steps, lr, ...), else ValueError names the differences. ``force=True`` resumes anyway and
+        records the changed settings in the bundle's history.
         """
         t0 = time.perf_counter()
         data = load_data(train_data, self.input_size, test=val_data, num_classes=self.num_classes)
@@ -173,7 +222,7 @@ class RobustCompressor:
         self.history = train(
             self.student, self.teachers, self.method, train_set, self.num_classes, self.config, self.device,
             checkpoint_dir=checkpoint_dir, resume=resume, teacher_weights=self.teacher_weights,
-            on_epoch_end=selector,
+            on_epoch_end=selector, run_info=self._run_identity(), force_resume=force,
         )
         if selector is not None and selector.best_state is not None:
             self.last_state = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
@@ -204,6 +253,16 @@ class RobustCompressor:
                     "val_pgd10": report.robust_acc["pgd10"]}
 
         return score
+
+    def _run_identity(self) -> dict[str, Any]:
+        """What a checkpoint must share with this run to be resumed by it (besides the TrainConfig)."""
+        assert self.student is not None
+        return {
+            "method": self.method_name,
+            "method_hparams": json.loads(json.dumps(self.method.hparams(), default=str)),
+            "student": self.student.spec(),
+            "teacher_weights": None if self.teacher_weights is None else self.teacher_weights.tolist(),
+        }
 
     def _require_student(self) -> ImageClassifier:
         if self.student is None:
@@ -312,11 +371,14 @@ class RobustCompressor:
             "bundle_version": BUNDLE_VERSION,
             "method": self.method_name,
             "method_hparams": self.method.hparams(),
+            "method_kwargs": dict(self.method_kwargs),
             "student": student.spec(),
             "teachers": [t.spec() for t in self.teachers],
             "teacher_names": [describe_teacher(s) for s in self.teacher_specs] or [t.name for t in self.teachers],
             "teacher_weights": None if self.teacher_weights is None else self.teacher_weights.tolist(),
             "train_config": vars(self.config).copy(),
+            "select": self.select,
+            "val_size": self.val_size,
             "selection": self.selection or {"select": "last"},
             "eps": self.config.eps,
             "norm": "Linf",
@@ -324,6 +386,9 @@ class RobustCompressor:
             "metrics": self.metrics,
             "history": self.history,
             "timings_s": self.timings_s,
+            "teacher_epochs": self.teacher_epochs,
+            "verify_attacks": list(self.verify_attacks),
+            "verify_examples": self.verify_examples,
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -350,13 +415,19 @@ class RobustCompressor:
             cfg = json.loads(config_path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{config_path} is corrupt ({exc}); re-save the bundle") from exc
+        _check_bundle_record(cfg, config_path)
         tc = cfg["train_config"]
-        # Built with a teacher-free method, then given the saved one: inference needs no teachers' specs.
+        # Built with a clean, teacher-free method and then given the saved one and its exact TrainConfig:
+        # inference needs no teachers' specs, and every training setting round-trips.
         rc = cls(
-            teachers=[], student=cfg["student"]["name"], method="pgd-at", eps=tc["eps"], step_size=tc["step_size"],
-            steps=tc["steps"], epochs=tc["epochs"], batch_size=tc["batch_size"], lr=tc["lr"], seed=tc["seed"],
-            device=device, progress=tc.get("progress", True),
+            teachers=[], student=cfg["student"]["name"], method="standard", eps=tc["eps"], device=device,
+            teacher_epochs=cfg.get("teacher_epochs", 10), verify_examples=cfg.get("verify_examples", 500),
+            verify_attacks=cfg.get("verify_attacks", ("pgd20",)), progress=tc.get("progress", True),
         )
+        rc.config = TrainConfig(**tc)
+        rc.method_kwargs = dict(cfg.get("method_kwargs") or {})
+        if cfg.get("teacher_weights") is not None:
+            rc.teacher_weights = torch.tensor(cfg["teacher_weights"], dtype=torch.float32)
         rc.method_name = cfg["method"]
         rc.method = create_method(cfg["method"], **(cfg.get("method_hparams") or {}))
         rc.student = load_weights(model_from_spec(cfg["student"]), directory / "student.safetensors").to(rc.device).eval()
@@ -371,6 +442,7 @@ class RobustCompressor:
         rc.metrics = cfg.get("metrics", {})
         rc.history = cfg.get("history", [])
         rc.timings_s = cfg.get("timings_s", {})
+        rc.select, rc.val_size = cfg.get("select", "last"), cfg.get("val_size", 1000)
         selection = cfg.get("selection") or {}
         rc.selection = selection if selection.get("select", "last") != "last" else {}
         if (directory / "student_last.safetensors").is_file():

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from robustcompress.cli.common import eps_value
+from robustcompress.cli.common import eps_value, positive_int
 
 GATE_FAILED = 1
 
@@ -50,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", metavar="DATA",
                    help="'digits', 'cifar10', 'cifar100' or an .npz path; its test split is used")
     p.add_argument("--checkpoint", help="weights for a timm NAME given as MODEL")
-    p.add_argument("--input-size", type=int, help="image size for a timm NAME (default: the data's own size)")
+    p.add_argument("--input-size", type=positive_int, help="image size for a timm NAME (default: the data's own size)")
     p.add_argument("--bundle", help="for an .onnx MODEL: the bundle it was exported from (its PyTorch twin)")
     p.add_argument("--attacks", nargs="+", help="attack names, e.g. fgsm pgd20 cw30 autoattack square; "
                    "pgdN, pgdNxR (R restarts), cwN and squareQ work for any N, R, Q")
@@ -58,8 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fast: fgsm pgd20 cw30 autoattack-fast; standard: fgsm pgd20 cw30 autoattack "
                         "(default: fast when --attacks is not given)")
     p.add_argument("--eps", type=eps_value, help="L-inf budget, e.g. 8/255 (default: the bundle's, else 8/255)")
-    p.add_argument("--n-examples", type=int, help="evaluate the first N test images (default: all)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per attack batch (default 256)")
+    p.add_argument("--n-examples", type=positive_int, help="evaluate the first N test images (default: all)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per attack batch (default 256)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--seed", type=int, help="attack seed (default: the bundle's seed, else 0)")
     p.add_argument("--eps-sweep", nargs="*", type=eps_value, metavar="EPS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from robustcompress.cli.common import eps_value, read_config
+from robustcompress.cli.common import eps_value, parse_eps, positive_float, positive_int, read_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", help="training method; see 'robustcompress fit --list-methods'")
     p.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
     p.add_argument("--eps", type=eps_value, help="L-inf budget, e.g. 8/255")
-    p.add_argument("--steps", type=int, help="PGD steps of the training attack")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--input-size", type=int, help="resize images to this size")
-    p.add_argument("--teacher-epochs", type=int, help="epochs for teachers given by bare name")
+    p.add_argument("--steps", type=positive_int, help="PGD steps of the training attack")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--input-size", type=positive_int, help="resize images to this size")
+    p.add_argument("--teacher-epochs", type=positive_int, help="epochs for teachers given by bare name")
     p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="method hyperparameter, e.g. --method-arg alpha=0.9 (repeatable)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
@@ -37,7 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fast (default: bf16 autocast + channels_last on CUDA), compile (fast + torch.compile) or "
                         "reference (fp32, NCHW, eager). Multi-GPU: torchrun --nproc_per_node N -m robustcompress fit ...")
     p.add_argument("--out", default="runs/fit", help="bundle directory (default runs/fit)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (refused when "
+                   "the method, student, steps, lr or another setting differs from the checkpoint's)")
+    p.add_argument("--force", action="store_true", help="with --resume: continue even though settings differ; the "
+                   "changes are recorded in the bundle's history")
     p.set_defaults(run=run)
 
 
@@ -54,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
         for name in list_methods():
             print(f"{name:12s} {create_method(name).summary}")
         return 0
+    if args.force and not args.resume:
+        raise ValueError("--force only applies to --resume; add --resume, or drop --force to start a fresh run")
     cfg = read_config(args.config)
+    for key in ("eps", "step_size"):  # budgets follow the --eps rule in config files too
+        if cfg.get(key) is not None:
+            cfg[key] = parse_eps(cfg[key], what=f"'{key}' in {args.config}")
     data = args.data or cfg.pop("data", None)
     cfg.pop("data", None)
     if data is None:
@@ -73,11 +81,15 @@ def run(args: argparse.Namespace) -> int:
             key, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"--method-arg '{item}' must look like KEY=VALUE")
-            kwargs[key] = json.loads(value) if value[:1] in "-0123456789[{tf" else value
+            try:
+                kwargs[key] = json.loads(value) if value[:1] in "-0123456789[{tf" else value
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--method-arg '{item}': {value!r} is not a number, true/false, a JSON list or "
+                                 f"mapping ({exc.msg}); e.g. --method-arg {key}=0.9") from exc
         cfg["method_kwargs"] = kwargs
     cfg["out_dir"] = args.out
     rc = RobustCompressor(**cfg)
-    rc.fit(data, resume=args.resume)
+    rc.fit(data, resume=args.resume, force=args.force)
     from robustcompress.trainer.distributed import is_main_process
 
     if not is_main_process():  # under torchrun rank 0 reports

@@ -55,11 +55,46 @@ def check_images(x: torch.Tensor, what: str = "images") -> None:
         )
     if not x.is_floating_point():
         raise ValueError(f"{what} must be floating point in [0, 1]; got dtype {x.dtype}. Use x.float() / 255.")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
+    if x.numel() == 0:
+        return
+    nan = torch.isnan(x)
+    if nan.any():
+        first = int(nan.flatten(1).any(1).nonzero()[0]) if x.shape[0] else 0
+        raise ValueError(
+            f"{what} contain {int(nan.sum())} NaN pixel values (the first in image {first}); replace or drop "
+            "those images: NaN is not a pixel value"
+        )
+    low, high = torch.aminmax(x)
+    if low < 0 or high > 1:
         raise ValueError(
             f"{what} must lie in [0, 1] (normalisation happens inside the model); got range "
-            f"[{x.min().item():.3g}, {x.max().item():.3g}]. Divide uint8 images by 255 and do not pre-normalise."
+            f"[{low.item():.3g}, {high.item():.3g}]. Divide uint8 images by 255 and do not pre-normalise."
         )
+
+
+def check_labels(y: Any, what: str = "labels") -> torch.Tensor:
+    """Class indices as int64, or a ValueError: float labels must be whole numbers, none negative, rank 1."""
+    if isinstance(y, np.ndarray) and y.dtype.kind not in "iuf":
+        raise ValueError(f"{what} must be integer class indices; got {y.dtype} values such as {y.flat[0]!r}. Map "
+                         "names to 0..K-1 (an .npz can list the names in a 'classes' array)")
+    y = torch.as_tensor(y)
+    if y.dim() != 1:
+        y = y.flatten() if y.dim() == 2 and y.shape[-1] == 1 else y
+    if y.dim() != 1:
+        raise ValueError(f"{what} must be one class index per image (shape (N,)); got shape {tuple(y.shape)}. "
+                         "One-hot labels: pass y.argmax(1)")
+    if y.dtype == torch.bool or y.is_complex():
+        raise ValueError(f"{what} must be integer class indices; got dtype {y.dtype}")
+    if y.is_floating_point():
+        fractional = ~torch.isfinite(y) | (y != y.round())
+        if fractional.any():
+            bad = y[fractional][0].item()
+            raise ValueError(f"{what} must be whole-number class indices; got {bad} (dtype {y.dtype}). Float "
+                             "labels are not truncated: pass integer labels, e.g. y.round().long() if intended")
+    y = y.long()
+    if y.numel() and y.min() < 0:
+        raise ValueError(f"{what} must be class indices 0..K-1; got {int(y.min())}")
+    return y
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -87,7 +122,7 @@ def _tensor_dataset(x: torch.Tensor, y: torch.Tensor, what: str) -> TensorDatase
     if len(x) != len(y):
         raise ValueError(f"{what} has {len(x)} images but {len(y)} labels")
     check_images(x, what)
-    return TensorDataset(x.contiguous(), y.long())
+    return TensorDataset(x.contiguous(), check_labels(y, f"{what} labels"))
 
 
 def load_digits_data(input_size: int = 32, seed: int = 0) -> DataBundle:
@@ -129,8 +164,8 @@ def load_npz(path: str | os.PathLike, input_size: int | None = None) -> DataBund
     x_train = _from_uint8_hwc(data["x_train"], "x_train")
     x_test = _from_uint8_hwc(data["x_test"], "x_test")
     size = input_size or x_train.shape[-1]
-    y_train = torch.from_numpy(data["y_train"].astype(np.int64)).flatten()
-    y_test = torch.from_numpy(data["y_test"].astype(np.int64)).flatten()
+    y_train = check_labels(data["y_train"], "y_train")
+    y_test = check_labels(data["y_test"], "y_test")
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     names = [str(c) for c in data["classes"]] if "classes" in data.files else [str(i) for i in range(num_classes)]
     return DataBundle(
@@ -189,13 +224,15 @@ def _probe_dataset(ds: Dataset, what: str) -> tuple[int, int]:
     return image.shape[0], image.shape[-1]
 
 
-def _labels_of(ds: Dataset) -> torch.Tensor:
+def _labels_of(ds: Dataset, what: str) -> torch.Tensor:
+    """Every label of a Dataset, checked once (whole numbers, not negative)."""
     if isinstance(ds, TensorDataset):
-        return ds.tensors[1]
-    targets = getattr(ds, "targets", None)
-    if targets is not None:
-        return torch.as_tensor(targets)
-    return torch.as_tensor([int(ds[i][1]) for i in range(len(ds))])  # type: ignore[arg-type]
+        labels = ds.tensors[1]
+    elif getattr(ds, "targets", None) is not None:
+        labels = torch.as_tensor(ds.targets)  # type: ignore[attr-defined]
+    else:
+        labels = torch.as_tensor([torch.as_tensor(ds[i][1]).item() for i in range(len(ds))])  # type: ignore[arg-type]
+    return check_labels(labels, f"{what} labels")
 
 
 def load_data(
@@ -249,7 +286,9 @@ def load_data(
         channels, size = _probe_dataset(source, "train_data")
         if test is not None:
             _probe_dataset(test, "val_data")
-        labels = _labels_of(source)
+        labels = _labels_of(source, "train_data")
+        if test is not None:
+            _labels_of(test, "val_data")
         inferred = int(labels.max()) + 1
         classes = num_classes or inferred
         if num_classes is not None and inferred > num_classes:

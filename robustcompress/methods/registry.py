@@ -39,6 +39,8 @@ class Method(nn.Module):
 
     name: str = ""
     needs_teacher: bool = True
+    #: whether perturb() attacks the batch (so training needs steps >= 1 when eps > 0); False for clean training
+    adversarial: bool = True
     #: one-line description for --help and docs
     summary: str = ""
 

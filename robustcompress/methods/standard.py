@@ -11,6 +11,7 @@ from robustcompress.methods.registry import Method, StepContext, register_method
 class Standard(Method):
     summary = "Plain cross-entropy on clean images (no robustness); for training standard teachers."
     needs_teacher = False
+    adversarial = False
 
     def perturb(self, ctx: StepContext) -> torch.Tensor:
         return ctx.x

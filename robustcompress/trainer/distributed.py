@@ -244,6 +244,8 @@ def shard_evaluation(evaluate_fn: Callable[..., Any]) -> Callable[..., Any]:
             robust_acc={k: mean(v) for k, v in flags.items() if k != "clean"},
             worst_case_acc=mean(worst),
             per_sample=flags,
+            **({"correct": {**{k: sum(v) for k, v in flags.items()}, "worst_case": sum(worst)}}
+               if hasattr(report, "correct") else {}),
             # Ranks attack in parallel: the wall time is the slowest rank's.
             timings_s={k: max(t[k] for _, t, _ in gathered) for k in report.timings_s},
             **extra,

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from robustcompress.data import random_crop_flip
+from robustcompress.data.core import check_images, check_labels
 from robustcompress.data.tensors import as_float_images
 from robustcompress.methods.registry import Method, StepContext
 from robustcompress.trainer.checkpoint import atomic_save, load_checkpoint
@@ -45,6 +46,9 @@ CHECKPOINT_NAME = "last.pt"
 PROGRESS_EVERY = 10  # steps between progress-bar refreshes (each one reads the loss back to the host)
 
 
+SCHEDULES = ("cosine", "step")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and attack budget shared by all methods, so comparisons are fair."""
@@ -70,10 +74,55 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on CUDA in fast mode
 
     def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            require_int(name, getattr(self, name), least=1)
+        for name in ("steps", "crop_padding"):
+            require_int(name, getattr(self, name), least=0)
+        require_int("seed", self.seed)
+        require_number("lr", self.lr, above=0)
+        require_number("momentum", self.momentum, least=0, below=1)
+        require_number("weight_decay", self.weight_decay, least=0)
+        require_number("eps", self.eps, least=0, most=1, hint="eps is in pixel units, e.g. 8/255 = 0.0314")
+        require_number("step_size", self.step_size, least=0, most=1, hint="the attack step, e.g. eps / 4")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule '{self.schedule}'; use one of {list(SCHEDULES)}")
         if self.speed not in SPEEDS:
             raise ValueError(f"unknown speed '{self.speed}'; use one of {list(SPEEDS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision '{self.precision}'; use one of {list(PRECISIONS)}")
+
+
+def require_int(name: str, value: Any, least: int | None = None) -> None:
+    """Raise a ValueError naming ``name`` unless value is a whole number (not a bool) and at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a whole number; got {value!r} ({type(value).__name__})")
+    if least is not None and value < least:
+        raise ValueError(f"{name}={value} is too small: it must be at least {least}")
+
+
+def require_number(name: str, value: Any, *, least: float | None = None, above: float | None = None,
+                   most: float | None = None, below: float | None = None, hint: str = "") -> None:
+    """Raise a ValueError naming ``name`` unless value is a finite real number inside the given bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value}")
+    bounds = [(least, lambda v, b: v >= b, "at least"), (above, lambda v, b: v > b, "above"),
+              (most, lambda v, b: v <= b, "at most"), (below, lambda v, b: v < b, "below")]
+    for bound, holds, words in bounds:
+        if bound is not None and not holds(value, bound):
+            raise ValueError(f"{name}={value} must be {words} {bound:g}" + (f"; {hint}" if hint else ""))
+
+
+def check_attack_budget(method: Method, config: TrainConfig) -> None:
+    """An adversarial method with eps > 0 needs at least one attack step of positive size."""
+    if not getattr(method, "adversarial", True) or config.eps == 0:
+        return
+    if config.steps < 1:
+        raise ValueError(f"method '{method.name}' attacks every batch, so steps must be at least 1 (got "
+                         f"{config.steps}); use method='standard' for clean training")
+    if config.step_size <= 0:
+        raise ValueError(f"method '{method.name}' needs step_size > 0 (got {config.step_size}); e.g. eps / 4")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -102,7 +151,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps:
     if schedule == "step":
         milestones = [int(total_steps * 0.5), int(total_steps * 0.75)]
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-    raise ValueError(f"unknown schedule '{schedule}'; use 'cosine' or 'step'")
+    raise ValueError(f"unknown schedule '{schedule}'; use one of {list(SCHEDULES)}")
 
 
 def iterate_shards(
@@ -129,7 +178,10 @@ def iterate_shards(
         return
     loader = DataLoader(ds, batch_sampler=[idx.tolist() for idx, _ in batches], num_workers=0)
     for (x, y), weight in zip(loader, weights):
-        yield x.to(device, non_blocking=True).float(), torch.as_tensor(y).to(device).long(), weight
+        # A user's Dataset computes each item on the fly, so every batch is checked as it arrives (a min/max and
+        # a NaN test: cheap next to a training step); in-memory tensors were checked once when loaded.
+        check_images(x, "train_data images in this batch")
+        yield x.to(device, non_blocking=True).float(), check_labels(y, "train_data labels").to(device), weight
 
 
 @dataclass
@@ -212,6 +264,9 @@ def train(
     resume: bool = False,
     teacher_weights: torch.Tensor | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    *,
+    run_info: dict[str, Any] | None = None,
+    force_resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``student`` with ``method``; returns the per-epoch history.
 
@@ -222,17 +277,23 @@ def train(
     Under torchrun every process calls this with the same arguments: batches are sharded, gradients averaged
     with DDP, the history is global, and only rank 0 shows progress, logs and writes the checkpoint;
     ``on_epoch_end`` runs on every rank (so a callback that stops training stops all of them).
+
+    ``run_info`` (JSON-like: method, student, ...) is stored in the checkpoint with the config; resuming with a
+    different config or run_info raises ValueError naming the differences, unless ``force_resume=True``, which
+    continues and records the changes in the first resumed epoch's history entry ('resumed_with_changes').
     """
     if method.needs_teacher and not teachers and getattr(method, "alpha", 1) != 0:
         raise ValueError(f"method '{method.name}' distils from a teacher; pass teachers=[...] or use method='pgd-at'")
     if len(train_set) == 0:  # type: ignore[arg-type]
         raise ValueError("the training set is empty; pass a dataset with at least one image")
+    check_attack_budget(method, config)
     plan = plan_speed(config.speed, device, config.precision, config.channels_last)
     main_process = rank() == 0
     student.to(device)
     for t in teachers:
         t.to(device).eval().requires_grad_(False)
     input_size = int(train_set[0][0].shape[-1])
+    seed_everything(config.seed)  # methods that build layers (feature adapters) draw them from the seed
     method.setup(student, teachers, num_classes, input_size)
     method.to(device)
     params = list(student.parameters()) + list(method.parameters())
@@ -241,13 +302,29 @@ def train(
     scheduler = make_scheduler(optimizer, config.schedule, config.epochs * steps_per_epoch)
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    resumed_with_changes: dict[str, Any] | None = None
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if resume:
         if ckpt_path is None:
             raise ValueError("resume=True needs a checkpoint directory (out_dir=...) to resume from")
         if ckpt_path.is_file():
             state = load_checkpoint(ckpt_path)
-            student.load_state_dict(state["student"])
+            changes = resume_differences(state, config, run_info)
+            if changes and not force_resume:
+                listed = "; ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, (old, new) in changes.items())
+                raise ValueError(
+                    f"cannot resume from {ckpt_path}: it was trained with different settings ({listed}). Rerun with "
+                    "the checkpoint's settings, use a new output folder, or force it (force=True; CLI: --resume "
+                    "--force), which records the change in the bundle"
+                )
+            if changes:
+                resumed_with_changes = {k: {"checkpoint": old, "now": new} for k, (old, new) in changes.items()}
+                log.warning("resuming %s with changed settings: %s", ckpt_path, resumed_with_changes)
+            try:
+                student.load_state_dict(state["student"])
+            except RuntimeError as exc:
+                raise ValueError(f"the checkpoint {ckpt_path} holds weights of another student architecture, which "
+                                 "cannot be resumed even with force; use a new output folder") from exc
             method.load_state_dict(state["method"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -265,6 +342,8 @@ def train(
         )
         for epoch in range(start_epoch, config.epochs):
             record = _train_epoch(runner, train_set, epoch, steps_per_epoch, history, ckpt_path is not None)
+            if resumed_with_changes:
+                record["resumed_with_changes"], resumed_with_changes = resumed_with_changes, None
             history.append(record)
             if ckpt_path is not None and main_process:
                 atomic_save(
@@ -276,6 +355,7 @@ def train(
                         "epoch": epoch,
                         "history": history,
                         "config": asdict(config),
+                        "run": dict(run_info or {}),
                     },
                     ckpt_path,
                 )
@@ -285,6 +365,18 @@ def train(
             if on_epoch_end is not None:  # after the checkpoint, so a callback that stops training loses nothing
                 on_epoch_end(epoch, record)
     return history
+
+
+#: Settings that may change between an interrupted run and its resumption without changing what is trained.
+RESUME_FREE_FIELDS = frozenset({"progress"})
+
+
+def resume_differences(state: dict[str, Any], config: TrainConfig, run_info: dict[str, Any] | None
+                       ) -> dict[str, tuple[Any, Any]]:
+    """{field: (checkpoint's value, current value)} for every saved setting the current run changes."""
+    saved = {**state.get("config", {}), **state.get("run", {})}
+    now = {**asdict(config), **(run_info or {})}
+    return {k: (v, now.get(k)) for k, v in saved.items() if k not in RESUME_FREE_FIELDS and now.get(k) != v}
 
 
 def _train_epoch(

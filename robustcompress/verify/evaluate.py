@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from robustcompress.attacks.common import eval_mode
+from robustcompress.data.core import check_images, check_labels
 from robustcompress.data.tensors import as_float_images
 from robustcompress.verify.resumable import autoattack_flags
 from robustcompress.verify.suite import ATTACKS, get_attack, resolve_attacks
@@ -42,6 +43,8 @@ class EvalReport:
     batch_size: int = 256
     device: str = "cpu"
     attack_warnings: dict[str, list[str]] = field(default_factory=dict)
+    #: Samples classified correctly: 'clean', each attack and 'worst_case' (so gates compare exact fractions).
+    correct: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self, per_sample: bool = False) -> dict[str, Any]:
         out = {
@@ -55,6 +58,7 @@ class EvalReport:
             "robust_acc": dict(self.robust_acc),
             "worst_case_acc": self.worst_case_acc,
             "worst_case_over": ["clean", *self.robust_acc],
+            "correct": dict(self.correct),
             "timings_s": dict(self.timings_s),
             "attack_settings": dict(self.attack_settings),
             "attack_warnings": {k: list(v) for k, v in self.attack_warnings.items()},
@@ -67,20 +71,27 @@ class EvalReport:
 def take_examples(
     data: Dataset | tuple[torch.Tensor, torch.Tensor], n: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n (image, label) pairs as two tensors."""
+    """The first n (image, label) pairs as two tensors, checked: float images in [0, 1], whole-number labels."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n_examples={n!r} must be a whole number of at least 1 (or None for all images)")
     if isinstance(data, tuple):
         x, y = data
         if len(x) == 0:
             raise ValueError("the evaluation set is empty; pass a dataset with at least one image")
-        return x[:n], y[:n].long()
-    count = len(data) if n is None else min(n, len(data))  # type: ignore[arg-type]
-    if count == 0:
-        raise ValueError("the evaluation set is empty; pass a dataset with at least one image")
-    tensors = getattr(data, "tensors", None)
-    if tensors is not None:
-        return as_float_images(tensors[0][:count]), tensors[1][:count].long()
-    items = [data[i] for i in range(count)]
-    return torch.stack([torch.as_tensor(a) for a, _ in items]), torch.as_tensor([int(b) for _, b in items])
+        x, y = x[:n], y[:n]
+    else:
+        count = len(data) if n is None else min(n, len(data))  # type: ignore[arg-type]
+        if count == 0:
+            raise ValueError("the evaluation set is empty; pass a dataset with at least one image")
+        tensors = getattr(data, "tensors", None)
+        if tensors is not None:
+            x, y = as_float_images(tensors[0][:count]), tensors[1][:count]
+        else:
+            items = [data[i] for i in range(count)]
+            x = torch.stack([torch.as_tensor(a) for a, _ in items])
+            y = torch.as_tensor([torch.as_tensor(b).item() for _, b in items])
+    check_images(x, "evaluation images")
+    return x, check_labels(y, "evaluation labels")
 
 
 def predict_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
@@ -206,4 +217,5 @@ def evaluate(
         batch_size=batch_size,
         device=str(device),
         attack_warnings=warnings,
+        correct={**{k: int(v.sum()) for k, v in flags.items()}, "worst_case": int(worst.sum())},
     )
