@@ -93,7 +93,7 @@ def robustness_markdown(models: DemoModels) -> str:
 def _gallery(models: DemoModels) -> tuple[list[tuple[Image.Image, str]], str]:
     """Gallery pictures (upscaled, so the browser does not blur them) and a caption for the gallery."""
     try:
-        x, y = gallery_images(models.dataset, models.input_size)
+        x, y = gallery_images(models.dataset, models.input_size, source=models.data_source)
     except (ValueError, FileNotFoundError) as exc:
         log.warning("demo gallery left empty: %s", exc)
         return [], f"No gallery: {exc}"

@@ -51,6 +51,8 @@ class DemoModels:
     bundle_dir: Path
     method: str = ""
     dataset: str = ""
+    #: Where the bundle's data can be reloaded from (an image folder or .npz), as DataBundle.describe() recorded it.
+    data_source: str | None = None
     eps: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] | None = None
@@ -183,6 +185,7 @@ def load_demo_models(bundle_dir: str | Path, onnx_path: str | Path | None = None
         bundle_dir=bundle,
         method=rc.method_name,
         dataset=str(rc.data_info.get("name", "")),
+        data_source=rc.data_info.get("source"),
         eps=rc.config.eps,
         metrics=dict(rc.metrics or {}),
         report=_read_report(bundle),
@@ -190,11 +193,26 @@ def load_demo_models(bundle_dir: str | Path, onnx_path: str | Path | None = None
     )
 
 
-def gallery_images(dataset: str, input_size: int, per_class: int = 1, limit: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``per_class`` test images of each class of a named dataset (for the gallery), at most ``limit``."""
-    if dataset not in DATASET_NAMES:
-        raise ValueError(f"the bundle was trained on '{dataset}', which the demo cannot reload by name; upload images instead")
-    split = load_data(dataset, input_size).test
+def gallery_images(dataset: str, input_size: int, per_class: int = 1, limit: int = 20,
+                   source: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``per_class`` test images of each class (for the gallery), at most ``limit``.
+
+    ``dataset`` is a named dataset ('digits', ...); ``source``, when given, is the image folder or .npz the bundle
+    was trained on (DataBundle.describe()'s 'source'), read from disk instead.
+    """
+    if source and Path(source).is_dir():
+        from robustcompress.data.folders import folder_examples
+
+        x, y, _ = folder_examples(source, input_size, per_class, limit)
+        return x, y
+    if source and Path(source).is_file():
+        split = load_data(source, input_size).test
+    elif dataset in DATASET_NAMES:
+        split = load_data(dataset, input_size).test
+    else:
+        where = f" from {source}, which no longer exists" if source else ""
+        raise ValueError(f"the bundle was trained on '{dataset}'{where}, which the demo cannot reload; upload images "
+                         "instead")
     assert split is not None
     if isinstance(split, TensorDataset):
         x, y = as_float_images(split.tensors[0]), split.tensors[1]

@@ -18,7 +18,7 @@ from robustcompress.export import export_verified
 from robustcompress.export.onnx import PARITY_TOLERANCE
 from robustcompress.methods import create_method
 from robustcompress.models import ImageClassifier, create_model, load_weights, model_from_spec
-from robustcompress.teachers import describe_teacher, split_validation, train_teacher
+from robustcompress.teachers import describe_teacher, prepare_teachers, split_validation
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.io import atomic_write, save_safetensors
 from robustcompress.trainer.distributed import is_main_process, shard_evaluation
@@ -85,6 +85,11 @@ class RobustCompressor:
         rc.fit("digits")
         print(rc.evaluate(attacks=("pgd20",)).robust_acc)
         rc.export_onnx("student.onnx")
+
+    Teachers: a bare timm name is trained from scratch on the data (``teacher_epochs``); pre-trained ones are given
+    as ``(name, checkpoint_path)``, ``"resnet18:pretrained"``, ``"hf-hub:ORG/REPO"``, an alias such as
+    ``"cifar10_resnet18_autoattack"`` or an nn.Module (see robustcompress.models.sources), and
+    ``teacher_finetune_epochs=N`` fine-tunes them on the data first (replacing a head with another class count).
     """
 
     def __init__(
@@ -109,6 +114,7 @@ class RobustCompressor:
         input_size: int | None = None,
         teacher_weights: Sequence[float] | None = None,
         teacher_epochs: int = 10,
+        teacher_finetune_epochs: int = 0,
         method_kwargs: dict[str, Any] | None = None,
         out_dir: str | os.PathLike | None = None,
         verify_attacks: Sequence[str] = ("pgd20",),
@@ -155,6 +161,9 @@ class RobustCompressor:
         if self.teacher_weights is not None:
             self.teacher_weights = self.teacher_weights / self.teacher_weights.sum()
         self.teacher_epochs = teacher_epochs
+        if teacher_finetune_epochs < 0:
+            raise ValueError(f"teacher_finetune_epochs={teacher_finetune_epochs} must be 0 (no fine-tuning) or more")
+        self.teacher_finetune_epochs = teacher_finetune_epochs
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.verify_attacks = tuple(verify_attacks)
         self.verify_examples = verify_examples
@@ -164,6 +173,8 @@ class RobustCompressor:
         self.selection: dict[str, Any] = {}
         self.student: ImageClassifier | None = None
         self.teachers: list[ImageClassifier] = []
+        #: Per teacher: how it was obtained (trained, pre-trained, fine-tuned with accuracy before/after).
+        self.teachers_info: list[dict[str, Any]] = []
         self.data_info: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.metrics: dict[str, Any] = {}
@@ -176,16 +187,12 @@ class RobustCompressor:
         classes = self.num_classes or data.num_classes
         if self.num_classes is not None and data.num_classes > self.num_classes:
             raise ValueError(f"the data has {data.num_classes} classes but num_classes={self.num_classes}")
-        self.teachers = []
-        for i, spec in enumerate(self.teacher_specs):
-            role = f"teacher {i} ({describe_teacher(spec)})"
-            if isinstance(spec, str):
-                # A bare name has no weights we may download: train it as a standard teacher on this data.
-                model = train_teacher(spec, data, epochs=self.teacher_epochs, seed=self.config.seed,
-                                      device=self.device, progress=self.config.progress)
-                self.teachers.append(create_model(model, classes, size, data.channels, role=role))
-            else:
-                self.teachers.append(create_model(spec, classes, size, data.channels, role=role))
+        self.teachers = prepare_teachers(
+            self.teacher_specs, data, num_classes=classes, input_size=size, train_epochs=self.teacher_epochs,
+            finetune_epochs=self.teacher_finetune_epochs, batch_size=self.config.batch_size, seed=self.config.seed,
+            device=self.device, progress=self.config.progress,
+        )
+        self.teachers_info = [dict(getattr(t, "teacher_info", {}) or {}) for t in self.teachers]
         if self.student is None:
             seed_everything(self.config.seed)  # the student's initial weights: the same seed draws the same ones
             self.student = create_model(self.student_spec, classes, size, data.channels, role="student")
@@ -197,14 +204,16 @@ class RobustCompressor:
             ) -> "RobustCompressor":
         """Train the student with the chosen method, then verify it on the held-out split.
 
-        ``train_data``: 'digits', 'cifar10', an .npz path, a torch Dataset, a DataLoader or a DataBundle.
+        ``train_data``: 'digits', 'cifar10', an image folder (class folders, or train/ and test/ of them), an .npz
+        path, a torch Dataset, a DataLoader or a DataBundle.
         ``val_data``: the held-out split when train_data is a Dataset (named datasets bring their own).
         ``resume``: continue from out_dir's last checkpoint; it must have been trained with the same settings
         (method, student, steps, lr, ...), else ValueError names the differences. ``force=True`` resumes anyway and
         records the changed settings in the bundle's history.
         """
         t0 = time.perf_counter()
-        data = load_data(train_data, self.input_size, test=val_data, num_classes=self.num_classes)
+        data = load_data(train_data, self.input_size, test=val_data, num_classes=self.num_classes,
+                         progress=self.config.progress)
         if val_data is not None and not isinstance(val_data, (str, Path)):
             data.test = load_data(val_data, data.input_size).train
         self._data = data
@@ -376,6 +385,8 @@ class RobustCompressor:
             "teachers": [t.spec() for t in self.teachers],
             "teacher_names": [describe_teacher(s) for s in self.teacher_specs] or [t.name for t in self.teachers],
             "teacher_weights": None if self.teacher_weights is None else self.teacher_weights.tolist(),
+            "teacher_finetune_epochs": self.teacher_finetune_epochs,
+            "teachers_info": self.teachers_info,
             "train_config": vars(self.config).copy(),
             "select": self.select,
             "val_size": self.val_size,
@@ -436,6 +447,8 @@ class RobustCompressor:
             for i, spec in enumerate(cfg["teachers"])
         ]
         rc.teacher_specs = list(cfg.get("teacher_names") or [])
+        rc.teacher_finetune_epochs = int(cfg.get("teacher_finetune_epochs", 0))
+        rc.teachers_info = list(cfg.get("teachers_info") or [])
         rc.num_classes = cfg["student"]["num_classes"]
         rc.input_size = cfg["student"]["input_size"]
         rc.data_info = cfg.get("data", {})
@@ -533,7 +546,11 @@ class RobustCompressor:
         name = self.data_info.get("name")
         if name in DATASET_NAMES:
             return load_data(name, self.input_size)
+        source = self.data_info.get("source")
+        if source and Path(source).exists():  # an image folder or .npz the bundle was trained on
+            return load_data(source, self.input_size, progress=self.config.progress)
         raise ValueError(
             f"no labelled images to verify the export on (the bundle was trained on '{name or 'unknown data'}', "
-            "which cannot be reloaded by name); pass parity_data=... (CLI: --data) with an .npz file or dataset name"
+            "which cannot be reloaded by name or path); pass parity_data=... (CLI: --data) with an image folder, "
+            ".npz file or dataset name"
         )

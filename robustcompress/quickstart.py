@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from robustcompress.compressor import RobustCompressor
 from robustcompress.data import load_data
@@ -76,14 +78,23 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", device: str = "auto",
     timings["baseline"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    kw = dict(attacks=s["attacks"], eps=s["eps"], n_examples=s["eval_examples"], device=dev, seed=s["seed"])
-    student_report = evaluate(student.student, data.test, **kw)
-    baseline_report = evaluate(baseline.student, data.test, **kw)
-    teacher_reports = [evaluate(t, data.test, **kw) for t in teachers]
+    kw = dict(attacks=s["attacks"], eps=s["eps"], n_examples=s["eval_examples"], device=dev, seed=s["seed"],
+              progress=progress)
+    to_evaluate = [("student", student.student), ("baseline", baseline.student),
+                   *((f"teacher {name}", t) for name, t in zip(s["teachers"], teachers))]
+    reports = []
+    # The longest phase (AutoAttack on four models): one bar over the models, with the attack bars beneath it.
+    bar = tqdm(to_evaluate, desc="evaluating", unit="model", disable=not progress)
+    for label, model in bar:
+        bar.set_postfix_str(f"{label}: {', '.join(s['attacks'])} on {s['eval_examples']} images")
+        reports.append(evaluate(model, data.test, **kw))
+    student_report, baseline_report, *teacher_reports = reports
     timings["evaluate"] = time.perf_counter() - t0
     student.metrics = student_report.to_dict()
 
     t0 = time.perf_counter()
+    if progress:
+        print("exporting the student to ONNX and checking it on held-out images ...", file=sys.stderr, flush=True)
     student.save(out / "bundle")
     onnx_info = student.export_onnx(out / "student.onnx")
     timings["export"] = time.perf_counter() - t0

@@ -1,4 +1,5 @@
-"""Make teachers: train standard ones by name (cached), weakly adversarially fine-tune, pick early-stopped snapshots.
+"""Make teachers: train standard ones by name (cached), load pre-trained ones, fine-tune them on the user's data,
+weakly adversarially fine-tune, pick early-stopped snapshots.
 
 Maroto et al. (2022) found that the best teachers for adversarial distillation are not the last snapshot of a
 long adversarial training but early-stopped ones, and adversarially trained with a weaker attack. Both are plain
@@ -13,7 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -24,6 +25,13 @@ from robustcompress.data.tensors import subset_tensors
 from robustcompress.methods import Method, create_method
 from robustcompress.models import ImageClassifier, build_model
 from robustcompress.models.core import create_model
+from robustcompress.models.sources import (
+    PRETRAINED_ALIASES,
+    is_pretrained_source,
+    load_pretrained,
+    output_classes,
+    replace_classifier,
+)
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.io import atomic_write, cache_dir, save_safetensors
 from robustcompress.trainer.loop import resolve_device, seed_everything
@@ -343,6 +351,89 @@ def finetune_teacher(
         _store(path, teacher, info)
     teacher.teacher_info = info
     return teacher
+
+
+def finetune_summary(info: dict[str, Any]) -> str:
+    """'validation clean accuracy 84.4% -> 91.2% (1 epoch(s) of fine-tuning, kept epoch 1)' for a teacher_info."""
+    return (f"validation clean accuracy {info['val_clean_before']:.1%} -> {info['val_clean_after']:.1%} "
+            f"({info['epochs']} epoch(s) of fine-tuning on {info['val_images']} held-out images, kept epoch "
+            f"{info['epoch']})")
+
+
+def _pretrained_teacher(spec: Any, data: DataBundle, num_classes: int, input_size: int, replace_head: bool,
+                        seed: int, role: str) -> ImageClassifier:
+    """A pre-trained source loaded and checked against the data's classes; its head replaced when asked."""
+    model = spec if isinstance(spec, nn.Module) else load_pretrained(spec, input_size)
+    predicted = output_classes(model, input_size, data.channels)
+    if predicted != num_classes:
+        if not replace_head:
+            raise ValueError(
+                f"{role} predicts {predicted} classes but the data has {num_classes}; pass teacher_finetune_epochs=N "
+                f"(CLI: --finetune-teachers N) to replace its classifier head and fine-tune it on this data, or a "
+                f"checkpoint trained on these {num_classes} classes"
+            )
+        model = replace_classifier(copy.deepcopy(model) if model is spec else model, num_classes, seed)
+        log.info("%s: classifier head replaced (%d -> %d classes) before fine-tuning", role, predicted, num_classes)
+    alias = PRETRAINED_ALIASES.get(spec) if isinstance(spec, str) else None
+    if alias is not None and predicted == num_classes and data.class_names and \
+            list(alias.class_names) != list(data.class_names):
+        log.warning("%s predicts %s in that order but the data's classes are %s; its predictions are only meaningful "
+                    "if these are the same classes in the same order", role, ", ".join(alias.class_names),
+                    ", ".join(data.class_names))
+    return create_model(model, num_classes, input_size, data.channels, role=role)
+
+
+def prepare_teachers(
+    specs: Sequence[Any],
+    data: DataBundle,
+    *,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    train_epochs: int = 10,
+    finetune_epochs: int = 0,
+    finetune_lr: float = 0.01,
+    batch_size: int = 128,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> list[ImageClassifier]:
+    """The teachers ``specs`` name, ready for distillation on ``data``, each with a ``teacher_info`` dict.
+
+    A bare timm name is trained from scratch on ``data`` (:func:`train_teacher`, ``train_epochs``). Every other spec
+    brings weights (see :mod:`robustcompress.models.sources`: an nn.Module, ``(NAME, checkpoint)``,
+    ``'NAME:pretrained'``, ``'hf-hub:...'`` or an alias such as ``'cifar10_resnet18_autoattack'``); with
+    ``finetune_epochs`` > 0 it is fine-tuned on ``data`` (:func:`finetune_teacher`, clean training early-stopped on
+    validation accuracy, cached), after its classifier head is replaced if it predicts another number of classes.
+    Without fine-tuning, a class-count mismatch is an error.
+    """
+    if finetune_epochs < 0:
+        raise ValueError(f"teacher fine-tuning epochs must be 0 (off) or more; got {finetune_epochs}")
+    classes = num_classes or data.num_classes
+    size = input_size or data.input_size
+    teachers: list[ImageClassifier] = []
+    for i, spec in enumerate(specs):
+        role = f"teacher {i} ({describe_teacher(spec)})"
+        if not is_pretrained_source(spec):
+            if not isinstance(spec, str):
+                raise ValueError(f"{role} must be a timm name, 'NAME:pretrained', 'hf-hub:ORG/REPO', an alias "
+                                 f"({', '.join(PRETRAINED_ALIASES)}), a (name, checkpoint_path) pair or an "
+                                 f"nn.Module; got {spec!r}")
+            # A bare name has no weights we may download: train it as a standard teacher on this data.
+            model = train_teacher(spec, data, epochs=train_epochs, seed=seed, device=device, progress=progress)
+            model = create_model(model, classes, size, data.channels, role=role)
+            model.teacher_info = {"source": "trained", **getattr(model, "teacher_info", {})}
+            teachers.append(model)
+            continue
+        model = _pretrained_teacher(spec, data, classes, size, finetune_epochs > 0, seed, role)
+        if finetune_epochs > 0:
+            model = finetune_teacher(model, data, finetune_epochs, finetune_lr, device, seed, progress,
+                                     batch_size=batch_size)
+            log.info("%s: %s", role, finetune_summary(model.teacher_info))
+            model.teacher_info = {"source": "pre-trained, fine-tuned", **model.teacher_info}
+        else:
+            model.teacher_info = {"source": "pre-trained", **getattr(model, "teacher_info", {})}
+        teachers.append(model)
+    return teachers
 
 
 def describe_teacher(spec: Any) -> str:

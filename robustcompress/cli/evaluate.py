@@ -21,6 +21,8 @@ MODEL is one of
   a bundle folder           written by 'robustcompress fit' / 'quickstart' (student; teachers join the plot)
   NAME=CHECKPOINT           a timm architecture and its weights (.safetensors or a state-dict .pt)
   NAME --checkpoint PATH    the same, spelled differently
+  NAME:pretrained           timm's pre-trained weights from the Hugging Face cache (also hf-hub:ORG/REPO), or an
+                            alias such as cifar10_resnet18_autoattack
   FILE.onnx                 an exported model. White-box attacks are crafted on its PyTorch twin (the bundle it was
                             exported from: --bundle, or found next to the file) and judged by onnxruntime, after a
                             parity check. Without a twin only clean accuracy and black-box attacks (square) run.
@@ -48,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="bundle folder, NAME=CHECKPOINT, NAME (with --checkpoint) or .onnx")
     p.add_argument("data", metavar="DATA",
-                   help="'digits', 'cifar10', 'cifar100' or an .npz path; its test split is used")
+                   help="'digits', 'cifar10', 'cifar100', an image folder or an .npz path; its test split is used")
     p.add_argument("--checkpoint", help="weights for a timm NAME given as MODEL")
     p.add_argument("--input-size", type=positive_int, help="image size for a timm NAME (default: the data's own size)")
     p.add_argument("--bundle", help="for an .onnx MODEL: the bundle it was exported from (its PyTorch twin)")
@@ -169,11 +171,16 @@ def _load_pytorch(
     """A bundle folder's RobustCompressor (or None) and its student, or a timm NAME=CHECKPOINT model."""
     from robustcompress import RobustCompressor
     from robustcompress.models import create_model
+    from robustcompress.models.sources import is_pretrained_source, load_pretrained
 
     if Path(spec).is_dir():
         rc = RobustCompressor.load(spec, device=str(device))
         return rc._require_student(), rc
     timm = _timm_spec(spec, checkpoint)
+    if timm is None and is_pretrained_source(spec):
+        model = create_model(load_pretrained(spec, data.input_size), data.num_classes, data.input_size, data.channels,
+                             role=role)
+        return model.to(device).eval(), None
     if timm is None:
         raise ValueError(
             f"{role} '{spec}' is neither a bundle folder, an .onnx file nor NAME=CHECKPOINT; a bare timm name has "
@@ -213,8 +220,8 @@ def load_target(args: argparse.Namespace, data: Any, device: torch.device) -> Ta
                 "method": rc.method_name}
         return Target(model, info, eps=rc.config.eps, seed=rc.config.seed, references=_teachers(rc, args.no_teachers))
     spec = _timm_spec(args.model, args.checkpoint)
-    assert spec is not None  # _load_pytorch accepted it
-    return Target(model, {"name": model.name, "label": model.name, "source": "timm", "checkpoint": spec[1]})
+    checkpoint = spec[1] if spec is not None else args.model  # None: a pre-trained source such as an alias
+    return Target(model, {"name": model.name, "label": model.name, "source": "timm", "checkpoint": checkpoint})
 
 
 def _teachers(rc: Any, skip: bool) -> dict[str, nn.Module]:

@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output .onnx path (default BUNDLE/student.onnx; INT8 goes to <stem>.int8.onnx)")
     p.add_argument("--int8", action="store_true",
                    help="also write an INT8 model (onnxruntime static QDQ, per-channel, calibrated on training images)")
-    p.add_argument("--data", help="labelled images for verification and calibration: 'digits', 'cifar10' or an .npz "
-                   "(default: the bundle's dataset when it can be loaded by name)")
+    p.add_argument("--data", help="labelled images for verification and calibration: 'digits', 'cifar10', an image "
+                   "folder or an .npz (default: the bundle's own data, when it can be reloaded by name or path)")
     p.add_argument("--examples", type=positive_int, default=100, help="held-out images to verify on (default 100)")
     p.add_argument("--attack-steps", type=positive_int, default=10, help="PGD steps for the robust accuracy (default 10)")
     p.add_argument("--calibration-examples", type=positive_int, default=256, help="training images for INT8 calibration")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from robustcompress.cli.common import eps_value, parse_eps, positive_float, positive_int, read_config
+from robustcompress.cli.common import eps_value, non_negative_int, parse_eps, positive_float, positive_int, read_config
+from robustcompress.models.sources import PRETRAINED_ALIASES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,9 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "verification numbers) to --out. Command-line flags override values from --config."
         ),
     )
-    p.add_argument("data", nargs="?", help="'digits', 'cifar10', 'cifar100' or a path to an .npz file")
+    p.add_argument("data", nargs="?", help="'digits', 'cifar10', 'cifar100', an image folder (class folders, or "
+                   "train/ and test/ or val/ of them) or a path to an .npz file")
     p.add_argument("--config", help="YAML/JSON file with RobustCompressor arguments (and optionally 'data')")
-    p.add_argument("--teachers", nargs="*", help="timm names (trained on the data first) or NAME=CHECKPOINT pairs")
+    p.add_argument("--teachers", nargs="*", metavar="TEACHER",
+                   help="timm names (trained on the data first), NAME=CHECKPOINT (.safetensors/.pt/.pth), "
+                        "NAME:pretrained (timm weights from the Hugging Face cache), hf-hub:ORG/REPO, or an alias: "
+                        + ", ".join(PRETRAINED_ALIASES))
     p.add_argument("--student", help="timm name of the student (default resnet18)")
     p.add_argument("--method", help="training method; see 'robustcompress fit --list-methods'")
     p.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
@@ -29,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=positive_float)
     p.add_argument("--input-size", type=positive_int, help="resize images to this size")
     p.add_argument("--teacher-epochs", type=positive_int, help="epochs for teachers given by bare name")
+    p.add_argument("--finetune-teachers", type=non_negative_int, metavar="N", dest="teacher_finetune_epochs",
+                   help="fine-tune each pre-trained teacher on the data for up to N epochs first (clean training, "
+                        "early-stopped on validation accuracy, cached); replaces a head with another class count")
     p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="method hyperparameter, e.g. --method-arg alpha=0.9 (repeatable)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
@@ -71,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         "teachers": [_teacher(t) for t in args.teachers] if args.teachers is not None else None,
         "student": args.student, "method": args.method, "eps": args.eps, "steps": args.steps,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "input_size": args.input_size,
-        "teacher_epochs": args.teacher_epochs, "device": args.device, "seed": args.seed,
+        "teacher_epochs": args.teacher_epochs, "teacher_finetune_epochs": args.teacher_finetune_epochs,
+        "device": args.device, "seed": args.seed,
         "speed": args.speed,
     }
     cfg.update({k: v for k, v in flags.items() if v is not None})
@@ -94,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not is_main_process():  # under torchrun rank 0 reports
         return 0
+    from robustcompress.teachers import describe_teacher, finetune_summary
+
+    for i, info in enumerate(rc.teachers_info):
+        if "val_clean_before" in info:
+            print(f"teacher {i} ({describe_teacher(rc.teacher_specs[i])}): {finetune_summary(info)}")
     m = rc.metrics
     if m:
         robust = ", ".join(f"{k} {v:.3f}" for k, v in m["robust_acc"].items())

@@ -175,6 +175,7 @@ def load_npz(path: str | os.PathLike, input_size: int | None = None) -> DataBund
         num_classes=max(num_classes, len(names)),
         input_size=size,
         class_names=names,
+        source=str(path.resolve()),
     )
 
 

@@ -225,6 +225,26 @@ def probe_size(paths: Sequence[str]) -> int:
         return min(image.size)
 
 
+def folder_examples(root: str | os.PathLike, size: int, per_class: int = 1,
+                    limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """A few images of each class, decoded at ``size``: (float NCHW images in [0, 1], labels, split used).
+
+    They come from the test/ (or val/) folder when there is one, else from the class folders themselves; only the
+    first ``per_class`` files of each class are decoded, so this is quick on any folder (for galleries and probes).
+    """
+    train_dir, test_dir = folder_splits(root)
+    class_names = list_image_files(train_dir).class_names
+    files = list_image_files(test_dir if test_dir is not None else train_dir, class_names)
+    picked: list[int] = []
+    for label in range(len(class_names)):
+        picked += [i for i, y in enumerate(files.labels) if y == label][:per_class]
+    picked = sorted(picked)[:limit]
+    images = np.stack([picture_to_rgb8(files.paths[i], size) for i in picked])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+    y = torch.as_tensor([files.labels[i] for i in picked], dtype=torch.long)
+    return x, y, "test" if test_dir is not None else "all"
+
+
 def load_image_folder(
     root: str | os.PathLike,
     input_size: int | None = None,

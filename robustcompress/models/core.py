@@ -3,11 +3,18 @@ from __future__ import annotations
 
 import difflib
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
+
+from robustcompress.models.checkpoints import (
+    checkpoint_num_classes,
+    classifier_prefix,
+    layout_mismatch,
+    match_layout,
+    read_state_dict,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -116,39 +123,48 @@ def build_model(
     return ImageClassifier(net, num_classes, input_size, mean, std, name=name, adaptations=changes, small_input=small)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; check the path")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}). It may be truncated or not a "
-            "weights file; re-save it with safetensors or torch.save(model.state_dict())."
-        ) from exc
-    for key in ("state_dict", "model", "student", "net"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
-
-
 def load_weights(model: ImageClassifier, path: str | os.PathLike) -> ImageClassifier:
-    """Load a state dict (of the wrapper or of the bare timm net) with safetensors or weights_only torch.load."""
-    state = _read_state_dict(Path(path))
-    target = model if any(k.startswith("net.") for k in state) else model.net
+    """Load a weights file into ``model`` (any layout :mod:`robustcompress.models.checkpoints` accepts), strictly."""
+    state = match_layout(read_state_dict(path), model.net)
     try:
-        target.load_state_dict(state, strict=True)
+        model.net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ValueError(
             f"checkpoint {path} does not fit model '{model.name}' with {model.num_classes} classes: "
             f"{str(exc).splitlines()[0]} ... Check the architecture name and num_classes the checkpoint was trained with."
+        ) from exc
+    return model
+
+
+def load_checkpoint_model(
+    name: str,
+    path: str | os.PathLike,
+    input_size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> ImageClassifier:
+    """timm architecture ``name`` with the weights in ``path``, shaped as the checkpoint says.
+
+    The class count is read from the checkpoint's classifier, and the stem (small-input 3x3 stride-1 or timm's
+    own) is the one the checkpoint's weights fit, so a CIFAR checkpoint loads whatever ``input_size`` is. Check
+    the class count against the data afterwards (see robustcompress.models.sources.fit_classes).
+    """
+    state = read_state_dict(path)
+    small_default = input_size <= SMALL_INPUT_MAX
+    probe = build_model(name, 10, input_size, mean, std, small_input=small_default)
+    head = classifier_prefix(probe.net)
+    ignore = (head,) if head else ()
+    state = match_layout(state, probe.net, ignore)
+    classes = checkpoint_num_classes(state, probe.net) or 10
+    candidates = [build_model(name, classes, input_size, mean, std, small_input=small) for small in
+                  (small_default, not small_default)]
+    model = min(candidates, key=lambda m: layout_mismatch(match_layout(state, m.net), m.net))
+    try:
+        model.net.load_state_dict(match_layout(state, model.net), strict=True)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"checkpoint {path} does not fit timm '{name}': {str(exc).splitlines()[0]} ... Check that the "
+            "checkpoint was trained with this architecture (the name before '=')."
         ) from exc
     return model
 
@@ -197,7 +213,7 @@ def create_model(
     elif isinstance(model, str):
         result = build_model(model, num_classes, input_size, mean, std)
     elif isinstance(model, (tuple, list)) and len(model) == 2 and isinstance(model[0], str):
-        result = load_weights(build_model(model[0], num_classes, input_size, mean, std), model[1])
+        result = load_checkpoint_model(model[0], model[1], input_size, mean, std)
     else:
         raise ValueError(
             f"{role} must be a timm model name, a (name, checkpoint_path) pair or an nn.Module; got {model!r}"

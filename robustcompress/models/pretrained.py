@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import importlib.resources
-import re
-from typing import Mapping
 
 import torch
 
+from robustcompress.models.checkpoints import classic_resnet_to_timm
 from robustcompress.models.core import ImageClassifier, build_model
+
+__all__ = ["CIFAR10_CLASSES", "classic_resnet_to_timm", "load_autoattack_resnet18", "read_autoattack_resnet18_state"]
 
 #: Where the checkpoint lives inside the installed pyautoattack package (it ships with the authors' eval example).
 AUTOATTACK_PACKAGE = "pyautoattack"
@@ -17,24 +18,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 # was trained on unnormalised [0, 1] pixels: the wrapper's normalisation must be the identity.
 AUTOATTACK_RESNET18_MEAN = (0.0, 0.0, 0.0)
 AUTOATTACK_RESNET18_STD = (1.0, 1.0, 1.0)
-
-# The classic CIFAR ResNet (kuangliu/pytorch-cifar style) and timm's ResNet differ only in two module names.
-_CLASSIC_TO_TIMM = ((re.compile(r"\.shortcut\."), ".downsample."), (re.compile(r"^linear\."), "fc."))
-
-
-def classic_resnet_to_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a classic CIFAR ResNet state dict (``shortcut``, ``linear``) to timm ResNet names (``downsample``, ``fc``).
-
-    A ``module.`` prefix left by DataParallel is dropped; every other name (conv1, bn1, layerN.M.convK/bnK) is
-    already shared by both implementations.
-    """
-    renamed: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        new = name.removeprefix("module.")
-        for pattern, replacement in _CLASSIC_TO_TIMM:
-            new = pattern.sub(replacement, new)
-        renamed[new] = tensor
-    return renamed
 
 
 def read_autoattack_resnet18_state() -> dict[str, torch.Tensor]:

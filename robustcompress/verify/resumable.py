@@ -119,6 +119,7 @@ def autoattack_flags(
             current = state["current"]
             adversary.attacks_to_run = [attack]
             while current["next"] < len(current["queue"]):
+                bar.set_postfix_str(f"{attack}: {current['next']}/{len(current['queue'])} images attacked")
                 chunk = torch.tensor(current["queue"][current["next"] : current["next"] + batch_size])
                 with seeded(seed, device), eval_mode(model):
                     x_adv, _ = adversary.run_standard_evaluation(x[chunk].to(device), y[chunk].to(device),
