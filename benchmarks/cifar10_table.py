@@ -141,13 +141,13 @@ def missing_data_message(path: Path) -> str:
     )
 
 
-def load_benchmark_data(path: Path, setting: Setting | None = None) -> Any:
+def load_benchmark_data(path: Path, setting: Setting | None = None, progress: bool = True) -> Any:
     """The CIFAR-10 subset .npz, the CIFAR-10 JPEG image folder, or full CIFAR-10 from a torchvision folder, as a
     DataBundle of 32x32 images (the test split in a fixed random order when the setting asks for it)."""
     from robustcompress.data import load_data
 
     if path.is_dir() and (path / "train").is_dir():
-        data = load_data(str(path), 32)
+        data = load_data(str(path), 32, progress=progress)
         if setting is not None and setting.shuffle_test:
             from robustcompress.data.tensors import subset_tensors
 
@@ -817,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("warning: the full setting on a CPU takes days; use --protocol cpu-scale or --smoke", flush=True)
     progress = not args.no_progress
     try:
-        data = load_benchmark_data(data_path, setting)
+        data = load_benchmark_data(data_path, setting, progress)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

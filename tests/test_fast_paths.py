@@ -37,8 +37,9 @@ def test_speed_plans():
     reference = plan_speed("reference", CPU)
     assert reference.amp_dtype is None and not reference.channels_last and not reference.compile
     assert reference.sync_every == 1
-    # On CPU "fast" keeps fp32 NCHW by default (bf16 is slower there); the GPU features can be forced for tests.
-    assert plan_speed("fast", CPU).amp_dtype is None
+    # On CPU "fast" is fp32 channels_last by default (bf16 is slower there, NHWC faster); bf16 can be forced.
+    assert plan_speed("fast", CPU).amp_dtype is None and plan_speed("fast", CPU).channels_last
+    assert not plan_speed("fast", CPU, channels_last=False).channels_last
     forced = plan_speed("fast", CPU, precision="bf16", channels_last=True)
     assert forced.amp_dtype == torch.bfloat16 and forced.channels_last and forced.sync_every > 1
     assert plan_speed("compile", CPU).compile

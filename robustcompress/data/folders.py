@@ -264,7 +264,7 @@ def load_image_folder(
     """
     from robustcompress.data.core import DataBundle
 
-    root = Path(root)
+    root = Path(root).resolve()  # one spelling of every path, so the cache key does not depend on the cwd
     train_dir, test_dir = folder_splits(root)
     train_files = list_image_files(train_dir)
     test_files = list_image_files(test_dir, train_files.class_names) if test_dir is not None else None

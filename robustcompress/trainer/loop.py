@@ -67,11 +67,11 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     progress: bool = True
-    #: "fast" (bf16 autocast, channels_last, GPU-resident data on CUDA), "compile" (fast + torch.compile) or
+    #: "fast" (channels_last; bf16 autocast and GPU-resident data on CUDA), "compile" (fast + torch.compile) or
     #: "reference" (fp32, NCHW, eager); see robustcompress.trainer.fast.
     speed: str = "fast"
     precision: str = "auto"  # "auto": bf16 on CUDA in fast mode, else fp32; "bf16" or "fp32" force it
-    channels_last: bool | None = None  # None: on CUDA in fast mode
+    channels_last: bool | None = None  # None: on in fast mode (CPU and CUDA)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
