@@ -45,6 +45,8 @@ class EvalReport:
     attack_warnings: dict[str, list[str]] = field(default_factory=dict)
     #: Samples classified correctly: 'clean', each attack and 'worst_case' (so gates compare exact fractions).
     correct: dict[str, int] = field(default_factory=dict)
+    #: For AutoAttack suites: samples still robust after each of the suite's attacks, in order.
+    stage_correct: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self, per_sample: bool = False) -> dict[str, Any]:
         out = {
@@ -138,6 +140,7 @@ def attack_flags(
     state_dir: str | Path | None = None,
     progress: bool = False,
     warnings_out: list[str] | None = None,
+    stages_out: dict[str, int] | None = None,
 ) -> torch.Tensor:
     """Per-sample flags (CPU, bool): is sample i still classified correctly after attack ``name`` at ``eps``?
 
@@ -152,7 +155,7 @@ def attack_flags(
     if attack.kind == "autoattack":
         state_path = None if state_dir is None else autoattack_state_path(state_dir, name, model, x, y, eps, seed)
         return autoattack_flags(model, x, y, name, eps, batch_size, device, seed, scorer, state_path, warnings_out,
-                                progress)
+                                progress, stages_out)
     target = scorer if attack.kind == "black-box" else model
     assert attack.run is not None
     out = []
@@ -195,14 +198,18 @@ def evaluate(
     timings: dict[str, float] = {}
     flags: dict[str, torch.Tensor] = {}
     warnings: dict[str, list[str]] = {}
+    stage_correct: dict[str, dict[str, int]] = {}
     for name in tqdm(["clean", *names], desc="attacks", disable=not progress, leave=False):
         t0 = time.perf_counter()
         messages: list[str] = []
+        stages: dict[str, int] = {}
         flags[name] = attack_flags(model, x_all, y_all, name, eps, batch_size, device, seed, scorer, state_dir,
-                                   progress, messages)
+                                   progress, messages, stages)
         timings[name] = time.perf_counter() - t0
         if messages:
             warnings[name] = messages
+        if stages:
+            stage_correct[name] = stages
     worst = torch.stack(list(flags.values())).all(dim=0)
     return EvalReport(
         n_examples=len(y_all),
@@ -217,5 +224,6 @@ def evaluate(
         batch_size=batch_size,
         device=str(device),
         attack_warnings=warnings,
+        stage_correct=stage_correct,
         correct={**{k: int(v.sum()) for k, v in flags.items()}, "worst_case": int(worst.sum())},
     )

@@ -78,13 +78,15 @@ def autoattack_flags(
     state_path: str | Path | None = None,
     warnings_out: list[str] | None = None,
     progress: bool = False,
+    stages_out: dict[str, int] | None = None,
 ) -> torch.Tensor:
     """Per-sample flags (CPU, bool): does sample i survive every attack of AutoAttack suite ``name``?
 
     ``name`` is 'autoattack' (standard: APGD-CE, APGD-T, FAB-T, Square), 'autoattack-fast' or 'apgd-ce'. Attacks
     are crafted on ``model`` and success is judged by ``scorer`` (default ``model``). With ``state_path`` the
     progress is saved after every batch and an existing state file is resumed. AutoAttack's warnings (zero
-    gradients, randomised defence, ...) are appended to ``warnings_out``.
+    gradients, randomised defence, ...) are appended to ``warnings_out``; ``stages_out`` receives, per attack of the
+    suite, how many samples were still robust after it (so a standard run also yields the APGD-CE + APGD-T number).
     """
     scorer = model if scorer is None else scorer
     x, y = x.cpu(), y.cpu().long()
@@ -129,6 +131,7 @@ def autoattack_flags(
                 state["robust"] = robust.tolist()
                 _save(path, state)
             state["done"].append(attack)
+            state.setdefault("robust_after", {})[attack] = int(robust.sum())
             state["current"] = None
             _save(path, state)
             bar.update(1)
@@ -138,4 +141,6 @@ def autoattack_flags(
         _save(path, state)  # keeps the warnings collected so far
     if warnings_out is not None:
         warnings_out.extend(m for m in state["warnings"] if m not in warnings_out)
+    if stages_out is not None:
+        stages_out.update(state.get("robust_after", {}))
     return robust
