@@ -29,6 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
     p.add_argument("--eps", type=eps_value, help="L-inf budget, e.g. 8/255")
     p.add_argument("--steps", type=positive_int, help="PGD steps of the training attack")
+    p.add_argument("--step-size", type=eps_value, help="step of the training attack, e.g. 2/255 (default eps/4)")
+    p.add_argument("--select", choices=["last", "best-robust"],
+                   help="keep the last epoch (default) or the one with the best PGD-10 accuracy on a validation split "
+                        "carved out of the training data (--val-size images)")
+    p.add_argument("--val-size", type=positive_int, help="validation images for --select best-robust (default 1000)")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)
@@ -78,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     flags = {
         "teachers": [_teacher(t) for t in args.teachers] if args.teachers is not None else None,
         "student": args.student, "method": args.method, "eps": args.eps, "steps": args.steps,
+        "step_size": args.step_size, "select": args.select, "val_size": args.val_size,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "input_size": args.input_size,
         "teacher_epochs": args.teacher_epochs, "teacher_finetune_epochs": args.teacher_finetune_epochs,
         "device": args.device, "seed": args.seed,
