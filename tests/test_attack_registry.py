@@ -23,7 +23,7 @@ def _accuracy(model, x_adv, y):
 
 
 def test_export_report_evaluate_and_demo_agree_on_robust_accuracy(standard_model, batch, tmp_path):
-    from apps.handler import attack_images
+    from robustcompress.apps.handler import attack_images
     from robustcompress.export.onnx import save_onnx, to_onnx
     from robustcompress.export.verification import verify_onnx
     from robustcompress.verify import evaluate

@@ -94,11 +94,11 @@ class OnnxClassifier(nn.Module):
 
     def __init__(self, path: str | os.PathLike) -> None:
         super().__init__()
-        import onnxruntime as ort
+        from robustcompress.export.onnx import onnx_session
 
         self.path = str(path)
         self.name = Path(path).name
-        self.session = ort.InferenceSession(self.path, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(self.path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from robustcompress.export.onnx import onnx_logits

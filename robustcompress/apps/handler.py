@@ -19,7 +19,7 @@ from robustcompress.attacks.common import eval_mode
 from robustcompress.data import load_data
 from robustcompress.data.core import DATASET_NAMES
 from robustcompress.data.tensors import as_float_images
-from robustcompress.export.onnx import onnx_logits
+from robustcompress.export.onnx import onnx_logits, onnx_session
 from robustcompress.models import ImageClassifier
 from robustcompress_runtime.images import MAX_PIXELS, open_picture, picture_to_array  # noqa: F401 (MAX_PIXELS: API)
 
@@ -165,9 +165,7 @@ def load_demo_models(bundle_dir: str | Path, onnx_path: str | Path | None = None
             log.warning("no student.onnx in or next to %s; exporting the student to %s", bundle, found)
             rc.export_onnx(found)
         onnx_file = found
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    session = onnx_session(onnx_file)
     probe = onnx_logits(onnx_file, np.zeros((1, 3, rc.student.input_size, rc.student.input_size), np.float32), session)
     if probe.shape[1] != num_classes:
         raise ValueError(
