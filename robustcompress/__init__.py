@@ -5,33 +5,49 @@
     rc.fit("digits")                       # or an .npz path, a torch Dataset, a DataLoader
     report = rc.evaluate(attacks=("pgd20", "autoattack"))
     rc.export_onnx("student.onnx")         # normalisation inside, verified numbers in the metadata
+
+The names below are imported on first use, so ``from robustcompress.attacks import pgd`` loads the attack layer
+alone (not onnx, onnxruntime or the training code).
 """
-from robustcompress.attacks import fgsm, pgd, run_autoattack
-from robustcompress.compressor import RobustCompressor
-from robustcompress.data import DataBundle, load_data
-from robustcompress.methods import Method, StepContext, create_method, list_methods, register_method
-from robustcompress.models import ImageClassifier, create_model, load_weights
-from robustcompress.teachers import train_teacher
-from robustcompress.verify import EvalReport, evaluate
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DataBundle",
-    "EvalReport",
-    "ImageClassifier",
-    "Method",
-    "RobustCompressor",
-    "StepContext",
-    "create_method",
-    "create_model",
-    "evaluate",
-    "fgsm",
-    "list_methods",
-    "load_data",
-    "load_weights",
-    "pgd",
-    "register_method",
-    "run_autoattack",
-    "train_teacher",
-]
+#: public name -> the module that defines it
+_LAZY = {
+    "DataBundle": "robustcompress.data",
+    "EvalReport": "robustcompress.verify",
+    "ImageClassifier": "robustcompress.models",
+    "Method": "robustcompress.methods",
+    "RobustCompressor": "robustcompress.compressor",
+    "StepContext": "robustcompress.methods",
+    "create_method": "robustcompress.methods",
+    "create_model": "robustcompress.models",
+    "evaluate": "robustcompress.verify",
+    "fgsm": "robustcompress.attacks",
+    "get_attack": "robustcompress.attacks",
+    "list_methods": "robustcompress.methods",
+    "load_data": "robustcompress.data",
+    "load_weights": "robustcompress.models",
+    "pgd": "robustcompress.attacks",
+    "register_method": "robustcompress.methods",
+    "run_autoattack": "robustcompress.attacks",
+    "train_teacher": "robustcompress.teachers",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'robustcompress' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -142,7 +142,7 @@ class RobustCompressor:
         self.method = create_method(method, **(method_kwargs or {}))  # fails early on unknown names
         self.method_name = method
         self.method_kwargs = dict(method_kwargs or {})
-        if self.method.needs_teacher and not teachers and getattr(self.method, "alpha", 1) != 0:
+        if self.method.needs_teacher and not teachers:
             raise ValueError(f"method '{method}' distils from teachers; pass teachers=[...] or use method='pgd-at'")
         if teacher_weights is not None and len(teacher_weights) != len(teachers):
             raise ValueError(f"teacher_weights has {len(teacher_weights)} entries for {len(teachers)} teachers")

@@ -372,7 +372,7 @@ def test_string_and_fractional_labels_in_an_npz_are_refused(tmp_path):
 # -- 9. the demo handler refuses NaN --------------------------------------------------------------------------------
 def test_demo_handler_refuses_a_nan_tensor():
     pytest.importorskip("PIL")
-    from apps.handler import image_to_tensor
+    from robustcompress.apps.handler import image_to_tensor
 
     x = torch.rand(1, 3, 8, 8)
     x[0, 0, 0, 0] = float("nan")
@@ -451,7 +451,7 @@ def test_method_arg_parse_errors_name_the_argument(tmp_path, capsys):
 
 
 def test_runtime_prints_one_line_for_any_exception(tmp_path, monkeypatch, capsys):
-    runtime = pytest.importorskip("export.runtime")
+    runtime = pytest.importorskip("robustcompress_runtime.runtime")
     not_onnx = tmp_path / "model.onnx"
     not_onnx.write_bytes(b"not a model")
     assert runtime.main([str(not_onnx), "x.png"]) == 2

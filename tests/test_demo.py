@@ -14,7 +14,7 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="the demo needs the 'demo' extra (gradio)")
 
-from apps.handler import (  # noqa: E402
+from robustcompress.apps.handler import (  # noqa: E402
     ATTACKS,
     MAX_PIXELS,
     DemoModels,
@@ -57,7 +57,7 @@ def build_tiny_bundle(root: Path, data) -> Path:
 @contextlib.contextmanager
 def running_demo(models: DemoModels) -> Iterator[str]:
     """Serve the demo on a free local port for the duration of the block; yields its URL."""
-    from apps.demo import build_app, serve
+    from robustcompress.apps.demo import build_app, serve
 
     app = serve(build_app(models), host="127.0.0.1", port=None, block=False, quiet=True)
     try:
@@ -233,7 +233,7 @@ def test_missing_bundle_is_a_clear_error(tmp_path, capsys):
 def test_demo_command_runs_the_quickstart_first_when_its_bundle_is_missing(tmp_path, monkeypatch, demo_bundle):
     import shutil
 
-    import apps.demo
+    import robustcompress.apps.demo
     import robustcompress.quickstart
     from robustcompress.cli import main
 
@@ -246,7 +246,7 @@ def test_demo_command_runs_the_quickstart_first_when_its_bundle_is_missing(tmp_p
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(robustcompress.quickstart, "run_quickstart", fake_quickstart)
-    monkeypatch.setattr(apps.demo, "serve", lambda app, host, port: served.append((type(app).__name__, host, port)))
+    monkeypatch.setattr(robustcompress.apps.demo, "serve", lambda app, host, port: served.append((type(app).__name__, host, port)))
     assert main(["demo", "--port", "7861"]) == 0
     assert built == [("quickstart_out", True)] and served == [("Blocks", "127.0.0.1", 7861)]
     assert main(["demo", "--host", "0.0.0.0"]) == 0  # the bundle now exists: no second quickstart
@@ -256,7 +256,7 @@ def test_demo_command_runs_the_quickstart_first_when_its_bundle_is_missing(tmp_p
 def test_report_plot_and_numbers_are_shown(tmp_path, demo_bundle):
     import shutil
 
-    from apps.demo import build_app, robustness_markdown
+    from robustcompress.apps.demo import build_app, robustness_markdown
 
     root = shutil.copytree(demo_bundle.parent, tmp_path / "run")
     Image.new("RGB", (40, 30), "white").save(root / "accuracy_vs_eps.png")

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, digits16):
-    from apps.handler import load_demo_models
+    from robustcompress.apps.handler import load_demo_models
 
     return load_demo_models(build_tiny_bundle(tmp_path_factory.getbasetemp() / "demo", digits16))
 
@@ -39,7 +39,7 @@ def top_label(page, elem_id: str) -> str:
 
 
 def test_browser_uploads_a_picture_attacks_it_and_shows_both_models(models, tmp_path):
-    from apps.handler import gallery_images, run_attack, upscale
+    from robustcompress.apps.handler import gallery_images, run_attack, upscale
 
     x, _ = gallery_images(models.dataset, models.input_size)
     picture = tmp_path / "digit.png"

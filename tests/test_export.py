@@ -103,7 +103,7 @@ def test_parity_below_tolerance_at_batch_1_and_7(exported: SimpleNamespace) -> N
 
 
 def test_metadata_round_trips_and_carries_the_verification(exported: SimpleNamespace) -> None:
-    from export.runtime import load_model
+    from robustcompress_runtime.runtime import load_model
 
     rc, report = exported.rc, json.loads(exported.report_path.read_text())
     meta = read_metadata(exported.fp32)
@@ -165,13 +165,13 @@ def test_runtime_classifies_an_image_file_without_torch(exported: SimpleNamespac
     image, label = _known_image(exported, tmp_path)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
     for model in (exported.fp32, exported.int8):
-        run = subprocess.run([sys.executable, "-c", NO_TORCH_PRELUDE, "export.runtime", str(model), str(image)],
+        run = subprocess.run([sys.executable, "-c", NO_TORCH_PRELUDE, "robustcompress_runtime.runtime", str(model), str(image)],
                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
         assert run.returncode == 0, run.stderr
         assert f"{image}: {label} (probability" in run.stdout
         assert "verified on" in run.stdout  # the robustness numbers travel with the file
     bench = subprocess.run(
-        [sys.executable, "-c", NO_TORCH_PRELUDE, "export.benchmark", str(exported.fp32), "--int8", str(exported.int8),
+        [sys.executable, "-c", NO_TORCH_PRELUDE, "robustcompress_runtime.benchmark", str(exported.fp32), "--int8", str(exported.int8),
          "--runs", "3", "--batch-runs", "1", "--batch-size", "8"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60,
     )
@@ -181,7 +181,7 @@ def test_runtime_classifies_an_image_file_without_torch(exported: SimpleNamespac
 
 
 def test_runtime_takes_arrays_and_explains_bad_input(exported: SimpleNamespace) -> None:
-    from export.runtime import classify, load_images, load_model
+    from robustcompress_runtime.runtime import classify, load_images, load_model
 
     model = load_model(exported.fp32)
     x, y = exported.data.test.tensors[0][:5].numpy(), exported.data.test.tensors[1][:5].numpy()

@@ -84,8 +84,8 @@ def test_non_square_images_are_resized_on_the_short_side_and_centre_cropped(tmp_
 
 def test_every_image_mode_converts_like_the_runtime_and_the_demo(tmp_path):
     """Palette, greyscale, RGBA, LA, CMYK, 16-bit greyscale, 1-bit, WebP, BMP and JPEG all load, by one rule."""
-    from apps.handler import image_to_tensor
-    from export.runtime import image_to_chw
+    from robustcompress.apps.handler import image_to_tensor
+    from robustcompress_runtime.runtime import image_to_chw
 
     rgba = np.concatenate([_rgb(1), np.tile(np.array([0, 128, 255], np.uint8), 48).reshape(12, 12, 1)], -1)
     sixteen = (np.arange(144, dtype=np.uint16).reshape(12, 12) * 450).astype(np.uint16)

@@ -292,3 +292,31 @@ def test_two_training_steps_reduce_the_loss(name, batch, teachers):
         optimizer.step()
         losses.append(loss.item())
     assert losses[1] < losses[0], losses
+
+
+def test_needs_teacher_is_a_property_of_the_method_and_its_hyperparameters():
+    assert create_method("rslad").needs_teacher and create_method("akd").needs_teacher
+    assert not create_method("akd", alpha=0).needs_teacher  # alpha=0 is PGD-AT
+    assert not any(create_method(m).needs_teacher for m in ("pgd-at", "trades", "standard"))
+    from robustcompress import RobustCompressor
+
+    RobustCompressor([], "test_resnet", method="akd", method_kwargs={"alpha": 0})  # accepted without teachers
+    with pytest.raises(ValueError, match="distils from teachers"):
+        RobustCompressor([], "test_resnet", method="akd")
+
+
+def test_adversarial_clean_kl_mix_is_one_registered_term():
+    from robustcompress.methods import AdvCleanKL, create_loss, kd_kl, list_losses
+
+    assert {"kd_kl", "adv_clean_kl"} <= set(list_losses()) and create_loss("kd_kl") is kd_kl
+    torch.manual_seed(0)
+    student = torch.nn.Linear(6, 4)
+    x, x_adv = torch.rand(5, 6), torch.rand(5, 6)
+    q_adv, q_clean = torch.rand(5, 4).softmax(1), torch.rand(5, 4).softmax(1)
+    mix = create_loss("adv_clean_kl", adv_weight=0.25, temperature=2.0)
+    assert isinstance(mix, AdvCleanKL)
+    loss, logits = mix(student, x_adv, x, q_adv, q_clean)
+    expected = 0.25 * kl_div(student(x_adv), q_adv, 2.0).mean() * 4 + 0.75 * kl_div(student(x), q_clean, 2.0).mean() * 4
+    assert torch.allclose(loss, expected) and torch.equal(logits, student(x_adv))
+    adv_only, _ = AdvCleanKL(1.0)(student, x_adv, x, q_adv)
+    assert torch.equal(adv_only, kl_div(student(x_adv), q_adv).mean())

@@ -192,7 +192,7 @@ def seven_class_checkpoint(reference, tmp_path_factory) -> Path:
 
 
 def test_image_folder_fit_carries_class_names_into_bundle_onnx_and_demo(folder, seven_class_checkpoint, tmp_path):
-    from apps.handler import gallery_images, load_demo_models
+    from robustcompress.apps.handler import gallery_images, load_demo_models
     from robustcompress import RobustCompressor
     from robustcompress.export.onnx import read_metadata
 

@@ -26,6 +26,7 @@ def pgd(
     x_init: torch.Tensor | None = None,
     return_path: bool = False,
     models_in_eval: tuple[nn.Module, ...] = (),
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor | list[torch.Tensor]:
     """Return adversarial images within the eps-ball of x and inside [0, 1].
 
@@ -33,7 +34,8 @@ def pgd(
     and the loss is descended instead (towards the target). Any callable works, e.g. a KL to a teacher's
     distribution with ``y`` carrying the teacher probabilities. The model (and ``models_in_eval``) runs in eval
     mode during the attack and gets its previous mode back afterwards. With return_path=True the list of every
-    iterate x_1..x_K is returned instead of only the last one.
+    iterate x_1..x_K is returned instead of only the last one. ``generator`` draws the random start (default: torch's
+    global RNG); a private one makes the attack reproducible without touching the global random state.
     """
     loss_fn = NAMED_LOSSES[loss] if isinstance(loss, str) else loss
     sign = -1.0 if targeted else 1.0
@@ -41,7 +43,7 @@ def pgd(
     if x_init is not None:
         x_adv = project(x_init.detach().clone(), x, eps)
     elif random_start and eps > 0:
-        x_adv = project(x + torch.empty_like(x).uniform_(-eps, eps), x, eps)
+        x_adv = project(x + torch.empty_like(x).uniform_(-eps, eps, generator=generator), x, eps)
     else:
         x_adv = x.clone()
     path: list[torch.Tensor] = []

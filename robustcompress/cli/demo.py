@@ -1,4 +1,4 @@
-"""robustcompress demo: the Gradio app comparing robust and undefended predictions (apps/)."""
+"""robustcompress demo: the Gradio app comparing robust and undefended predictions (robustcompress.apps)."""
 from __future__ import annotations
 
 import argparse
@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
             f"'quickstart', or leave it out to use {QUICKSTART_OUT}/bundle"
         )
     bundle = Path(args.bundle) if args.bundle is not None else _default_bundle()
-    from apps.demo import build_app, serve
-    from apps.handler import load_demo_models
+    from robustcompress.apps.demo import build_app, serve
+    from robustcompress.apps.handler import load_demo_models
 
     app = build_app(load_demo_models(bundle, onnx_path=args.onnx, device=args.device))
     print(f"Serving the demo for {bundle} on http://{args.host}:{args.port} (Ctrl+C to stop)", file=sys.stderr)

@@ -94,11 +94,11 @@ class OnnxClassifier(nn.Module):
 
     def __init__(self, path: str | os.PathLike) -> None:
         super().__init__()
-        import onnxruntime as ort
+        from robustcompress.export.onnx import onnx_session
 
         self.path = str(path)
         self.name = Path(path).name
-        self.session = ort.InferenceSession(self.path, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(self.path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from robustcompress.export.onnx import onnx_logits
@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     from robustcompress.trainer.loop import resolve_device
     from robustcompress.verify import format_gate, verify_model, write_report
     from robustcompress.verify.gate import check_requirements_measurable, parse_requirement
-    from robustcompress.verify.suite import resolve_attacks
+    from robustcompress.attacks.registry import resolve_attacks
 
     # Cheap argument errors first, before any model or data is loaded.
     requirements = [parse_requirement(r) for r in args.require]

@@ -91,7 +91,7 @@ def export_onnx(
 
 def read_metadata(source: OnnxSource) -> dict[str, Any]:
     """The metadata props of an exported model, JSON values decoded (the same decoding as the deploy runtime)."""
-    from export.runtime import decode_metadata
+    from robustcompress_runtime.runtime import decode_metadata
 
     if isinstance(source, onnx.ModelProto):
         proto = source
@@ -103,16 +103,12 @@ def read_metadata(source: OnnxSource) -> dict[str, Any]:
 
 
 def onnx_session(source: OnnxSource, threads: int | None = None) -> Any:
-    """An onnxruntime CPU InferenceSession for a path, serialised bytes or proto."""
-    import onnxruntime as ort
+    """An onnxruntime CPU session for a path, serialised bytes or proto (robustcompress_runtime.make_session)."""
+    from robustcompress_runtime.runtime import make_session
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
     if isinstance(source, onnx.ModelProto):
         source = source.SerializeToString()
-    model = source if isinstance(source, bytes) else str(source)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return make_session(source if isinstance(source, bytes) else str(source), threads)
 
 
 def onnx_logits(source: OnnxSource | None, x: np.ndarray, session: Any = None, batch_size: int = 256) -> np.ndarray:

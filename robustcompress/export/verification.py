@@ -6,10 +6,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from robustcompress.attacks import pgd
 from robustcompress.attacks.common import eval_mode
+from robustcompress.attacks.registry import craft
 from robustcompress.export.onnx import (
     PARITY_TOLERANCE,
     OnnxSource,
@@ -30,29 +29,23 @@ def craft_adversarial(
     batch_size: int = 256,
     progress: bool = False,
 ) -> torch.Tensor:
-    """White-box L-inf PGD images for ``model`` on CPU: ``steps`` steps of eps/4, random start, cross-entropy.
+    """White-box L-inf PGD images for ``model`` on CPU: the registry's 'pgdN' attack (N = ``steps``).
 
-    The same settings as the 'pgdN' attacks of robustcompress.verify, seeded without touching the global RNG.
+    The same images as ``robustcompress.verify.evaluate(..., attacks=['pgdN'], seed=seed, batch_size=batch_size)``
+    attacks (:func:`robustcompress.attacks.craft`), so the export report and ``evaluate`` agree.
     """
     if steps < 1:
         raise ValueError(f"the attack needs at least one PGD step, got steps={steps}")
     model = model.cpu()
-    chunks = []
-    with torch.random.fork_rng(), eval_mode(model):
-        torch.manual_seed(seed)
-        for start in tqdm(range(0, len(x), batch_size), desc=f"pgd{steps} on the PyTorch model",
-                          disable=not progress, leave=False):
-            x_adv = pgd(model, x[start : start + batch_size].cpu(), y[start : start + batch_size].cpu(),
-                        eps=eps, step_size=eps / 4, steps=steps, loss="ce")
-            assert isinstance(x_adv, torch.Tensor)
-            chunks.append(x_adv.detach())
-    return torch.cat(chunks)
+    with eval_mode(model):
+        return craft(f"pgd{steps}", model, x.cpu(), y.cpu(), eps, seed, batch_size, progress=progress)
 
 
 def attack_description(steps: int, eps: float, seed: int, crafted_on: str) -> dict[str, Any]:
     """How the adversarial examples were made, for reports and metadata."""
     return {"name": f"pgd{steps}", "eps": eps, "norm": "Linf", "steps": steps, "step_size": eps / 4,
-            "loss": "ce", "random_start": True, "seed": seed, "crafted_on": crafted_on}
+            "loss": "ce", "random_start": True, "seed": seed, "crafted_on": crafted_on,
+            "seeding": "seed + index of each batch's first image (robustcompress.attacks.craft)"}
 
 
 def accuracy(logits: np.ndarray, y: torch.Tensor) -> tuple[float, np.ndarray]:

@@ -31,8 +31,8 @@ def output_paths(path: str | os.PathLike) -> dict[str, Path]:
 
 def measure_latency(path: Path, runs: int) -> dict[str, float]:
     """A short onnxruntime latency measurement (batch 1 and batch 64) for the report."""
-    from export.benchmark import measure, onnx_runner
-    from export.runtime import load_model
+    from robustcompress_runtime.benchmark import measure, onnx_runner
+    from robustcompress_runtime.runtime import load_model
 
     model = load_model(path)
     return measure(onnx_runner(path), model.input_size, model.channels, batch1_runs=runs,
@@ -110,7 +110,7 @@ def export_verified(
             if key in report:
                 report[key]["latency_cpu"] = measure_latency(paths[key], latency_runs)
         report["latency_note"] = (f"{latency_runs} batch-1 runs per file on {os.cpu_count()} CPU cores while "
-                                  "exporting; use python -m export.benchmark for careful numbers")
+                                  "exporting; use python -m robustcompress.apps.latency for careful numbers")
     report["report_path"] = str(paths["report"])
     text = json.dumps(report, indent=2, default=_json_default)
     atomic_write(paths["report"], lambda tmp: Path(tmp).write_text(text + "\n"))

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from robustcompress.attacks import kl_div, pgd
 from robustcompress.methods.common import ensemble_probs, require_teacher, teacher_probs_batched
+from robustcompress.methods.losses import AdvCleanKL
 from robustcompress.methods.registry import Method, StepContext, register_method
 
 
@@ -63,8 +64,4 @@ class AdaAD(Method):
     def loss(self, ctx: StepContext, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = [x_adv] if self.adv_weight == 1 else [x_adv, ctx.x]
         probs = teacher_probs_batched(ctx.teachers, inputs, ctx.teacher_weights)  # one forward per teacher
-        logits_adv = ctx.student(x_adv)
-        loss = self.adv_weight * kl_div(logits_adv, probs[0]).mean()
-        if self.adv_weight < 1:
-            loss = loss + (1 - self.adv_weight) * kl_div(ctx.student(ctx.x), probs[1]).mean()
-        return loss, logits_adv
+        return AdvCleanKL(self.adv_weight)(ctx.student, x_adv, ctx.x, probs[0], probs[-1])

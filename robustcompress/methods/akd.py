@@ -35,6 +35,11 @@ class AKD(Method):
         super().__init__()
         self.alpha = alpha
 
+    @property
+    def needs_teacher(self) -> bool:
+        """alpha=0 is PGD-AT: no teacher needed."""
+        return self.alpha != 0
+
     def perturb(self, ctx: StepContext) -> torch.Tensor:
         if self.alpha > 0:
             require_teacher(self.name, ctx.teachers)

@@ -18,8 +18,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from robustcompress.attacks import kl_div, pgd
+from robustcompress.attacks import pgd
 from robustcompress.methods.common import require_teacher, teacher_probs, teacher_probs_batched
+from robustcompress.methods.losses import AdvCleanKL
 from robustcompress.methods.registry import Method, StepContext, register_method
 
 #: Fractions of training at which the authors' code divides the learning rate (and weight_lr) by 10.
@@ -70,9 +71,10 @@ class MTARD(Method):
             adv_soft, clean_soft = teacher_probs_batched([adv_teacher], [x_adv, ctx.x])
         else:
             adv_soft, clean_soft = teacher_probs([adv_teacher], x_adv), teacher_probs([clean_teacher], ctx.x)
-        logits_adv = ctx.student(x_adv)
-        adv_loss = kl_div(logits_adv, adv_soft).mean()
-        nat_loss = kl_div(ctx.student(ctx.x), clean_soft).mean()
+        # Both parts of the adversarial/clean mix, weighted here by the adaptive balance instead of a fixed weight.
+        adv_loss, nat_loss, logits_adv = AdvCleanKL().parts(ctx.student, x_adv, ctx.x, adv_soft, clean_soft,
+                                                            always_clean=True)
+        assert nat_loss is not None
         if self.training:
             self._rebalance(adv_loss, nat_loss, self.current_weight_lr(ctx))
         nat_w = self.nat_weight.detach()

@@ -11,7 +11,7 @@ from robustcompress.methods.registry import Method, StepContext, register_method
 @register_method("pgd-at")
 class PGDAT(Method):
     summary = "Madry PGD adversarial training: CE on PGD-CE examples, no teacher."
-    needs_teacher = False
+    uses_teachers = False
 
     def perturb(self, ctx: StepContext) -> torch.Tensor:
         return pgd(ctx.student, ctx.x, ctx.y, ctx.eps, ctx.step_size, ctx.steps)

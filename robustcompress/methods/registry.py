@@ -38,11 +38,20 @@ class Method(nn.Module):
     """
 
     name: str = ""
-    needs_teacher: bool = True
+    #: whether the method distils from teachers by design; False for teacher-free ones (PGD-AT, TRADES, standard)
+    uses_teachers: bool = True
     #: whether perturb() attacks the batch (so training needs steps >= 1 when eps > 0); False for clean training
     adversarial: bool = True
     #: one-line description for --help and docs
     summary: str = ""
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether training with these hyperparameters needs at least one teacher (AKD/ARD with alpha=0 do not).
+
+        A subclass may still set ``needs_teacher = False`` as a class attribute; that overrides this property.
+        """
+        return self.uses_teachers
 
     def setup(self, student: nn.Module, teachers: Sequence[nn.Module], num_classes: int, input_size: int) -> None:
         """Called once before training, when the models are known (build adapters here)."""

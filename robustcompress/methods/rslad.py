@@ -9,6 +9,7 @@ import torch
 
 from robustcompress.attacks import kl_div, pgd
 from robustcompress.methods.common import require_teacher, teacher_probs
+from robustcompress.methods.losses import AdvCleanKL
 from robustcompress.methods.registry import Method, StepContext, register_method
 
 
@@ -27,8 +28,6 @@ class RSLAD(Method):
         return pgd(ctx.student, ctx.x, soft, ctx.eps, ctx.step_size, ctx.steps, loss=kl_div)
 
     def loss(self, ctx: StepContext, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        soft = ctx.cache["soft"]
-        logits_adv = ctx.student(x_adv)
-        loss = self.adv_weight * kl_div(logits_adv, soft).mean()
-        loss = loss + (1 - self.adv_weight) * kl_div(ctx.student(ctx.x), soft).mean()
-        return loss, logits_adv
+        # The clean term is always computed (the student's clean forward also updates BatchNorm statistics).
+        mix = AdvCleanKL(self.adv_weight)
+        return mix(ctx.student, x_adv, ctx.x, ctx.cache["soft"], always_clean=True)

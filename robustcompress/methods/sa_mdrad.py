@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from robustcompress.attacks import eval_mode, kl_div, pgd
-from robustcompress.methods.common import require_teacher
+from robustcompress.methods.common import ensemble_probs, require_teacher
+from robustcompress.methods.losses import AdvCleanKL
 from robustcompress.methods.registry import Method, StepContext, register_method
 from robustcompress.models.features import logits_and_features, probe_feature_shape
 
@@ -54,9 +55,8 @@ def fusion_weights(
 
 
 def fused_target(logits: Sequence[torch.Tensor], weights: torch.Tensor, temperature: float) -> torch.Tensor:
-    """sum_t w_t * softmax(z_t / temperature) with per-sample weights (N, T)."""
-    probs = torch.stack([F.softmax(z.float() / temperature, dim=1) for z in logits], dim=1)
-    return (weights.unsqueeze(-1) * probs).sum(dim=1)
+    """sum_t w_t * softmax(z_t / temperature) with per-sample weights (N, T): methods.common.ensemble_probs."""
+    return ensemble_probs([z.float() for z in logits], weights, temperature)
 
 
 def match_features(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
@@ -143,9 +143,7 @@ class SAMDRAD(Method):
             logits_adv, student_map = logits_and_features(ctx.student, x_adv, self.feature_stage)
         else:
             logits_adv = ctx.student(x_adv)
-        loss = self.adv_weight * kl_div(logits_adv, target, temperature=t).mean() * t * t
-        if self.adv_weight < 1:
-            loss = loss + (1 - self.adv_weight) * kl_div(ctx.student(ctx.x), target, temperature=t).mean() * t * t
+        loss, _ = AdvCleanKL(self.adv_weight, t)(ctx.student, x_adv, ctx.x, target, logits_adv=logits_adv)
         if self._uses_features():
             per_teacher = torch.stack(
                 [match_features(adapter(student_map), f) for adapter, f in zip(self.adapters, ctx.cache["teacher_features"])],

@@ -10,7 +10,7 @@ from robustcompress.methods.registry import Method, StepContext, register_method
 @register_method("standard")
 class Standard(Method):
     summary = "Plain cross-entropy on clean images (no robustness); for training standard teachers."
-    needs_teacher = False
+    uses_teachers = False
     adversarial = False
 
     def perturb(self, ctx: StepContext) -> torch.Tensor:

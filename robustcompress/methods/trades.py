@@ -11,7 +11,7 @@ from robustcompress.methods.registry import Method, StepContext, register_method
 @register_method("trades")
 class TRADES(Method):
     summary = "TRADES: clean CE + beta * KL between clean and adversarial predictions, no teacher."
-    needs_teacher = False
+    uses_teachers = False
 
     def __init__(self, beta: float = 6.0) -> None:
         super().__init__()

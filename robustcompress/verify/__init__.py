@@ -4,7 +4,7 @@ from robustcompress.verify.evaluate import ATTACKS, EvalReport, evaluate
 from robustcompress.verify.gate import evaluate_gate, format_gate, parse_requirement
 from robustcompress.verify.report import render_markdown, write_report
 from robustcompress.verify.runner import Verification, verify_model
-from robustcompress.verify.suite import PRESETS, get_attack, resolve_attacks
+from robustcompress.attacks.registry import PRESETS, get_attack, resolve_attacks
 from robustcompress.verify.sweep import DEFAULT_SWEEP_EPS, eps_sweep
 
 __all__ = [

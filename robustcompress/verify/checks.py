@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from robustcompress.attacks.common import eval_mode, project
 from robustcompress.attacks.losses import cross_entropy, cw_margin
 from robustcompress.verify.evaluate import EvalReport, attack_flags
-from robustcompress.verify.suite import DEFAULT_SQUARE_QUERIES, get_attack
+from robustcompress.attacks.registry import DEFAULT_SQUARE_QUERIES, get_attack
 
 CHECK_LEVELS = ("full", "quick", "none")
 PASS, WARN, SKIP = "pass", "warn", "skip"

@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 from robustcompress.attacks.common import channels_last_weights, eval_mode
 from robustcompress.data.core import check_images, check_labels
 from robustcompress.data.tensors import as_float_images
-from robustcompress.verify.resumable import autoattack_flags
-from robustcompress.verify.suite import ATTACKS, get_attack, resolve_attacks
+from robustcompress.attacks.autoattack import autoattack_flags
+from robustcompress.attacks.registry import ATTACKS, craft_batches, get_attack, resolve_attacks
 
 __all__ = ["ATTACKS", "EvalReport", "attack_flags", "evaluate", "predict_correct", "take_examples"]
 
@@ -155,18 +155,10 @@ def attack_flags(
     if attack.kind == "autoattack":
         state_path = None if state_dir is None else autoattack_state_path(state_dir, name, model, x, y, eps, seed)
         return autoattack_flags(model, x, y, name, eps, batch_size, device, seed, scorer, state_path, warnings_out,
-                                progress, stages_out)
+                                progress, stages_out=stages_out)
     target = scorer if attack.kind == "black-box" else model
-    assert attack.run is not None
-    out = []
-    starts = range(0, len(x), batch_size)
-    for start in tqdm(starts, desc=f"{name} eps {eps * 255:.3g}/255", disable=not progress or len(starts) < 2,
-                      leave=False):
-        xb = x[start : start + batch_size].to(device)
-        yb = y[start : start + batch_size].to(device)
-        # Each batch gets its own seed so results do not depend on which batches ran before.
-        x_adv = attack.run(target, xb, yb, eps, seed + start)
-        out.append(predict_correct(scorer, x_adv, yb, batch_size, device))
+    out = [predict_correct(scorer, x_adv, y[start : start + len(x_adv)], batch_size, device)
+           for start, x_adv in craft_batches(name, target, x, y, eps, seed, batch_size, device, progress)]
     return torch.cat(out)
 
 
@@ -186,7 +178,7 @@ def evaluate(
 ) -> EvalReport:
     """Clean accuracy and accuracy under each attack; a sample is robust only if it survives every attack.
 
-    ``attacks`` are names from :func:`robustcompress.verify.suite.get_attack` or a preset ('fast', 'standard').
+    ``attacks`` are names from :func:`robustcompress.attacks.get_attack` or a preset ('fast', 'standard').
     ``scorer`` judges correctness when it differs from the model the attacks are crafted on (ONNX + twin);
     ``state_dir`` keeps AutoAttack's state there so an interrupted evaluation resumes where it stopped.
     """

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
-from robustcompress.verify.suite import get_attack
+from robustcompress.attacks.registry import get_attack
 
 _OPS = {">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}
 _REQUIREMENT = re.compile(r"^\s*(?P<metric>[A-Za-z][\w\-]*)\s*(?P<op>>=|<=|>|<)\s*(?P<value>[0-9.]+)\s*(?P<pct>%?)\s*$")

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from robustcompress.verify.checks import CheckResult, CheckSettings, checks_passed, run_checks
 from robustcompress.verify.evaluate import EvalReport, evaluate, take_examples
 from robustcompress.verify.gate import check_requirements_measurable, evaluate_gate, parse_requirement
-from robustcompress.verify.suite import get_attack, resolve_attacks
+from robustcompress.attacks.registry import get_attack, resolve_attacks
 from robustcompress.verify.sweep import DEFAULT_SWEEP_ATTACK, DEFAULT_SWEEP_EPS
 from robustcompress.verify.sweep import eps_sweep as run_eps_sweep
 

@@ -1,154 +1,18 @@
-"""The evaluation attacks by name (fgsm, pgdN, pgdNxR, cwN, squareQ, AutoAttack) and the fast/standard presets."""
-from __future__ import annotations
+"""The evaluation attacks by name: they live in :mod:`robustcompress.attacks.registry`, re-exported here."""
+from robustcompress.attacks.autoattack import AUTOATTACK_VERSIONS
+from robustcompress.attacks.common import seeded
+from robustcompress.attacks.registry import (
+    ATTACKS,
+    AUTOATTACK_SUITES,
+    DEFAULT_SQUARE_QUERIES,
+    PRESETS,
+    Attack,
+    AttackFn,
+    craft,
+    craft_batches,
+    get_attack,
+    resolve_attacks,
+)
 
-import contextlib
-import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
-
-import torch
-import torch.nn as nn
-
-from robustcompress.attacks import fgsm, pgd
-from robustcompress.attacks.common import eval_mode
-
-AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
-
-#: Preset suites. 'fast' is for quick runs; 'standard' is what a release number should be measured with.
-PRESETS: dict[str, tuple[str, ...]] = {
-    "fast": ("fgsm", "pgd20", "cw30", "autoattack-fast"),
-    "standard": ("fgsm", "pgd20", "cw30", "autoattack"),
-}
-#: AutoAttack suites run through pyautoattack (robustcompress.attacks.run_autoattack) and their versions there.
-AUTOATTACK_VERSIONS = {"autoattack": "standard", "autoattack-fast": "fast", "apgd-ce": "apgd-ce"}
-AUTOATTACK_SUITES = {
-    "autoattack": "APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000 queries); pyautoattack 'standard'",
-    "autoattack-fast": "APGD-CE, APGD-T (up to 9 targets), 100 iterations, 1 restart each",
-    "apgd-ce": "APGD-CE, 100 iterations, 1 restart",
-}
-DEFAULT_SQUARE_QUERIES = 5000
-_PATTERN = re.compile(r"^(?P<kind>pgd|cw|square)(?P<n>\d+)?(?:x(?P<restarts>\d+))?$")
-
-
-@dataclass(frozen=True)
-class Attack:
-    """One named attack: how to run it and the settings that go into reports.
-
-    ``kind`` is 'white-box' (needs input gradients of the attacked model), 'black-box' (queries only, so it runs
-    on the deployed model itself, e.g. an ONNX session) or 'autoattack' (pyautoattack; white-box, and its
-    standard version also contains the black-box Square attack).
-    """
-
-    name: str
-    kind: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    run: AttackFn | None = None
-
-    @property
-    def needs_gradients(self) -> bool:
-        return self.kind != "black-box"
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device | str) -> Iterator[None]:
-    """Seed torch inside the block without disturbing the caller's random state."""
-    device = torch.device(device)
-    cuda = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield
-
-
-def _pgd_attack(steps: int, loss: str, restarts: int) -> AttackFn:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-        x_best: torch.Tensor | None = None
-        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for r in range(restarts):
-            # Restart r uses seed + r, so restarts=1 is exactly the single run and further restarts add fresh starts.
-            with seeded(seed + r, x.device):
-                x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, loss=loss)
-            assert isinstance(x_adv, torch.Tensor)
-            if restarts == 1:
-                return x_adv
-            with torch.no_grad(), eval_mode(model):
-                wrong = model(x_adv).argmax(1) != y
-            if x_best is None:
-                x_best = x_adv.clone()
-            else:
-                new = wrong & ~fooled  # keep the first restart that fools each sample
-                x_best[new] = x_adv[new]
-            fooled |= wrong
-            if bool(fooled.all()):
-                break
-        assert x_best is not None
-        return x_best
-
-    return run
-
-
-def _square_attack(queries: int) -> AttackFn:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-        from pyautoattack.square import SquareAttack
-
-        # AutoAttack runs 5000 queries with its fixed p schedule; shorter budgets rescale the schedule to fit.
-        attack = SquareAttack(model, norm="Linf", n_queries=queries, eps=eps, p_init=0.8, n_restarts=1, seed=seed,
-                              verbose=False, device=x.device, resc_schedule=queries != DEFAULT_SQUARE_QUERIES)
-        with seeded(seed, x.device), eval_mode(model), torch.no_grad():
-            return attack.perturb(x, y).detach()
-
-    return run
-
-
-def _fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-    return fgsm(model, x, y, eps)
-
-
-def get_attack(name: str) -> Attack:
-    """The attack called ``name``: fgsm, pgdN, pgdNxR (R restarts), cwN, square / squareQ (Q queries),
-    autoattack, autoattack-fast or apgd-ce. PGD and CW use step eps/4 (2/255 at eps 8/255) and a random start."""
-    if name == "fgsm":
-        return Attack(name, "white-box", {"steps": 1, "step_size": "eps", "loss": "ce", "random_start": False}, _fgsm)
-    if name in AUTOATTACK_VERSIONS:
-        return Attack(name, "autoattack", {"suite": AUTOATTACK_SUITES[name], "version": AUTOATTACK_VERSIONS[name]})
-    match = _PATTERN.match(name)
-    if match and match["kind"] in ("pgd", "cw") and match["n"]:
-        steps, restarts = int(match["n"]), int(match["restarts"] or 1)
-        if steps < 1 or restarts < 1:
-            raise ValueError(f"attack '{name}' needs at least one step and one restart")
-        loss = "ce" if match["kind"] == "pgd" else "cw"
-        settings = {"steps": steps, "step_size": "eps/4", "loss": "ce" if loss == "ce" else "cw-margin",
-                    "random_start": True, "restarts": restarts}
-        return Attack(name, "white-box", settings, _pgd_attack(steps, loss, restarts))
-    if match and match["kind"] == "square" and not match["restarts"]:
-        queries = int(match["n"] or DEFAULT_SQUARE_QUERIES)
-        return Attack(name, "black-box", {"queries": queries, "p_init": 0.8, "loss": "margin", "restarts": 1},
-                      _square_attack(queries))
-    raise ValueError(
-        f"unknown attack '{name}'; use clean, fgsm, pgd20 (any step count, e.g. pgd100; pgd20x5 for 5 restarts), "
-        f"cw30, square (or square1000 for 1000 queries), {', '.join(AUTOATTACK_VERSIONS)}, or a preset "
-        f"({', '.join(PRESETS)})"
-    )
-
-
-def resolve_attacks(attacks: Sequence[str] | None = None, preset: str | None = None) -> list[str]:
-    """The attack names to run: the preset's, then any extra ``attacks``, in order and without duplicates.
-
-    Every name is checked here, so a typo fails before any expensive attack starts.
-    """
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}'; use one of {', '.join(PRESETS)}")
-    names: list[str] = list(PRESETS[preset]) if preset else []
-    for name in attacks or ():
-        names.extend(PRESETS[name] if name in PRESETS else [name])
-    unique = [n for i, n in enumerate(names) if n != "clean" and n not in names[:i]]
-    for name in unique:
-        get_attack(name)
-    return unique
-
-
-#: The named attacks documented in the README; get_attack() also accepts the pgdN / cwN / squareQ families.
-ATTACKS: dict[str, Attack] = {
-    n: get_attack(n)
-    for n in ("fgsm", "pgd10", "pgd20", "pgd50", "pgd100", "pgd20x5", "cw30", "square", "autoattack",
-              "autoattack-fast", "apgd-ce")
-}
+__all__ = ["ATTACKS", "AUTOATTACK_SUITES", "AUTOATTACK_VERSIONS", "Attack", "AttackFn", "DEFAULT_SQUARE_QUERIES",
+           "PRESETS", "craft", "craft_batches", "get_attack", "resolve_attacks", "seeded"]

@@ -1,6 +1,10 @@
-"""CPU latency (batch 1 p50/p95) and throughput (batch 64 images/s): PyTorch eager when importable, ORT fp32, ORT int8.
+"""CPU latency (batch 1 p50/p95) and throughput (batch 64 images/s): ORT fp32, ORT int8 (and PyTorch eager).
 
-    python -m export.benchmark student.onnx --int8 student.int8.onnx [--bundle BUNDLE] [--json out.json]
+    python -m robustcompress_runtime.benchmark student.onnx --int8 student.int8.onnx [--json out.json]
+    python -m robustcompress.apps.latency student.onnx --int8 student.int8.onnx [--bundle BUNDLE]  # + PyTorch row
+
+This module needs onnxruntime and numpy only; the PyTorch eager row comes from ``robustcompress.apps.latency``,
+which runs this same benchmark with a runner for the bundle's PyTorch student.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from export.runtime import load_model
+from robustcompress_runtime.runtime import load_model
 
 Runner = Callable[[np.ndarray], Any]
 
@@ -69,37 +73,6 @@ def onnx_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
     return lambda x: model.session.run(None, {model.input_name: x})[0]
 
 
-def torch_importable() -> bool:
-    """Whether torch can be imported here (the deploy side works without it)."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def torch_runner(model: Any, threads: int | None = None) -> Runner:
-    """A function running a PyTorch module eagerly on CPU under inference_mode (needs torch)."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    model = model.cpu().eval()
-
-    def run(x: np.ndarray) -> Any:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x))
-
-    return run
-
-
-def load_torch_student(bundle: str | os.PathLike) -> Any:
-    """The PyTorch student of a robustcompress bundle (needs torch and robustcompress)."""
-    from robustcompress import RobustCompressor
-
-    return RobustCompressor.load(bundle, device="cpu").student
-
-
 def describe_machine() -> str:
     """CPU model and core count, e.g. 'AMD EPYC, 2 logical cores, x86_64'."""
     name = platform.processor() or "unknown CPU"
@@ -115,19 +88,23 @@ def describe_machine() -> str:
 def run_benchmark(
     fp32: str | os.PathLike,
     int8: str | os.PathLike | None = None,
-    torch_model: Any = None,
+    eager: Runner | None = None,
     threads: int | None = None,
     batch1_runs: int = 200,
     batch_runs: int = 20,
     batch_size: int = 64,
 ) -> dict[str, Any]:
-    """Measure every available runtime on the same random inputs; returns rows plus machine and versions."""
+    """Measure every available runtime on the same random inputs; returns rows plus machine and versions.
+
+    ``eager`` runs the PyTorch model (from ``robustcompress.apps.latency``, which has torch); without it the
+    table holds the onnxruntime rows only.
+    """
     threads = threads or os.cpu_count() or 1
     reference = load_model(fp32)
     size, channels = reference.input_size, reference.channels
     candidates: list[tuple[str, Runner, str | None]] = []
-    if torch_model is not None:
-        candidates.append(("PyTorch eager fp32", torch_runner(torch_model, threads), None))
+    if eager is not None:
+        candidates.append(("PyTorch eager fp32", eager, None))
     candidates.append(("onnxruntime fp32", onnx_runner(fp32, threads), str(fp32)))
     if int8 is not None:
         candidates.append(("onnxruntime int8 (QDQ)", onnx_runner(int8, threads), str(int8)))
@@ -137,10 +114,7 @@ def run_benchmark(
         numbers = measure(runner, size, channels, batch1_runs, batch_runs, batch_size)
         rows.append({"runtime": name, "file": path, "size_bytes": os.path.getsize(path) if path else None, **numbers})
     versions = {"onnxruntime": ort.__version__, "numpy": np.__version__, "python": platform.python_version()}
-    if torch_model is not None:
-        import torch
-
-        versions["torch"] = torch.__version__
+    versions.update(getattr(eager, "versions", {}))
     return {
         "machine": describe_machine(),
         "threads": threads,
@@ -168,13 +142,18 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: print a Markdown table and optionally write the JSON."""
-    parser = argparse.ArgumentParser(prog="python -m export.benchmark", description=__doc__.split("\n")[0])
+def main(argv: Sequence[str] | None = None, eager_for: Callable[[str, int | None], Runner] | None = None,
+         prog: str = "python -m robustcompress_runtime.benchmark") -> int:
+    """Command line: print a Markdown table and optionally write the JSON.
+
+    ``eager_for(bundle, threads)`` makes the PyTorch eager runner (robustcompress.apps.latency passes one);
+    without it a bundle is not measured.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("model", help="the fp32 .onnx written by 'robustcompress export'")
     parser.add_argument("--int8", help="the int8 .onnx (written by 'robustcompress export --int8')")
     parser.add_argument("--bundle", help="bundle folder for the PyTorch eager row (default: the .onnx's folder when it "
-                        "holds config.json); skipped when torch is not importable")
+                        "holds config.json); needs torch and robustcompress (python -m robustcompress.apps.latency)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager row")
     parser.add_argument("--threads", type=int, help="threads for every runtime (default: all cores)")
     parser.add_argument("--runs", type=int, default=200, help="timed batch-1 calls (default 200)")
@@ -184,20 +163,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     beside = Path(args.model).parent
     bundle = args.bundle or (str(beside) if (beside / "config.json").is_file() else None)
-    torch_model = None
+    eager = None
     if not args.no_torch and bundle is not None:
-        if torch_importable():
-            torch_model = load_torch_student(bundle)
+        if eager_for is not None:
+            eager = eager_for(bundle, args.threads)
         else:
-            print("torch is not importable here: skipping the PyTorch eager row", file=sys.stderr)
+            print("the PyTorch student needs torch and robustcompress (python -m robustcompress.apps.latency): "
+                  "skipping the PyTorch eager row", file=sys.stderr)
     try:
-        result = run_benchmark(args.model, args.int8, torch_model, args.threads, args.runs, args.batch_runs,
+        result = run_benchmark(args.model, args.int8, eager, args.threads, args.runs, args.batch_runs,
                                args.batch_size)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"export.benchmark: error: {exc}", file=sys.stderr)
+        print(f"{prog.split()[-1]}: error: {exc}", file=sys.stderr)
         return 2
     result["date"] = dt.date.today().isoformat()
-    result["command"] = "python -m export.benchmark " + " ".join(sys.argv[1:] if argv is None else argv)
+    result["command"] = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
     threads = f"{result['threads']} thread" + ("s" if result["threads"] != 1 else "")
     print(f"{result['model']} on {result['machine']}, {threads}, input {result['input']}")
     print(render_markdown(result))

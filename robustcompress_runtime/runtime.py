@@ -1,6 +1,6 @@
 """Load an exported robustcompress .onnx and classify images with onnxruntime, numpy and Pillow only (no torch).
 
-    python -m export.runtime student.onnx digit.png [more.png ...] [--top-k 3] [--json]
+    python -m robustcompress_runtime.runtime student.onnx digit.png [more.png ...] [--top-k 3] [--json]
 """
 from __future__ import annotations
 
@@ -62,13 +62,18 @@ def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def make_session(path: str | os.PathLike, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU onnxruntime session; threads sets the intra-op thread count (default: onnxruntime's choice)."""
+def make_session(source: str | os.PathLike | bytes, threads: int | None = None) -> ort.InferenceSession:
+    """The one onnxruntime session factory (runtime, export checks, ``evaluate`` and the demo all use it).
+
+    ``source`` is a path or a serialised model; CPU execution provider; ``threads`` sets the intra-op thread count
+    (default: onnxruntime's choice).
+    """
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = source if isinstance(source, bytes) else str(source)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def load_model(path: str | os.PathLike, threads: int | None = None) -> DeployedModel:
@@ -166,7 +171,7 @@ def _error_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print one prediction per image."""
     parser = argparse.ArgumentParser(
-        prog="python -m export.runtime",
+        prog="python -m robustcompress_runtime.runtime",
         description="Classify images with an exported robustcompress ONNX model (onnxruntime, numpy, Pillow only).",
     )
     parser.add_argument("model", help="the .onnx file written by 'robustcompress export'")
@@ -182,12 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("export.runtime: interrupted; rerun the same command", file=sys.stderr)
+        print("robustcompress_runtime: interrupted; rerun the same command", file=sys.stderr)
         return 130
     except Exception as exc:  # the boundary: one line for any failure, the traceback only with --debug
         if args.debug:
             raise
-        print(f"export.runtime: error: {_error_line(exc)}", file=sys.stderr)
+        print(f"robustcompress_runtime: error: {_error_line(exc)}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps([{"image": str(p), **r} for p, r in zip(args.images, predictions)], indent=2))

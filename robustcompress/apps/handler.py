@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import TensorDataset
 
-from robustcompress.attacks import fgsm, pgd, run_autoattack
+from robustcompress.attacks import craft
 from robustcompress.attacks.common import eval_mode
 from robustcompress.data import load_data
 from robustcompress.data.core import DATASET_NAMES
 from robustcompress.data.tensors import as_float_images
-from robustcompress.export.onnx import onnx_logits
+from robustcompress.export.onnx import onnx_logits, onnx_session
 from robustcompress.models import ImageClassifier
 from robustcompress_runtime.images import MAX_PIXELS, open_picture, picture_to_array  # noqa: F401 (MAX_PIXELS: API)
 
@@ -165,9 +165,7 @@ def load_demo_models(bundle_dir: str | Path, onnx_path: str | Path | None = None
             log.warning("no student.onnx in or next to %s; exporting the student to %s", bundle, found)
             rc.export_onnx(found)
         onnx_file = found
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    session = onnx_session(onnx_file)
     probe = onnx_logits(onnx_file, np.zeros((1, 3, rc.student.input_size, rc.student.input_size), np.float32), session)
     if probe.shape[1] != num_classes:
         raise ValueError(
@@ -296,23 +294,26 @@ def check_attack_settings(attack: str, eps_255: float, steps: int, target: str) 
         raise ValueError(f"unknown attack target '{target}'; choose 'student' or 'undefended'")
 
 
+#: The demo's attack menu -> the registry name (robustcompress.attacks.get_attack); PGD's holds its step count.
+REGISTRY_NAMES = {"FGSM": "fgsm", "PGD": "pgd{steps}", "APGD-CE": "apgd-ce"}
+
+
+def registry_name(attack: str, steps: int) -> str:
+    """The registry attack behind a menu entry: FGSM -> fgsm, PGD with 10 steps -> pgd10, APGD-CE -> apgd-ce."""
+    if attack not in REGISTRY_NAMES:
+        raise ValueError(f"unknown attack '{attack}'; choose one of {', '.join(ATTACKS)}")
+    return REGISTRY_NAMES[attack].format(steps=int(steps))
+
+
 def attack_images(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float, steps: int,
                   seed: int = 0) -> torch.Tensor:
-    """Untargeted L-inf attack on ``model`` moving x away from labels y; always within eps of x and in [0, 1]."""
-    if attack == "FGSM":
-        return fgsm(model, x, y, eps)
-    if attack == "PGD":
-        # A private generator for the random start: the same request gives the same picture, and concurrent
-        # requests do not reseed each other through torch's global RNG.
-        generator = torch.Generator().manual_seed(seed)
-        start = x + (torch.rand(x.shape, generator=generator).to(x.device) * 2 - 1) * eps
-        # Madry et al.'s rule of thumb: the steps together can cross the ball 2.5 times (eps/4 at 10 steps).
-        return pgd(model, x, y, eps=eps, step_size=2.5 * eps / steps, steps=steps, x_init=start)  # type: ignore[return-value]
-    if attack == "APGD-CE":
-        if eps == 0:
-            return x.clone()  # an empty ball has nothing to search
-        return run_autoattack(model, x, y, eps, version="apgd-ce", batch_size=len(x), seed=seed)
-    raise ValueError(f"unknown attack '{attack}'; choose one of {', '.join(ATTACKS)}")
+    """Untargeted L-inf attack on ``model`` moving x away from labels y; always within eps of x and in [0, 1].
+
+    The registry's attack (PGD with N steps is 'pgdN': step eps/4, random start), crafted as ``evaluate`` and the
+    export report craft it, so the same model, attack and seed give the same images. PGD's random start comes from
+    a private generator: concurrent requests do not reseed each other.
+    """
+    return craft(registry_name(attack, steps), model, x, y, eps, seed)
 
 
 def _verdict(result: AttackResult, undefended_name: str) -> str:
