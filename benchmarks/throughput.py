@@ -182,17 +182,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    device = resolve_device(args.device)
-    rows = []
-    for student in args.students:
-        for mode in args.modes:
-            row = measure(student, mode, args, device)
-            rows.append(row)
-            print(f"{student} {mode}: {row['images_per_s']:.1f} images/s, efficiency {row['efficiency']:.2f}",
-                  file=sys.stderr)
-    result = {
+def summarise(args: argparse.Namespace, argv: list[str] | None, device: torch.device,
+              rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON result for the rows measured so far ("complete" is False until every student and mode ran)."""
+    return {
         "command": "python " + shlex.join(sys.argv if argv is None else ["benchmarks/throughput.py", *argv]),
         "date": datetime.date.today().isoformat(),
         "device": device_name(device),
@@ -201,16 +194,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "setting": {k: getattr(args, k) for k in ("teachers", "method", "batch_size", "steps", "input_size",
                                                    "num_classes", "iters", "warmup", "precision")},
         "rows": rows,
+        "complete": len(rows) == len(args.students) * len(args.modes),
         "speedup_fast_vs_reference": {
             s: next(r["images_per_s"] for r in rows if r["student"] == s and r["mode"] == "fast")
             / next(r["images_per_s"] for r in rows if r["student"] == s and r["mode"] == "reference")
-            for s in args.students if {"fast", "reference"} <= set(args.modes)
+            for s in args.students if {(s, "fast"), (s, "reference")} <= {(r["student"], r["mode"]) for r in rows}
         },
     }
-    text = table(rows)
-    print(text)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for student in args.students:
+        for mode in args.modes:
+            row = measure(student, mode, args, device)
+            rows.append(row)
+            print(f"{student} {mode}: {row['images_per_s']:.1f} images/s, efficiency {row['efficiency']:.2f}",
+                  file=sys.stderr)
+            # After every row, so a run stopped by a timeout (benchmarks/gpu_check.sh) keeps what it measured.
+            out.write_text(json.dumps(summarise(args, argv, device, rows), indent=2))
+    result = summarise(args, argv, device, rows)
+    text = table(rows)
+    print(text)
     out.write_text(json.dumps(result, indent=2))
     if args.markdown:
         md = Path(args.markdown)

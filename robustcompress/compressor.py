@@ -11,16 +11,17 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
 
 from robustcompress.data import DataBundle, load_data
-from robustcompress.data.core import DATASET_NAMES
+from robustcompress.data.core import DATASET_NAMES, check_label_coverage, labels_of
 from robustcompress.export import export_verified
 from robustcompress.export.onnx import PARITY_TOLERANCE
 from robustcompress.methods import create_method
 from robustcompress.models import ImageClassifier, create_model, load_weights, model_from_spec
 from robustcompress.teachers import describe_teacher, prepare_teachers, split_validation
 from robustcompress.trainer import TrainConfig, train
-from robustcompress.io import atomic_write, save_safetensors
+from robustcompress.io import atomic_write, check_writable, save_safetensors
 from robustcompress.trainer.distributed import is_main_process, shard_evaluation
 from robustcompress.trainer.loop import check_attack_budget, require_int, require_number, resolve_device, seed_everything
 from robustcompress.trainer.select import BestSnapshot, check_select_mode
@@ -62,6 +63,14 @@ def _check_bundle_record(cfg: Any, config_path: Path) -> None:
     if missing:
         raise ValueError(f"{config_path} lacks {', '.join(missing)}; the bundle is incomplete or was edited: "
                          "re-save it (RobustCompressor.save) or re-run fit")
+
+
+def onnx_output_path(path: str | os.PathLike) -> Path:
+    """Where an export goes: ``path`` itself, or ``path/student.onnx`` when it is an existing folder (or ends in /)."""
+    text = os.fspath(path)
+    if Path(text).is_dir() or text.endswith(("/", os.sep)):
+        return Path(text) / "student.onnx"
+    return Path(text)
 
 
 def _writable_dir(path: str | os.PathLike) -> Path:
@@ -132,8 +141,12 @@ class RobustCompressor:
         if input_size is not None:
             require_int("input_size", input_size, least=1)
         if teacher_weights is not None:
-            for weight in teacher_weights:
-                require_number("each teacher weight", weight, least=0)
+            if isinstance(teacher_weights, (str, bytes)) or not hasattr(teacher_weights, "__len__"):
+                raise ValueError(f"teacher_weights must be a list of numbers, one per teacher; got {teacher_weights!r}")
+            for i, weight in enumerate(teacher_weights):
+                require_number(f"teacher_weights[{i}]", weight, least=0,
+                               hint="a weight is a teacher's share of the distillation target (they are normalised "
+                                    "to sum to 1); negative shares are meaningless, 0 leaves a teacher out")
             if sum(teacher_weights) <= 0:
                 raise ValueError(f"teacher_weights {list(teacher_weights)} sum to 0; give at least one teacher a "
                                  "positive weight")
@@ -143,7 +156,8 @@ class RobustCompressor:
         self.method_name = method
         self.method_kwargs = dict(method_kwargs or {})
         if self.method.needs_teacher and not teachers:
-            raise ValueError(f"method '{method}' distils from teachers; pass teachers=[...] or use method='pgd-at'")
+            raise ValueError(f"method '{method}' distils from teachers; pass teachers=[...] or use method='pgd-at' "
+                             "(CLI: --teachers NAME ... or --method pgd-at)")
         if teacher_weights is not None and len(teacher_weights) != len(teachers):
             raise ValueError(f"teacher_weights has {len(teacher_weights)} entries for {len(teachers)} teachers")
         self.teacher_specs = list(teachers)
@@ -212,10 +226,15 @@ class RobustCompressor:
         records the changed settings in the bundle's history.
         """
         t0 = time.perf_counter()
+        if self.out_dir is not None:  # a read-only --out is refused now, not after teachers and training
+            check_writable(self.out_dir)
         data = load_data(train_data, self.input_size, test=val_data, num_classes=self.num_classes,
                          progress=self.config.progress)
         if val_data is not None and not isinstance(val_data, (str, Path)):
             data.test = load_data(val_data, data.input_size).train
+            if not isinstance(train_data, (Dataset, DataLoader)) and data.train is not None:  # those are checked
+                check_label_coverage(labels_of(data.train, "train_data"), labels_of(data.test, "val_data"),
+                                     self.num_classes or data.num_classes, "train_data labels", "val_data labels")
         self._data = data
         self.config.crop_padding, self.config.flip = data.crop_padding, data.flip
         self._build(data)
@@ -491,6 +510,8 @@ class RobustCompressor:
         from robustcompress.verify.evaluate import take_examples
 
         student = self._require_student()
+        path = onnx_output_path(path)
+        check_writable(path.parent, "export folder")  # before the verification attacks, not after them
         bundle = self._export_data(parity_data)
         eval_split = bundle.test if bundle.test is not None else bundle.train
         x, y = take_examples(eval_split, n_parity)

@@ -14,6 +14,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ROBUSTCOMPRESS_CACHE", Path.home() / ".cache" / "robustcompress"))
 
 
+def check_writable(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Raise a ValueError now, before hours of work, when ``path`` (a folder, existing or not) cannot be written.
+
+    Probes the folder, or its nearest existing ancestor, with a temporary file that is removed at once: nothing is
+    created or left behind, so a run refused later for another reason leaves no empty folders.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what} {path} is not writable: {existing} is a file, not a folder; pass another path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(f"{what} {path} is not writable ({reason} in {existing}); pass a folder you can write "
+                         "to") from exc
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call write(tmp_path) then rename over path, so readers never see a half-written file."""
     path = Path(path)

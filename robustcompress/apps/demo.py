@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from robustcompress.apps.handler import (
     ATTACKS,
     MAX_EPS_255,
+    MAX_PIXELS,
     MAX_STEPS,
     TARGETS,
     DemoModels,
@@ -42,12 +43,22 @@ class PictureInput(gr.Image):
     is_template = True  # rendered by the frontend's ordinary Image component
 
     def preprocess(self, payload: Any) -> Any:
+        name = getattr(payload, "orig_name", None) or "the uploaded file"
+        path = getattr(payload, "path", None)
+        if path:  # read the header only: a decompression bomb is refused before Gradio decodes it
+            try:
+                with Image.open(path) as probe:
+                    width, height = probe.size
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+                width = height = 0  # Gradio's own decoding below reports it
+            if width * height > MAX_PIXELS:
+                raise gr.Error(f"{name} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); at most "
+                               f"{MAX_PIXELS / 1e6:.0f} megapixels are accepted. Downscale it and try again.")
         try:
             return super().preprocess(payload)
         except Image.DecompressionBombError as exc:
             raise gr.Error(f"This image is far too large to process ({exc}). Downscale it and try again.") from exc
         except (UnidentifiedImageError, OSError, ValueError) as exc:
-            name = getattr(payload, "orig_name", None) or "the uploaded file"
             raise gr.Error(
                 f"{name} is not an image Pillow can read; upload a PNG, JPEG, BMP, TIFF or WebP picture."
             ) from exc

@@ -19,7 +19,9 @@ from robustcompress.attacks.common import eval_mode
 from robustcompress.data import load_data
 from robustcompress.data.core import DATASET_NAMES
 from robustcompress.data.tensors import as_float_images
-from robustcompress.export.onnx import onnx_logits, onnx_session
+from robustcompress.export.onnx import (
+    check_classifier_signature, is_robustcompress_export, onnx_logits, onnx_session, read_metadata,
+)
 from robustcompress.models import ImageClassifier
 from robustcompress_runtime.images import MAX_PIXELS, open_picture, picture_to_array  # noqa: F401 (MAX_PIXELS: API)
 
@@ -165,7 +167,14 @@ def load_demo_models(bundle_dir: str | Path, onnx_path: str | Path | None = None
             log.warning("no student.onnx in or next to %s; exporting the student to %s", bundle, found)
             rc.export_onnx(found)
         onnx_file = found
+    size = rc.student.input_size
+    if not is_robustcompress_export(read_metadata(onnx_file)):
+        raise ValueError(
+            f"{onnx_file} has no robustcompress metadata, so it was not written by 'robustcompress export' and is not "
+            f"this bundle's student; export the student with 'robustcompress export {bundle}' (or leave --onnx out)"
+        )
     session = onnx_session(onnx_file)
+    check_classifier_signature(session, onnx_file, size)
     probe = onnx_logits(onnx_file, np.zeros((1, 3, rc.student.input_size, rc.student.input_size), np.float32), session)
     if probe.shape[1] != num_classes:
         raise ValueError(

@@ -99,11 +99,12 @@ class OnnxClassifier(nn.Module):
         self.path = str(path)
         self.name = Path(path).name
         self.session = onnx_session(self.path)
+        self.batch_size = 256  # 1 for a graph fixed to batch 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from robustcompress.export.onnx import onnx_logits
 
-        logits = onnx_logits(self.path, x.detach().cpu().float().numpy(), self.session)
+        logits = onnx_logits(self.path, x.detach().cpu().float().numpy(), self.session, self.batch_size)
         return torch.from_numpy(logits).to(x.device)
 
 
@@ -155,12 +156,14 @@ def _input_size(args: argparse.Namespace) -> int | None:
     if path.suffix == ".onnx":
         if not path.is_file():
             raise FileNotFoundError(f"ONNX file {path} does not exist")
-        from robustcompress.export.onnx import read_metadata
+        from robustcompress.export.onnx import graph_input_size, read_metadata
 
         size = read_metadata(path).get("input_size")
         if size is None:
             twin = _find_twin(path, args.bundle)
             size = _bundle_input_size(twin) if twin else args.input_size
+        if size is None:  # a foreign file: the size its graph fixes, if any
+            size = graph_input_size(path)
         return int(size) if size is not None else None
     return args.input_size
 
@@ -195,14 +198,23 @@ def load_target(args: argparse.Namespace, data: Any, device: torch.device) -> Ta
     path = Path(args.model)
     if path.suffix == ".onnx":
         from robustcompress import RobustCompressor
-        from robustcompress.export.onnx import check_parity, read_metadata
+        from robustcompress.export.onnx import (
+            check_classifier_signature, check_parity, is_robustcompress_export, read_metadata,
+        )
         from robustcompress.verify.evaluate import take_examples
 
         onnx_model = OnnxClassifier(path)
         meta = read_metadata(path)
+        fixed_batch = check_classifier_signature(onnx_model.session, path, data.input_size, data.channels)
+        onnx_model.batch_size = fixed_batch or onnx_model.batch_size
         twin_dir = _find_twin(path, args.bundle)
         info = {"name": meta.get("student", path.stem), "label": f"onnx ({path.name})", "source": "onnx",
                 "path": str(path), "method": meta.get("method")}
+        if not is_robustcompress_export(meta):
+            info["note"] = (f"{path.name} has no robustcompress metadata (it was not written by 'robustcompress "
+                            "export'): assumed to take [0, 1] NCHW images with any normalisation inside; if it "
+                            "expects normalised inputs, these accuracies are wrong")
+            print(f"note: {info['note']}", file=sys.stderr)
         if twin_dir is None:
             info["attacked_via"] = "black-box only (no PyTorch twin found; pass --bundle to add white-box attacks)"
             return Target(onnx_model, info, None, white_box=False, eps=meta.get("eps"))
@@ -273,6 +285,7 @@ def _print_summary(result: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from robustcompress.data import load_data
+    from robustcompress.io import atomic_write, check_writable
     from robustcompress.trainer.loop import resolve_device
     from robustcompress.verify import format_gate, verify_model, write_report
     from robustcompress.verify.gate import check_requirements_measurable, parse_requirement
@@ -282,6 +295,10 @@ def run(args: argparse.Namespace) -> int:
     requirements = [parse_requirement(r) for r in args.require]
     preset = args.preset
     settings = _check_settings(args.checks, args.check_arg)
+    if args.out:  # a read-only --out fails now, not after the attacks
+        check_writable(args.out, "--out folder")
+    if args.json:
+        check_writable(Path(args.json).parent, "--json folder")
     device = resolve_device(args.device)
     data = load_data(args.data, _input_size(args))
     dataset = data.test if data.test is not None else data.train
@@ -323,8 +340,7 @@ def run(args: argparse.Namespace) -> int:
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     if args.json:
         text = json.dumps(result.to_dict(), indent=2, default=str)
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text)
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
     if gated:
         message = format_gate(result.gate)
         print(message, file=sys.stdout if result.gate_passed else sys.stderr)

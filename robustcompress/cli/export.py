@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("bundle", help="folder written by 'robustcompress fit' or 'quickstart'")
-    p.add_argument("--out", help="output .onnx path (default BUNDLE/student.onnx; INT8 goes to <stem>.int8.onnx)")
+    p.add_argument("--out", help="output .onnx path, or a folder to write student.onnx in (default "
+                   "BUNDLE/student.onnx; INT8 goes to <stem>.int8.onnx)")
     p.add_argument("--int8", action="store_true",
                    help="also write an INT8 model (onnxruntime static QDQ, per-channel, calibrated on training images)")
     p.add_argument("--data", help="labelled images for verification and calibration: 'digits', 'cifar10', an image "

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from robustcompress.cli.common import eps_value, non_negative_int, parse_eps, positive_float, positive_int, read_config
+from robustcompress.cli.common import (
+    eps_value, non_negative_float, non_negative_int, parse_eps, positive_float, positive_int, read_config,
+)
 from robustcompress.models.sources import PRETRAINED_ALIASES
 
 
@@ -24,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="timm names (trained on the data first), NAME=CHECKPOINT (.safetensors/.pt/.pth), "
                         "NAME:pretrained (timm weights from the Hugging Face cache), hf-hub:ORG/REPO, or an alias: "
                         + ", ".join(PRETRAINED_ALIASES))
+    p.add_argument("--teacher-weights", nargs="+", type=non_negative_float, metavar="W",
+                   help="one weight per teacher (at least 0; normalised to sum to 1), e.g. --teacher-weights 2 1")
     p.add_argument("--student", help="timm name of the student (default resnet18)")
     p.add_argument("--method", help="training method; see 'robustcompress fit --list-methods'")
     p.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "step_size": args.step_size, "select": args.select, "val_size": args.val_size,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "input_size": args.input_size,
         "teacher_epochs": args.teacher_epochs, "teacher_finetune_epochs": args.teacher_finetune_epochs,
-        "device": args.device, "seed": args.seed,
+        "teacher_weights": args.teacher_weights, "device": args.device, "seed": args.seed,
         "speed": args.speed,
     }
     cfg.update({k: v for k, v in flags.items() if v is not None})

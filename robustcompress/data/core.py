@@ -104,16 +104,56 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _from_uint8_hwc(arr: np.ndarray, what: str) -> torch.Tensor:
+    """An .npz image array (N, H, W, C) or (N, H, W) as float NCHW, refusing layouts it would otherwise misread."""
     if arr.ndim == 3:  # grayscale N,H,W
         arr = arr[..., None]
     if arr.ndim != 4:
         raise ValueError(f"{what} must be uint8 images shaped (N, H, W, C); got shape {arr.shape}")
+    _, height, width, channels = arr.shape
+    if channels not in (1, 3):
+        if arr.shape[1] in (1, 3, 4) and channels not in (1, 3, 4):
+            raise ValueError(
+                f"{what} has shape {arr.shape}, which looks channels-first (N, C, H, W); an .npz holds "
+                f"(N, H, W, C) images: save np.transpose({what}, (0, 2, 3, 1)) instead")
+        if channels == 4:
+            raise ValueError(
+                f"{what} has 4 channels (RGBA?); an .npz holds RGB or greyscale images: drop the alpha channel "
+                f"({what}[..., :3]) or composite it onto a background first (an image folder of RGBA PNGs is "
+                "composited onto black)")
+        raise ValueError(f"{what} has {channels} channels (shape {arr.shape}); pass (N, H, W, 3) RGB or "
+                         "(N, H, W) greyscale images")
+    if height != width:
+        # The same rule as a torch Dataset: no silent stretching (an image folder centre-crops instead).
+        raise ValueError(
+            f"{what} images must be square; got {height}x{width} (shape {arr.shape}). Centre-crop or resize "
+            "them before saving the .npz, or save them as an image folder, which takes the centre square")
     x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
     if arr.dtype == np.uint8:
         x = x / 255.0
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
     return x
+
+
+def check_label_coverage(train_labels: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+                         train_what: str = "train labels", test_what: str = "test labels") -> None:
+    """Refuse held-out labels the model cannot output (>= num_classes) or never saw in training.
+
+    Run before training, so a mismatch costs seconds rather than surfacing after hours as an IndexError or a
+    class the student can never get right.
+    """
+    if test_labels.numel() == 0:
+        return
+    top = int(test_labels.max())
+    if top >= num_classes:
+        raise ValueError(f"{test_what} go up to {top} but the model has {num_classes} classes (0..{num_classes - 1}); "
+                         "the held-out split must use the training split's class indices")
+    unseen = sorted(set(test_labels.unique().tolist()) - set(train_labels.unique().tolist()))
+    if unseen:
+        shown = ", ".join(str(c) for c in unseen[:10]) + (", ..." if len(unseen) > 10 else "")
+        raise ValueError(f"{test_what} include classes that never occur in the {train_what}: {shown}; the student "
+                         "could never learn them. Check that both splits use the same class indices, or drop "
+                         "those images")
 
 
 def _tensor_dataset(x: torch.Tensor, y: torch.Tensor, what: str) -> TensorDataset:
@@ -168,6 +208,9 @@ def load_npz(path: str | os.PathLike, input_size: int | None = None) -> DataBund
     y_test = check_labels(data["y_test"], "y_test")
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     names = [str(c) for c in data["classes"]] if "classes" in data.files else [str(i) for i in range(num_classes)]
+    if "classes" in data.files and num_classes > len(names):
+        raise ValueError(f"{path}: labels go up to {num_classes - 1} but 'classes' names only {len(names)} classes")
+    check_label_coverage(y_train, y_test, max(num_classes, len(names)), "y_train", "y_test")
     return DataBundle(
         name=path.stem,
         train=_tensor_dataset(_resize(x_train, size), y_train, "x_train"),
@@ -180,18 +223,24 @@ def load_npz(path: str | os.PathLike, input_size: int | None = None) -> DataBund
 
 
 def load_torchvision_cifar(name: str, root: str | os.PathLike | None = None, download: bool = False) -> DataBundle:
-    """torchvision CIFAR-10/100 from a local folder; downloads only when download=True."""
+    """torchvision CIFAR-10/100 from a local folder (default $ROBUSTCOMPRESS_DATA or ~/.cache/robustcompress/data).
+
+    Downloads only when download=True.
+    """
     import torchvision
 
-    root = Path(root or Path.home() / ".cache" / "robustcompress" / "data")
+    root = Path(root or os.environ.get("ROBUSTCOMPRESS_DATA") or Path.home() / ".cache" / "robustcompress" / "data")
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
     except RuntimeError as exc:
+        # No command-line flags here: this message reaches API and CLI users alike, so it names what works for both.
         raise FileNotFoundError(
-            f"{name} not found under {root}; pass data_root=<folder with the torchvision {name} files> "
-            "or download=True to fetch it"
+            f"{name} not found under {root}; download it there once with python -c \"from robustcompress import "
+            f"load_data; load_data('{name}', download=True)\", point the environment variable ROBUSTCOMPRESS_DATA at "
+            f"a folder holding torchvision's {name} files (Python: load_data('{name}', data_root=...)), or pass an "
+            "image folder or .npz path instead of the name"
         ) from exc
 
     def to_ds(ds: Any, what: str) -> TensorDataset:
@@ -225,7 +274,7 @@ def _probe_dataset(ds: Dataset, what: str) -> tuple[int, int]:
     return image.shape[0], image.shape[-1]
 
 
-def _labels_of(ds: Dataset, what: str) -> torch.Tensor:
+def labels_of(ds: Dataset, what: str) -> torch.Tensor:
     """Every label of a Dataset, checked once (whole numbers, not negative)."""
     if isinstance(ds, TensorDataset):
         labels = ds.tensors[1]
@@ -287,13 +336,13 @@ def load_data(
         channels, size = _probe_dataset(source, "train_data")
         if test is not None:
             _probe_dataset(test, "val_data")
-        labels = _labels_of(source, "train_data")
-        if test is not None:
-            _labels_of(test, "val_data")
+        labels = labels_of(source, "train_data")
         inferred = int(labels.max()) + 1
         classes = num_classes or inferred
         if num_classes is not None and inferred > num_classes:
             raise ValueError(f"train_data has label {inferred - 1} but num_classes={num_classes}")
+        if test is not None:
+            check_label_coverage(labels, labels_of(test, "val_data"), classes, "train_data labels", "val_data labels")
         return DataBundle(
             name=type(source).__name__,
             train=source,

@@ -107,6 +107,16 @@ def predict_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
     return torch.cat(out)
 
 
+def check_label_range(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device | str) -> None:
+    """Refuse labels the model cannot output (one forward of one image), before any attack runs."""
+    with torch.no_grad(), eval_mode(model):
+        outputs = model(x[:1].to(device)).shape[-1]
+    top = int(y.max())
+    if top >= outputs:
+        raise ValueError(f"evaluation labels go up to {top} but the model predicts {outputs} classes "
+                         f"(0..{outputs - 1}); evaluate it on data with the classes it was trained on")
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """A short hash of a model's parameters and buffers, so a saved attack state is only reused for this model."""
     digest = hashlib.sha256()
@@ -187,6 +197,7 @@ def evaluate(
     names = resolve_attacks(attacks)
     x_all, y_all = take_examples(data, n_examples)
     model = model.to(device)
+    check_label_range(scorer if scorer is not None else model, x_all, y_all, device)
     timings: dict[str, float] = {}
     flags: dict[str, torch.Tensor] = {}
     warnings: dict[str, list[str]] = {}
