@@ -184,20 +184,12 @@ def test_good_npz_layouts_still_load(tmp_path):
 
 # -- messages name only flags that exist ----------------------------------------------------------------------------
 FOREIGN_FLAGS = {"--nproc_per_node"}  # torchrun's, named in fit --speed's help
-SOURCES = ("robustcompress", "robustcompress_runtime", "apps", "export")
-RUNTIME_MODULES = ("robustcompress_runtime.runtime", "robustcompress_runtime.cli", "export.runtime")
+SOURCES = ("robustcompress", "robustcompress_runtime", "apps")
 
 
 def _runtime():
-    """The deploy runtime module with main() (export.runtime, or wherever the package restructuring moved it)."""
-    for name in RUNTIME_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "main"):
-            return module
-    pytest.skip("no deploy runtime module with main()")
+    """The deploy runtime module (robustcompress_runtime.runtime, whose main() is the torch-free CLI)."""
+    return importlib.import_module("robustcompress_runtime.runtime")
 
 
 def _options(parser: argparse.ArgumentParser) -> set[str]:
