@@ -471,8 +471,8 @@ def test_demo_refuses_a_decompression_bomb_before_decoding(tmp_path, monkeypatch
     gr = pytest.importorskip("gradio")
     from gradio.data_classes import ImageData
 
-    from apps.demo import PictureInput
-    from apps.handler import image_to_tensor
+    from robustcompress.apps.demo import PictureInput
+    from robustcompress.apps.handler import image_to_tensor
 
     bomb = _png_claiming(tmp_path / "bomb.png", 7000, 7000)
     component = PictureInput(type="pil", image_mode=None, format="png")
