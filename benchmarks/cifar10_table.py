@@ -296,7 +296,7 @@ def make_teachers(setting: Setting, data: Any, device: torch.device, progress: b
                   roles: Sequence[str] = ("teacher1", "teacher2", "robust")) -> dict[str, Teacher]:
     """Teacher 1 (loaded, optionally fine-tuned here), teacher 2 and the robust teacher (trained once, then read
     from the cache); only ``roles`` and what they are made from are built."""
-    from robustcompress.models import build_model, load_autoattack_resnet18
+    from robustcompress.models import build_model
     from robustcompress.teachers import train_teacher
 
     full = with_train(data, setting.train_images)

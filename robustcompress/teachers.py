@@ -186,6 +186,22 @@ def _cached(path: Path, model: nn.Module) -> dict[str, Any] | None:
     return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
 
 
+def _cache_path(teacher: nn.Module, kind: str, recipe: dict[str, Any]) -> Path:
+    """Where a teacher made from ``recipe`` (starting weights, data, settings) is cached."""
+    key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
+    return cache_dir() / "teachers" / f"{teacher.name}-{kind}-{key}.safetensors"
+
+
+def _load_cached(path: Path, teacher: nn.Module, what: str) -> nn.Module | None:
+    """``teacher`` with the cached weights and record at ``path`` loaded, in eval mode; None when none are cached."""
+    cached = _cached(path, teacher)
+    if cached is None:
+        return None
+    log.info("%s: using cached weights %s", what, path)
+    teacher.teacher_info = cached
+    return teacher.eval()
+
+
 def _store(path: Path, model: nn.Module, info: dict[str, Any]) -> None:
     save_safetensors(model.state_dict(), path)
     text = json.dumps(info, indent=2)
@@ -281,14 +297,9 @@ def weak_adversarial_finetune(
     recipe = {"start": weights_fingerprint(teacher), "arch": teacher.name, "data": data_fingerprint(data),
               "eps": eps, "steps": steps, "step_size": step, "epochs": epochs, "lr": lr, "bs": batch_size,
               "seed": seed, "select": select, "val_fraction": val_fraction, "val_eps": val_eps}
-    key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
-    path = cache_dir() / "teachers" / f"{teacher.name}-weakat-{key}.safetensors"
-    if use_cache:
-        cached = _cached(path, teacher)
-        if cached is not None:
-            log.info("weak adversarial teacher: using cached weights %s", path)
-            teacher.teacher_info = cached
-            return teacher.eval()
+    path = _cache_path(teacher, "weakat", recipe)
+    if use_cache and (hit := _load_cached(path, teacher, "weak adversarial teacher")) is not None:
+        return hit
     log.info("weak adversarial fine-tuning: eps %.4f, %d PGD steps, %d epochs", eps, steps, epochs)
     info = fit_and_select(teacher, create_method("pgd-at"), data, config, device, select, val_fraction, val_eps)
     info["start"] = recipe["start"]
@@ -332,14 +343,9 @@ def finetune_teacher(
               "val": None if val_set is None else data_fingerprint(DataBundle("val", val_set, None, 0, 0)),
               "val_fraction": val_fraction, "epochs": epochs, "lr": lr, "bs": batch_size, "seed": seed,
               "val_examples": val_examples}
-    key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
-    path = cache_dir() / "teachers" / f"{teacher.name}-finetuned-{key}.safetensors"
-    if use_cache:
-        cached = _cached(path, teacher)
-        if cached is not None:
-            log.info("fine-tuned teacher: using cached weights %s", path)
-            teacher.teacher_info = cached
-            return teacher.eval()
+    path = _cache_path(teacher, "finetuned", recipe)
+    if use_cache and (hit := _load_cached(path, teacher, "fine-tuned teacher")) is not None:
+        return hit
     log.info("fine-tuning teacher %s on %s for %d epoch(s), lr %g", teacher.name, data.name, epochs, lr)
     started = time.perf_counter()
     info = fit_and_select(teacher, create_method("standard"), data, config, device, "best_clean", val_fraction,

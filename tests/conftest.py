@@ -41,3 +41,16 @@ def standard_model(digits16):
 
     torch.manual_seed(0)
     return train_teacher("test_resnet", digits16, epochs=3, lr=0.1, batch_size=64, progress=False)
+
+
+@pytest.fixture(scope="module")
+def digits8():
+    """128 training and 32 test digits at 8x8 (train, test TensorDatasets): a training step in well under a second."""
+    from torch.utils.data import TensorDataset
+
+    from robustcompress import load_data
+
+    data = load_data("digits", 8)
+    x, y = data.train.tensors
+    xt, yt = data.test.tensors
+    return TensorDataset(x[:128], y[:128]), TensorDataset(xt[:32], yt[:32])

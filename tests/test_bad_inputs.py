@@ -27,14 +27,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = dict(epochs=1, steps=1, batch_size=64, lr=0.05, input_size=8, device="cpu", progress=False)
 
 
-@pytest.fixture(scope="module")
-def digits8():
-    """128 training and 32 test digits at 8x8: enough for a step of training in well under a second."""
-    data = load_data("digits", 8)
-    x, y = data.train.tensors
-    xt, yt = data.test.tensors
-    return TensorDataset(x[:128], y[:128]), TensorDataset(xt[:32], yt[:32])
-
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

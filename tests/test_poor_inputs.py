@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
-import os
 import re
 import struct
 import zlib
@@ -32,13 +31,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(epochs=1, steps=1, batch_size=64, lr=0.05, input_size=8, device="cpu", progress=False)
 
-
-@pytest.fixture(scope="module")
-def digits8():
-    data = load_data("digits", 8)
-    x, y = data.train.tensors
-    xt, yt = data.test.tensors
-    return TensorDataset(x[:128], y[:128]), TensorDataset(xt[:32], yt[:32])
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from tqdm.auto import tqdm
 from robustcompress.data.tensors import PixelDataset
 from robustcompress.io import atomic_write, cache_dir
 from robustcompress_runtime.images import IMAGE_SUFFIXES, picture_to_rgb8
+
+if TYPE_CHECKING:
+    from robustcompress.data.core import DataBundle
 
 log = logging.getLogger("robustcompress")
 TEST_NAMES = ("test", "val")
