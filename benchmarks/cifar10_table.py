@@ -864,7 +864,7 @@ def render_scatter(by_method: dict[str, list[dict[str, Any]]], results: dict[str
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("AutoAttack accuracy (%)")
     eps = fmt_setting("eps", results["setting"]["eps"])
-    ax.set_title(f"CIFAR-10 (JPEG), student {results['setting']['student']}, L∞ eps {eps}; ★ seed methods")
+    ax.set_title(f"CIFAR-10 JPEGs, {results['setting']['student']}, L∞ eps {eps} (★ = seed method)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
