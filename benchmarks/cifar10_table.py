@@ -405,8 +405,9 @@ def teacher_attacks(setting: Setting) -> list[str]:
     return with_autoattack(setting.attacks, setting.autoattack)
 
 
-def student_attacks(setting: Setting, method: str) -> list[str]:
-    version = "standard" if method in setting.autoattack_standard_for else setting.autoattack
+def student_attacks(setting: Setting, method: str, seed: int = 0) -> list[str]:
+    """The attacks of a student's evaluation: standard AutoAttack only for seed 0 of the methods that get it."""
+    version = "standard" if method in setting.autoattack_standard_for and seed == 0 else setting.autoattack
     return with_autoattack(setting.attacks, version)
 
 
@@ -475,7 +476,7 @@ def evaluate_student(model: torch.nn.Module, method: str, seed: int, setting: Se
     case counts an image only if it survives every attack (PGD included)."""
     from robustcompress.verify import evaluate
 
-    aa = student_attacks(setting, method)[len(setting.attacks):] if with_autoattack else []
+    aa = student_attacks(setting, method, seed)[len(setting.attacks):] if with_autoattack else []
     aa_n = setting.aa_test_images or setting.test_images
     if not aa or aa_n == setting.test_images:
         report = evaluate(model, data.test, [*setting.attacks, *aa], eps=setting.eps, n_examples=setting.test_images,
