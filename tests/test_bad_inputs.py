@@ -291,16 +291,6 @@ def test_config_files_use_the_eps_rule(line, words, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_benchmark_parses_eps_by_the_same_rule():
-    import argparse
-
-    from benchmarks.cifar10_table import parse_eps as benchmark_eps
-
-    assert benchmark_eps("4/255") == pytest.approx(4 / 255)
-    with pytest.raises(argparse.ArgumentTypeError, match="did you mean 4/255"):
-        benchmark_eps("4")
-
-
 # -- 7. NaN pixels, unchecked batches and float labels --------------------------------------------------------------
 def test_nan_pixels_fail_the_range_check():
     x = torch.rand(4, 3, 8, 8)

@@ -135,3 +135,11 @@ def test_smoke_run_writes_a_row_for_every_registered_method(tmp_path):
     ard = subprocess.run(command + ["--methods", "ard"], capture_output=True, text=True, timeout=600)
     assert ard.returncode == 0, ard.stdout[-3000:] + ard.stderr[-3000:]
     assert "robust: cached weights" in ard.stdout and "teacher2: cached weights" in ard.stdout
+
+
+def test_the_benchmark_parses_eps_by_the_same_rule(bench):
+    import argparse
+
+    assert bench.parse_eps("4/255") == pytest.approx(4 / 255)
+    with pytest.raises(argparse.ArgumentTypeError, match="did you mean 4/255"):
+        bench.parse_eps("4")
