@@ -581,7 +581,10 @@ def merge_results(path: Path, header: dict[str, Any], new_rows: list[dict[str, A
     old = read_json(path)
     same = old.get("setting") == header["setting"] and old.get("data") == header["data"]
     if old and not same:
-        print(f"note: {path} was made with another setting or data; replacing it", flush=True)
+        # Rows of another setting never mix with these; they are kept beside the new table, not thrown away.
+        kept = path.with_name(f"{path.stem}.replaced-{old.get('date', 'undated')}{path.suffix}")
+        path.replace(kept)
+        print(f"note: {path} was made with another setting or data; its rows are kept in {kept}", flush=True)
     rows = {(r["method"], r["seed"]): r for r in (old.get("rows", []) if same else [])}
     rows.update({(r["method"], r["seed"]): r for r in new_rows})
     order = {m: i for i, m in enumerate(ISSUE_METHODS)}

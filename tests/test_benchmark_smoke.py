@@ -66,6 +66,8 @@ def test_split_runs_merge_and_a_new_setting_starts_over(bench, tmp_path):
     bench.write_json(path, second)
     other = bench.merge_results(path, _header(bench, bench.Setting(epochs=3)), [_row("trades", 0, 0.5)])
     assert [r["method"] for r in other["rows"]] == ["trades"]
+    kept = json.loads((tmp_path / "cifar10_subset.replaced-2026-11-21.json").read_text())
+    assert kept["rows"] == second["rows"]  # the other setting's rows are set aside, never lost
 
     markdown = bench.render_markdown(second)
     akd_line = next(line for line in markdown.splitlines() if line.startswith("| akd |"))
