@@ -174,6 +174,25 @@ def test_good_npz_layouts_still_load(tmp_path):
         assert data.train.tensors[0].shape == (8, 3, 8, 8) and data.num_classes == 4
 
 
+def test_sixteen_bit_npz_is_rescaled_like_sixteen_bit_pictures(tmp_path):
+    """uint16 means 0..65535, as for a 16-bit PNG: the same pixels as the 8-bit array, not a range error."""
+    from robustcompress.data.tensors import as_float_images
+
+    eight = np.random.default_rng(1).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+    sixteen = eight.astype(np.uint16) * 257  # 255 * 257 = 65535
+    a = load_data(str(_npz(tmp_path / "a.npz", x_train=eight, x_test=eight)))
+    b = load_data(str(_npz(tmp_path / "b.npz", x_train=sixteen, x_test=sixteen)))
+    xa, xb = as_float_images(a.train.tensors[0]), as_float_images(b.train.tensors[0])
+    assert torch.allclose(xa, xb, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_wide_integer_npz_images_say_which_dtype_to_save(tmp_path, dtype):
+    x = np.zeros((8, 8, 8, 3), dtype)
+    with pytest.raises(ValueError, match=f"x_train has dtype {np.dtype(dtype).name}; save 8-bit images as uint8"):
+        load_data(str(_npz(tmp_path / "d.npz", x_train=x)))
+
+
 # -- messages name only flags that exist ----------------------------------------------------------------------------
 FOREIGN_FLAGS = {"--nproc_per_node"}  # torchrun's, named in fit --speed's help
 SOURCES = ("robustcompress", "robustcompress_runtime", "apps")

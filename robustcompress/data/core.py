@@ -127,9 +127,17 @@ def _from_uint8_hwc(arr: np.ndarray, what: str) -> torch.Tensor:
         raise ValueError(
             f"{what} images must be square; got {height}x{width} (shape {arr.shape}). Centre-crop or resize "
             "them before saving the .npz, or save them as an image folder, which takes the centre square")
+    if arr.dtype.kind in "iu" and arr.dtype not in (np.uint8, np.uint16):
+        # An int32/int64 array could hold 0..255 or 0..65535 values: guessing would silently misscale one of them.
+        raise ValueError(f"{what} has dtype {arr.dtype}; save 8-bit images as uint8 (0..255), 16-bit ones as uint16 "
+                         "(0..65535) or floats in [0, 1], e.g. np.savez(..., x=images.astype(np.uint8))")
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{what} has dtype {arr.dtype}; an .npz holds uint8, uint16 or float images")
     x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
     if arr.dtype == np.uint8:
         x = x / 255.0
+    elif arr.dtype == np.uint16:
+        x = x / 65535.0  # as the image-folder loader and the runtime rescale 16-bit PNGs
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
     return x
