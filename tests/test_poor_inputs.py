@@ -449,6 +449,18 @@ def test_cli_evaluate_runs_a_compatible_foreign_onnx_with_a_note(tmp_path, capsy
     assert "no robustcompress metadata" in report["model"]["note"]
 
 
+def test_runtime_explains_a_foreign_nhwc_onnx(tmp_path, capsys):
+    """Not 'the model takes 8-channel images': the deploy runtime names the layout it cannot feed."""
+    path = _foreign(tmp_path / "nhwc.onnx", "nhwc")
+    picture = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(picture)
+    assert _runtime().main([str(path), str(picture)]) != 0
+    line = _one_line(capsys.readouterr().err)
+    assert "nhwc.onnx takes x: tensor(float) ['n', 8, 8, 3]" in line and "channels-last (NHWC)" in line
+
+
 def test_demo_refuses_a_foreign_onnx(tiny_bundle, tmp_path, capsys):
     pytest.importorskip("gradio")
     path = _foreign(tmp_path / "fixed.onnx", "nchw")

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from robustcompress.attacks.common import eval_mode
 from robustcompress.io import atomic_write
+from robustcompress_runtime.runtime import check_classifier_signature  # noqa: F401  (the one signature check)
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -121,48 +122,6 @@ def graph_input_size(source: str | os.PathLike) -> int | None:
     if len(dims) == 4 and dims[2] and dims[2] == dims[3]:
         return int(dims[2])
     return None
-
-
-def check_classifier_signature(session: Any, path: str | os.PathLike, input_size: int, channels: int = 3) -> int:
-    """Raise a ValueError, naming the file and what it takes, unless the graph maps [N, C, S, S] float32 images to
-    [N, K] logits (S = input_size); return the batch size it needs (0: any, 1: a graph fixed to batch 1).
-
-    robustcompress feeds [0, 1] NCHW float32 images; a foreign graph (NHWC, another size, float16, several inputs)
-    would otherwise fail deep inside onnxruntime with a bare INVALID_ARGUMENT.
-    """
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    problems = []
-    first = inputs[0]
-    shape = list(first.shape)
-    if len(inputs) != 1:
-        problems.append(f"{len(inputs)} inputs ({', '.join(i.name for i in inputs)}), not one")
-    if first.type != "tensor(float)":
-        problems.append(f"input type {first.type}, not float32")
-    if len(shape) != 4:
-        problems.append(f"a rank-{len(shape)} input, not [N, C, H, W]")
-    else:
-        fixed = [isinstance(d, int) for d in shape]
-        nhwc = fixed[1] and shape[1] != channels and fixed[3] and shape[3] == channels
-        if nhwc:
-            problems.append("a channels-last (NHWC) input, not NCHW")
-        elif fixed[1] and shape[1] != channels:
-            problems.append(f"{shape[1]} input channels, not {channels}")
-        spatial = shape[1:3] if nhwc else shape[2:4]
-        if any(isinstance(d, int) and d != input_size for d in spatial):
-            problems.append(f"{spatial[0]}x{spatial[1]} pixel inputs, not the data's {input_size}x{input_size}")
-    if isinstance(shape[0], int) and shape[0] != 1:
-        problems.append(f"a fixed batch of {shape[0]} (export it with a dynamic batch axis)")
-    if len(outputs[0].shape) != 2:
-        problems.append(f"a rank-{len(outputs[0].shape)} first output, not [N, classes] logits")
-    if problems:
-        raise ValueError(
-            f"{path} takes {first.name}: {first.type} {shape} and cannot be fed robustcompress's [N, {channels}, "
-            f"{input_size}, {input_size}] float32 images in [0, 1]: {'; '.join(dict.fromkeys(problems))}. Pass a "
-            "file written by 'robustcompress export', or re-export yours with NCHW float32 input in [0, 1] "
-            "(normalisation inside) at the data's size"
-        )
-    batch = shape[0]
-    return batch if isinstance(batch, int) else 0
 
 
 def onnx_session(source: OnnxSource, threads: int | None = None) -> Any:
