@@ -94,6 +94,9 @@ class Setting:
     val_images: int | None = None  # carved out of train (fixed, seed 0) to select the best-robust epoch; None: last
     aa_test_images: int | None = None  # AutoAttack on the first this many (shuffled) test images; None: test_images
     shuffle_test: bool = False  # a fixed random order of the test split, so a prefix is a class-balanced sample
+    #: methods whose clean-image teachers run once over the training set (teacher_outputs="cached", the
+    #: documented cheaper setting) instead of at every step
+    cached_teacher_outputs_for: tuple[str, ...] = ()
 
 
 FULL = Setting()
@@ -101,6 +104,7 @@ SMOKE = Setting(
     student="lcnet_050", epochs=1, batch_size=64, steps=2, step_size=4 / 255, train_images=64, test_images=64,
     autoattack="apgd-ce", checks="quick", teacher_test_images=64, teacher_attacks=(), teacher2="lcnet_050",
     teacher2_epochs=1, robust_steps=1, robust_epochs=1, robust_train_images=64,
+    cached_teacher_outputs_for=("sa-mdrad", "mtard"),
 )
 #: The CPU-scale protocol (issue "Prove it on real CIFAR-10"): real CIFAR-10 JPEGs, a 1.2M-parameter student,
 #: budgets that fit a 2-core CPU; every choice and its reason is in docs/results/cifar10_cpu.md.
@@ -110,7 +114,7 @@ CPU_SCALE = Setting(
     autoattack_standard_for=("pgd-at", "akd", "sa-mdrad", "dual-path"), checks="quick", teacher_test_images=1000,
     teacher_attacks=("pgd20",), teacher2="regnetx_002", teacher2_epochs=10, teacher2_lr=0.1, robust_eps=4 / 255,
     robust_steps=2, robust_epochs=3, robust_lr=0.02, robust_source="teacher2", teacher1_finetune_epochs=1,
-    teacher1_finetune_lr=0.01, val_images=1000, shuffle_test=True,
+    teacher1_finetune_lr=0.01, val_images=1000, shuffle_test=True, cached_teacher_outputs_for=("sa-mdrad", "mtard"),
 )
 PROTOCOLS = {"full": FULL, "cpu-scale": CPU_SCALE, "smoke": SMOKE}
 #: The choices of the CPU-scale protocol and their reasons (rendered into docs/results/cifar10_cpu.md).
@@ -150,6 +154,14 @@ made once in at most 3,000 units, and PGD-AT reaches at least 25% AutoAttack acc
   5.4 s against 0.58 s for RegNetX-200MF and 0.30 s for the student): querying it at every step would make every
   robust-teacher method cost far more than 3x PGD-AT, and adversarially fine-tuning it would take most of the
   teacher budget.
+- **Cheaper setting for SA-MDRAD and MTARD** (the issue's rule: a method costing more than 3x PGD-AT per run uses a
+  documented cheaper setting, with the full one measured on one seed): both query the ResNet-18 teacher 1 on the
+  clean image at every step, and one ResNet-18 forward costs about as much as 18 forwards of the student, so a step
+  costs roughly 4-5x a PGD-AT step. In this protocol their clean-image teachers run once over the 49,000 training
+  images and their mirror images (`teacher_outputs="cached"`, robustcompress.methods.teacher_outputs; cached on
+  disk, shared by every seed), and each step looks its batch up by sample index and flip. The one approximation:
+  the teacher saw the image before the random crop (a shift of at most 4 pixels). The rows labelled
+  `[live teachers]` are the full setting, run on seed 0 for the comparison.
 - **Intervals**: 95% confidence intervals are mean ± t(0.975, n−1)·sd/√n over the three seeds; win / tie / loss
   compares a seed method with a baseline by the Welch 95% interval of the difference of their means.
 
@@ -505,8 +517,24 @@ def evaluate_student(model: torch.nn.Module, method: str, seed: int, setting: Se
     return row, sub
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A method run with changed hyperparameters or teacher outputs: its rows are labelled 'method [label]' and
+    sit beside the protocol's rows (ablations, the full-cost setting of a method that has a cheaper one)."""
+
+    label: str
+    method_kwargs: dict[str, Any] = field(default_factory=dict)
+    teacher_outputs: str | None = None  # None: the protocol's choice for the method
+
+
+def teacher_outputs_for(method: str, setting: Setting, variant: Variant | None = None) -> str:
+    if variant is not None and variant.teacher_outputs is not None:
+        return variant.teacher_outputs
+    return "cached" if method in setting.cached_teacher_outputs_for else "live"
+
+
 def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: dict[str, Teacher], device: torch.device,
-               progress: bool, unit_s: float | None = None) -> dict[str, Any]:
+               progress: bool, unit_s: float | None = None, variant: Variant | None = None) -> dict[str, Any]:
     """Train one student with ``method`` and ``seed`` under the shared setting and evaluate it (with select=
     'best-robust', the best-validation epoch in full and the last epoch on clean and the PGD attacks)."""
     import copy
@@ -514,12 +542,14 @@ def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: di
     from robustcompress import RobustCompressor
 
     roles = teacher_roles(method)
+    outputs = teacher_outputs_for(method, setting, variant)
     rc = RobustCompressor(
         [teachers[r].model for r in roles], setting.student, method=method, eps=setting.eps,
         step_size=setting.step_size, steps=setting.steps, epochs=setting.epochs, batch_size=setting.batch_size,
         lr=setting.lr, momentum=setting.momentum, weight_decay=setting.weight_decay, schedule=setting.schedule,
         device=str(device), seed=seed, verify_attacks=(), progress=progress,
         select="best-robust" if setting.val_images else "last", val_size=setting.val_images or 1000,
+        teacher_outputs=outputs, method_kwargs=dict(variant.method_kwargs) if variant else None,
     )
     rc.fit(with_train(data, setting.train_images))
     t0 = time.perf_counter()
@@ -536,10 +566,12 @@ def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: di
     eval_wall = time.perf_counter() - t0
     train_s = rc.timings_s["train"]
     return {
-        "method": method,
+        "method": method if variant is None else f"{method} [{variant.label}]",
         "seed": seed,
         "status": "ok",
         "teachers": list(roles),
+        "teacher_outputs": outputs,
+        "variant": None if variant is None else dataclasses.asdict(variant),
         "method_hparams": rc.method.hparams(),
         **row,
         "selection": rc.selection or {"select": "last"},
@@ -579,10 +611,28 @@ def reductions(setting: Setting, base: Setting = FULL) -> dict[str, list[Any]]:
     return {k: [fixed[k], used[k]] for k in fixed if fixed[k] != used[k]}
 
 
+#: Setting fields added after tables were made. Each names the methods it changes; a table written before the
+#: field existed still merges when none of its rows is of those methods.
+METHOD_LIST_FIELDS_ADDED = ("cached_teacher_outputs_for",)
+
+
+def same_setting(old: dict[str, Any] | None, new: dict[str, Any], old_rows: Sequence[dict[str, Any]] = ()) -> bool:
+    """Whether a table made with ``old`` holds rows comparable with runs under ``new`` (see METHOD_LIST_FIELDS_ADDED)."""
+    if old is None:
+        return False
+    old = dict(old)
+    for key in METHOD_LIST_FIELDS_ADDED:
+        if key in new and key not in old:
+            if {r["method"] for r in old_rows} & set(new[key]):
+                return False
+            old[key] = new[key]
+    return json.loads(json.dumps(old)) == json.loads(json.dumps(new))
+
+
 def merge_results(path: Path, header: dict[str, Any], new_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Add rows to the table at ``path`` when it was made with the same setting and data; otherwise start over."""
     old = read_json(path)
-    same = old.get("setting") == header["setting"] and old.get("data") == header["data"]
+    same = same_setting(old.get("setting"), header["setting"], old.get("rows", [])) and old.get("data") == header["data"]
     if old and not same:
         # Rows of another setting never mix with these; they are kept beside the new table, not thrown away.
         kept = path.with_name(f"{path.stem}.replaced-{old.get('date', 'undated')}{path.suffix}")
@@ -923,6 +973,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=None, help="teacher cache folder (default $ROBUSTCOMPRESS_CACHE)")
     p.add_argument("--note", default="", help="a sentence put at the top of the results file")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--variant", metavar="LABEL",
+                   help="run the methods with changed hyperparameters (--method-arg) or teacher outputs; rows are "
+                        "labelled 'METHOD [LABEL]' and sit beside the protocol's rows (ablations, full-cost settings)")
+    p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --variant: a method hyperparameter, e.g. feature_weight=0 (repeatable)")
+    p.add_argument("--teacher-outputs", choices=("live", "cached"),
+                   help="with --variant: run clean-image teachers at every step (live) or once before training (cached)")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite the .md and .png from the existing .json in --out without running anything")
     g = p.add_argument_group("changes to the fixed setting (recorded in the results as reductions)")
@@ -955,6 +1012,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-images", type=int, help="validation images carved out of train for best-robust selection")
     g.add_argument("--aa-test-images", type=int, help="test images AutoAttack runs on")
     return p
+
+
+def variant_from(args: argparse.Namespace) -> Variant | None:
+    """The --variant of this run, or None for the protocol's own setting of each method."""
+    kwargs = {}
+    for item in args.method_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--method-arg {item!r} must look like KEY=VALUE, e.g. feature_weight=0")
+        kwargs[key] = parse_value(value)
+    if args.variant is None:
+        if kwargs or args.teacher_outputs:
+            raise SystemExit("--method-arg and --teacher-outputs change a method: name the variant with --variant LABEL "
+                             "so its rows sit beside the protocol's instead of replacing them")
+        return None
+    return Variant(args.variant, kwargs, args.teacher_outputs)
+
+
+def parse_value(text: str) -> Any:
+    """A --method-arg value: JSON when it parses (numbers, true/false, lists), else the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def protocol_of(args: argparse.Namespace) -> str:
@@ -993,6 +1074,7 @@ def calibration_unit() -> float | None:
 def main(argv: Sequence[str] | None = None) -> int:
     global RESULTS_NAME
     args = build_parser().parse_args(argv)
+    variant = variant_from(args)  # before any work: a malformed --method-arg costs nothing
     if args.cache is not None:
         os.environ["ROBUSTCOMPRESS_CACHE"] = str(args.cache)
     from robustcompress.trainer.loop import resolve_device
@@ -1033,8 +1115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = out / f"{RESULTS_NAME}.json"
     old = read_json(path)
     teachers = make_teachers(setting, data, device, progress, roles)
-    teacher_rows = {t["role"]: t for t in old.get("teachers", [])} if old.get("setting") == json.loads(
-        json.dumps(dataclasses.asdict(setting))) else {}
+    teacher_rows = {t["role"]: t for t in old.get("teachers", [])} if same_setting(
+        old.get("setting"), json.loads(json.dumps(dataclasses.asdict(setting))), old.get("rows", [])) else {}
     for t in teachers.values():
         row = evaluate_teacher(t, setting, data, device, progress)
         teacher_rows[t.role] = {"role": t.role, "description": t.description, "train_time_s": t.train_time_s,
@@ -1067,15 +1149,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in args.seeds:
             print(f"== {method} seed {seed}", flush=True)
             try:
-                row = run_method(method, seed, setting, data, teachers, device, progress, unit_s)
+                row = run_method(method, seed, setting, data, teachers, device, progress, unit_s, variant)
             except Exception as exc:  # reported in the table and the exit code; the other methods still run
                 traceback.print_exc()
                 failures += 1
-                row = {"method": method, "seed": seed, "status": f"failed: {type(exc).__name__}: {exc}",
+                row = {"method": method if variant is None else f"{method} [{variant.label}]", "seed": seed, "status": f"failed: {type(exc).__name__}: {exc}",
                        "device": describe_device(device), "date": today(), "command": command_line()}
             else:
                 student = row.pop("student")
-                if args.save_bundles is not None and seed == 0:
+                if args.save_bundles is not None and seed == 0 and variant is None:
                     student.save(args.save_bundles / method)
                 scores = {"clean": row["clean"], **row["attacks"], "autoattack": row["autoattack"],
                           "worst": row["worst_case"]}

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from robustcompress.methods import create_method
 from robustcompress.methods.common import teacher_logits
+from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
 from robustcompress.models import build_model
 from robustcompress.trainer import TrainConfig
 from robustcompress.trainer.fast import plan_speed, speed_context, to_memory_format
@@ -43,6 +44,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # batch 256, PGD-10.
     "gpu": {"students": ["mobilenetv2_100", "resnet18"], "teachers": ["resnet50"], "method": "ard",
             "batch_size": 256, "steps": 10, "input_size": 32, "iters": 20, "warmup": 5},
+    # The CPU-scale CIFAR-10 protocol of benchmarks/cifar10_table.py: its student, its teachers and every method,
+    # each method with the teachers it gets there, PGD-1 at batch 128 (the per-step cost behind the 3x rule).
+    "cpu-scale": {"students": ["resnet10t_narrow"], "method": "all", "batch_size": 128, "steps": 1,
+                  "input_size": 32, "iters": 8, "warmup": 2, "device": "cpu"},
     # Small enough for CI on a CPU.
     "smoke": {"students": ["lcnet_050"], "teachers": ["lcnet_050"], "method": "ard", "batch_size": 8, "steps": 2,
               "input_size": 16, "iters": 1, "warmup": 1, "device": "cpu"},
@@ -68,21 +73,42 @@ def time_per_call(fn: Callable[[], Any], device: torch.device, iters: int, warmu
     return statistics.median(times)
 
 
-def measure(student_name: str, mode: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Full-step and isolated timings of one student in one mode."""
+def build_teachers(names: list[str], args: argparse.Namespace, device: torch.device) -> list[torch.nn.Module]:
+    """Teachers by timm name, or by a pre-trained source robustcompress knows (e.g. cifar10_resnet18_autoattack)."""
+    from robustcompress.models.sources import is_pretrained_source, load_pretrained
+
+    teachers = []
+    for name in names:
+        model = (load_pretrained(name, args.input_size) if is_pretrained_source(name)
+                 else build_model(name, args.num_classes, args.input_size))
+        teachers.append(model.to(device).eval().requires_grad_(False))
+    return teachers
+
+
+def measure(student_name: str, mode: str, args: argparse.Namespace, device: torch.device,
+            method_name: str | None = None, teacher_names: list[str] | None = None,
+            teacher_outputs: str = "live") -> dict[str, Any]:
+    """Full-step and isolated timings of one student, method and teacher set in one mode."""
+    method_name = method_name or args.method
+    teacher_names = list(args.teachers if teacher_names is None else teacher_names)
     torch.manual_seed(0)
     plan = plan_speed(mode, device, "auto" if mode == "reference" else args.precision)
     student = build_model(student_name, args.num_classes, args.input_size).to(device)
-    teachers = [build_model(t, args.num_classes, args.input_size).to(device).eval().requires_grad_(False)
-                for t in args.teachers]
-    method = create_method(args.method)
+    teachers = build_teachers(teacher_names, args, device)
+    method = create_method(method_name)
     method.setup(student, teachers, args.num_classes, args.input_size)
     method.to(device)
     config = TrainConfig(batch_size=args.batch_size, steps=args.steps, eps=8 / 255, step_size=2 / 255,
-                         crop_padding=4, flip=True, progress=False, speed=mode)
+                         crop_padding=4, flip=True, progress=False, speed=mode, teacher_outputs=teacher_outputs)
     generator = torch.Generator().manual_seed(0)
     x_host = torch.rand(args.batch_size, 3, args.input_size, args.input_size, generator=generator)
     y_host = torch.randint(0, args.num_classes, (args.batch_size,), generator=generator)
+    index = torch.arange(args.batch_size)
+    table_of_outputs = None
+    if teacher_outputs == "cached":  # computed once before training, as train() does; not part of the step
+        plan_of_method = method.clean_teacher_plan(len(teachers))
+        table_of_outputs = CleanTeacherOutputs.build(teachers, plan_of_method, x_host, True, device, progress=False,
+                                                     cache=False)
     # The reference trainer copies every batch from host memory; the fast one keeps the data on the GPU.
     x_src, y_src = (x_host.to(device), y_host.to(device)) if plan.data_on_device else (x_host, y_host)
     params = list(student.parameters()) + list(method.parameters())
@@ -90,12 +116,13 @@ def measure(student_name: str, mode: str, args: argparse.Namespace, device: torc
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
     with speed_context(plan, student, teachers) as (student_fwd, teacher_fwds):
         step = TrainStep(student_fwd, teacher_fwds, method, optimizer, scheduler, config, plan, device,
-                         args.num_classes)
+                         args.num_classes, teacher_outputs=table_of_outputs)
         student_fwd.train()
         method.train()
 
         def full_step() -> None:
-            step(x_src.to(device, non_blocking=True), y_src.to(device, non_blocking=True))
+            loss, _ = step.forward(x_src.to(device, non_blocking=True), y_src.to(device, non_blocking=True), 0, index)
+            step.update(loss)
 
         x = to_memory_format(x_host.to(device), plan)
         y = y_host.to(device)
@@ -112,10 +139,14 @@ def measure(student_name: str, mode: str, args: argparse.Namespace, device: torc
 
         t_step = time_per_call(full_step, device, args.iters, args.warmup)
         t_student = time_per_call(student_forward_backward, device, args.iters, args.warmup)
-        t_teachers = time_per_call(teachers_forward, device, args.iters, args.warmup) if teachers else 0.0
+        live_teachers = teachers and teacher_outputs == "live"
+        t_teachers = time_per_call(teachers_forward, device, args.iters, args.warmup) if live_teachers else 0.0
     ideal = (args.steps + 1) * t_student + t_teachers
     return {
         "student": student_name,
+        "method": method_name,
+        "teachers": teacher_names,
+        "teacher_outputs": teacher_outputs,
         "mode": mode,
         "settings": plan.describe(),
         "images_per_s": args.batch_size / t_step,
@@ -127,28 +158,76 @@ def measure(student_name: str, mode: str, args: argparse.Namespace, device: torc
     }
 
 
+def _cifar10_protocol() -> Any:
+    """benchmarks/cifar10_table.py (the protocol's settings), loaded by path: benchmarks/ is not a package."""
+    import importlib.util
+
+    if "cifar10_table" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("cifar10_table", Path(__file__).with_name("cifar10_table.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look the module up while it executes
+        spec.loader.exec_module(module)
+    return sys.modules["cifar10_table"]
+
+
+def protocol_runs(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
+    """(method, teachers, teacher outputs) to time: one method, or with --method all every method of the CPU-scale
+    CIFAR-10 protocol with its teachers there, plus the live-teacher setting of the methods it caches for."""
+    if args.method != "all":
+        return [(args.method, list(args.teachers), "live")]
+    protocol = _cifar10_protocol()
+    setting = protocol.CPU_SCALE
+    architecture = {"teacher1": "cifar10_resnet18_autoattack", "teacher2": setting.teacher2,
+                    "robust": setting.teacher2 if setting.robust_source == "teacher2" else "cifar10_resnet18_autoattack"}
+    runs = []
+    for method in protocol.ISSUE_METHODS:
+        names = [architecture[role] for role in protocol.TEACHERS_OF[method]]
+        cached = method in setting.cached_teacher_outputs_for
+        runs.append((method, names, "cached" if cached else "live"))
+        if cached:
+            runs.append((method, names, "live"))
+    return runs
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def run_key(row: dict[str, Any]) -> str:
+    """What a row measures apart from its mode: the student, and the method when several were timed."""
+    if "method" not in row:
+        return row["student"]
+    cached = " (cached teacher outputs)" if row.get("teacher_outputs") == "cached" else ""
+    return f"{row['student']} {row['method']}{cached}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of the rows plus each student's speed-up over its reference row."""
-    reference = {r["student"]: r["images_per_s"] for r in rows if r["mode"] == "reference"}
+    """A Markdown table of the rows, each row's speed-up over its reference row and its cost over PGD-AT's step."""
+    several = len({r.get("method") for r in rows}) > 1
+    key = run_key if several else (lambda r: r["student"])
+    reference = {key(r): r["images_per_s"] for r in rows if r["mode"] == "reference"}
+    pgd_at = {(r["student"], r["mode"]): r["step_ms"] for r in rows if r.get("method") == "pgd-at"}
     lines = [
-        "| student | mode | precision | channels_last | compile | images/s | step ms | student f+b ms | teachers ms "
-        "| ideal ms | efficiency | speed-up vs reference |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| student | mode | method | teachers | precision | channels_last | compile | images/s | step ms "
+        "| student f+b ms | teachers ms | ideal ms | efficiency | speed-up vs reference | step cost vs PGD-AT |",
+        "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s = r["settings"]
-        # "–" when the run had no reference row for this student to compare with.
-        speedup = f"{r['images_per_s'] / reference[r['student']]:.2f}x" if r["student"] in reference else "–"
+        # "–" when the run had no reference row (or no PGD-AT row) to compare with.
+        speedup = f"{r['images_per_s'] / reference[key(r)]:.2f}x" if key(r) in reference else "–"
+        base = pgd_at.get((r["student"], r["mode"]))
+        cost = f"{r['step_ms'] / base:.2f}x" if base else "–"
+        teachers = ", ".join(r.get("teachers") or []) or "–"
+        if r.get("teacher_outputs") == "cached":
+            teachers += " (outputs cached)"
         lines.append(
-            f"| {r['student']} | {r['mode']} | {s['precision']} | {s['channels_last']} | {s['compile']} "
+            f"| {r['student']} | {r['mode']} | {r.get('method', '–')} | {teachers} | {s['precision']} "
+            f"| {s['channels_last']} | {s['compile']} "
             f"| {r['images_per_s']:.1f} | {r['step_ms']:.1f} | {r['student_fwd_bwd_ms']:.2f} "
-            f"| {r['teachers_fwd_ms']:.2f} | {r['ideal_ms']:.1f} | {r['efficiency']:.2f} | {speedup} |"
+            f"| {r['teachers_fwd_ms']:.2f} | {r['ideal_ms']:.1f} | {r['efficiency']:.2f} | {speedup} | {cost} |"
         )
     return "\n".join(lines)
 
@@ -159,7 +238,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named setting; explicit flags override it")
     p.add_argument("--students", nargs="+", help="timm names of the students (default mobilenetv2_100)")
     p.add_argument("--teachers", nargs="*", help="timm names of the teachers (default resnet50; none for pgd-at)")
-    p.add_argument("--method", help="training method (default ard: K PGD steps + 1 training pass + teachers)")
+    p.add_argument("--method", help="training method (default ard: K PGD steps + 1 training pass + teachers); 'all': "
+                   "every method of the CPU-scale CIFAR-10 protocol with its teachers there (preset cpu-scale)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--steps", type=int, help="PGD steps K of the training attack")
     p.add_argument("--input-size", type=int)
@@ -194,13 +274,18 @@ def summarise(args: argparse.Namespace, argv: list[str] | None, device: torch.de
         "setting": {k: getattr(args, k) for k in ("teachers", "method", "batch_size", "steps", "input_size",
                                                    "num_classes", "iters", "warmup", "precision")},
         "rows": rows,
-        "complete": len(rows) == len(args.students) * len(args.modes),
-        "speedup_fast_vs_reference": {
-            s: next(r["images_per_s"] for r in rows if r["student"] == s and r["mode"] == "fast")
-            / next(r["images_per_s"] for r in rows if r["student"] == s and r["mode"] == "reference")
-            for s in args.students if {(s, "fast"), (s, "reference")} <= {(r["student"], r["mode"]) for r in rows}
-        },
+        "complete": len(rows) == len(args.students) * len(args.modes) * len(protocol_runs(args)),
+        "speedup_fast_vs_reference": speedups(rows, several=len(protocol_runs(args)) > 1),
     }
+
+
+def speedups(rows: list[dict[str, Any]], several: bool) -> dict[str, float]:
+    """Fast over reference images/s for every student (and method, when several were timed) that has both."""
+    key = run_key if several else (lambda r: r["student"])
+    by_mode: dict[str, dict[str, float]] = {}
+    for r in rows:
+        by_mode.setdefault(key(r), {})[r["mode"]] = r["images_per_s"]
+    return {k: m["fast"] / m["reference"] for k, m in by_mode.items() if {"fast", "reference"} <= set(m)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -210,13 +295,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for student in args.students:
-        for mode in args.modes:
-            row = measure(student, mode, args, device)
-            rows.append(row)
-            print(f"{student} {mode}: {row['images_per_s']:.1f} images/s, efficiency {row['efficiency']:.2f}",
-                  file=sys.stderr)
-            # After every row, so a run stopped by a timeout (benchmarks/gpu_check.sh) keeps what it measured.
-            out.write_text(json.dumps(summarise(args, argv, device, rows), indent=2))
+        for method, teachers, outputs in protocol_runs(args):
+            for mode in args.modes:
+                row = measure(student, mode, args, device, method, teachers, outputs)
+                rows.append(row)
+                print(f"{run_key(row)} {mode}: {row['images_per_s']:.1f} images/s, efficiency "
+                      f"{row['efficiency']:.2f}", file=sys.stderr)
+                # After every row, so a run stopped by a timeout (benchmarks/gpu_check.sh) keeps what it measured.
+                out.write_text(json.dumps(summarise(args, argv, device, rows), indent=2))
     result = summarise(args, argv, device, rows)
     text = table(rows)
     print(text)

@@ -36,6 +36,8 @@ BUNDLE_VERSION = 2
 #: Keys every bundle's config.json has (bundle_version 1 lacked the ones in BUNDLE_KEYS_SINCE_2).
 BUNDLE_KEYS = ("bundle_version", "method", "method_hparams", "student", "teachers", "train_config")
 BUNDLE_KEYS_SINCE_2 = ("method_kwargs", "teacher_epochs", "verify_attacks", "verify_examples")
+#: TrainConfig settings added after bundle_version 2 was defined, with the value older bundles were trained with.
+TRAIN_CONFIG_ADDED = {"teacher_outputs": "live"}
 
 
 def _check_bundle_record(cfg: Any, config_path: Path) -> None:
@@ -55,7 +57,7 @@ def _check_bundle_record(cfg: Any, config_path: Path) -> None:
         missing += [] if "train_config" in missing else ["train_config (not a mapping)"]
     else:
         known = {f.name for f in fields(TrainConfig)}
-        missing += [f"train_config.{key}" for key in sorted(known - set(cfg["train_config"]))]
+        missing += [f"train_config.{key}" for key in sorted(known - set(cfg["train_config"]) - set(TRAIN_CONFIG_ADDED))]
         unknown = sorted(set(cfg["train_config"]) - known)
         if unknown:
             raise ValueError(f"{config_path} has train_config settings this robustcompress does not know: {unknown}; "
@@ -130,6 +132,7 @@ class RobustCompressor:
         verify_examples: int = 500,
         progress: bool = True,
         speed: str = "fast",
+        teacher_outputs: str = "live",
         select: str = "last",
         val_size: int | float = 1000,
     ) -> None:
@@ -165,7 +168,7 @@ class RobustCompressor:
         self.config = TrainConfig(
             epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
             schedule=schedule, eps=eps, step_size=eps / 4 if step_size is None else step_size, steps=steps,
-            seed=seed, augment=augment, progress=progress, speed=speed,
+            seed=seed, augment=augment, progress=progress, speed=speed, teacher_outputs=teacher_outputs,
         )
         check_attack_budget(self.method, self.config)
         self.device = resolve_device(device)

@@ -145,3 +145,27 @@ def test_the_benchmark_parses_eps_by_the_same_rule(bench):
     assert bench.parse_eps("4/255") == pytest.approx(4 / 255)
     with pytest.raises(argparse.ArgumentTypeError, match="did you mean 4/255"):
         bench.parse_eps("4")
+
+
+def test_variants_are_labelled_rows_and_need_a_name(bench):
+    args = bench.build_parser().parse_args(["--variant", "no features", "--method-arg", "feature_weight=0",
+                                            "--teacher-outputs", "live"])
+    variant = bench.variant_from(args)
+    assert variant == bench.Variant("no features", {"feature_weight": 0}, "live")
+    assert bench.teacher_outputs_for("sa-mdrad", bench.CPU_SCALE, variant) == "live"
+    assert bench.teacher_outputs_for("sa-mdrad", bench.CPU_SCALE) == "cached"
+    assert bench.teacher_outputs_for("akd", bench.CPU_SCALE) == "live"
+    with pytest.raises(SystemExit, match="name the variant with --variant"):
+        bench.variant_from(bench.build_parser().parse_args(["--method-arg", "alpha=0.5"]))
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        bench.variant_from(bench.build_parser().parse_args(["--variant", "x", "--method-arg", "alpha"]))
+
+
+def test_a_table_from_before_an_added_setting_field_still_merges_when_its_rows_are_unaffected(bench):
+    import dataclasses
+
+    new = json.loads(json.dumps(dataclasses.asdict(bench.CPU_SCALE)))
+    old = {k: v for k, v in new.items() if k != "cached_teacher_outputs_for"}
+    assert bench.same_setting(old, new, [{"method": "pgd-at"}, {"method": "akd"}])
+    assert not bench.same_setting(old, new, [{"method": "sa-mdrad"}])  # it ran with live teachers
+    assert not bench.same_setting({**old, "epochs": 9}, new, [])

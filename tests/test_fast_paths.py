@@ -172,9 +172,10 @@ def test_any_dataset_is_batched_like_an_in_memory_one(digits16):
     data = _subset(digits16, 40)
     from_tensors = list(iterate_shards(data, 16, True, 3, CPU))
     from_items = list(iterate_shards(PlainDataset(data.tensors), 16, True, 3, CPU))
-    assert [len(y) for _, y, _ in from_items] == [16, 16, 8]
-    for (xa, ya, wa), (xb, yb, wb) in zip(from_tensors, from_items):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb) and wa == wb == 1.0
+    assert [len(y) for _, y, _, _ in from_items] == [16, 16, 8]
+    for (xa, ya, wa, ia), (xb, yb, wb, ib) in zip(from_tensors, from_items):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and wa == wb == 1.0 and torch.equal(ia, ib)
+        assert torch.equal(ya, data.tensors[1][ia])  # the indices name the samples of the batch
 
 
 def test_train_step_runs_the_whole_step_without_the_loop(digits16):

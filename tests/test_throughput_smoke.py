@@ -35,3 +35,14 @@ def test_smoke_run_writes_reference_and_fast_rows(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| lcnet_050 | reference |" in printed and "| lcnet_050 | fast |" in printed
     assert "Command:" in md.read_text() and "| lcnet_050 | fast |" in md.read_text()
+
+
+def test_the_cpu_scale_preset_times_every_method_with_its_protocol_teachers():
+    bench = _load_benchmark()
+    runs = bench.protocol_runs(bench.parse_args(["--preset", "cpu-scale"]))
+    methods = [m for m, _, _ in runs]
+    assert methods[0] == "pgd-at" and {"trades", "ard", "akd", "sa-mdrad", "dual-path", "mtard"} <= set(methods)
+    by = {(m, o): t for m, t, o in runs}
+    assert by[("pgd-at", "live")] == []
+    assert by[("sa-mdrad", "cached")] == by[("sa-mdrad", "live")] == ["cifar10_resnet18_autoattack", "regnetx_002"]
+    assert ("mtard", "cached") in by and ("akd", "cached") not in by

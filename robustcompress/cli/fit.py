@@ -53,6 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", choices=["fast", "compile", "reference"],
                    help="fast (default: bf16 autocast + channels_last on CUDA), compile (fast + torch.compile) or "
                         "reference (fp32, NCHW, eager). Multi-GPU: torchrun --nproc_per_node N -m robustcompress fit ...")
+    p.add_argument("--teacher-outputs", choices=["live", "cached"],
+                   help="live (default): teachers run on every batch; cached: teachers that see only clean images "
+                        "(sa-mdrad's, mtard's clean one) run once over the training set, a cheaper setting")
     p.add_argument("--out", default="runs/fit", help="bundle directory (default runs/fit)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (refused when "
                    "the method, student, steps, lr or another setting differs from the checkpoint's)")
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "input_size": args.input_size,
         "teacher_epochs": args.teacher_epochs, "teacher_finetune_epochs": args.teacher_finetune_epochs,
         "teacher_weights": args.teacher_weights, "device": args.device, "seed": args.seed,
-        "speed": args.speed,
+        "speed": args.speed, "teacher_outputs": args.teacher_outputs,
     }
     cfg.update({k: v for k, v in flags.items() if v is not None})
     if args.method_arg:

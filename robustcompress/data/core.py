@@ -379,8 +379,13 @@ def as_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0, sample
     )
 
 
-def random_crop_flip(x: torch.Tensor, padding: int = 4, flip: bool = True) -> torch.Tensor:
-    """Batched random crop (zero padding) and horizontal flip, done on whatever device x lives on."""
+def random_crop_flip(
+    x: torch.Tensor, padding: int = 4, flip: bool = True, return_flips: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Batched random crop (zero padding) and horizontal flip, done on whatever device x lives on.
+
+    With ``return_flips`` also the (N,) bool mask of the images that were mirrored (all False without flips).
+    """
     n, _, h, w = x.shape
     if padding > 0:
         padded = F.pad(x, (padding,) * 4)
@@ -391,7 +396,8 @@ def random_crop_flip(x: torch.Tensor, padding: int = 4, flip: bool = True) -> to
         batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
         chan = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
         x = padded[batch, chan, rows, cols]
+    mask = torch.zeros(n, dtype=torch.bool, device=x.device)
     if flip:
         mask = torch.rand(n, device=x.device) < 0.5
         x = torch.where(mask.view(n, 1, 1, 1), x.flip(-1), x)
-    return x
+    return (x, mask) if return_flips else x

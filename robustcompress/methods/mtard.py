@@ -19,9 +19,10 @@ import torch
 import torch.nn as nn
 
 from robustcompress.attacks import pgd
-from robustcompress.methods.common import require_teacher, teacher_probs, teacher_probs_batched
+from robustcompress.methods.common import ensemble_probs, require_teacher, teacher_probs, teacher_probs_batched
 from robustcompress.methods.losses import AdvCleanKL
 from robustcompress.methods.registry import Method, StepContext, register_method
+from robustcompress.methods.teacher_outputs import CleanTeacherPlan
 
 #: Fractions of training at which the authors' code divides the learning rate (and weight_lr) by 10.
 WEIGHT_LR_MILESTONES = (215 / 300, 260 / 300, 285 / 300)
@@ -47,6 +48,10 @@ class MTARD(Method):
         self.register_buffer("nat_weight", torch.tensor(0.5))
         self.register_buffer("initial_losses", torch.full((2,), float("nan")))  # (adv, nat) at the first step
 
+    def clean_teacher_plan(self, num_teachers: int) -> CleanTeacherPlan | None:
+        """The clean teacher (the second) sees clean images only; a single teacher also sees x_adv."""
+        return CleanTeacherPlan((1,)) if num_teachers == 2 else None
+
     def perturb(self, ctx: StepContext) -> torch.Tensor:
         require_teacher(self.name, ctx.teachers)
         teacher_roles(ctx.teachers)  # fail before the attack, not after it
@@ -69,6 +74,9 @@ class MTARD(Method):
         adv_teacher, clean_teacher = teacher_roles(ctx.teachers)
         if adv_teacher is clean_teacher:  # one teacher in both roles: one batched forward
             adv_soft, clean_soft = teacher_probs_batched([adv_teacher], [x_adv, ctx.x])
+        elif ctx.teacher_outputs is not None:  # the clean teacher's outputs were computed once before training
+            adv_soft = teacher_probs([adv_teacher], x_adv)
+            clean_soft = ensemble_probs([ctx.teacher_outputs.logits[len(ctx.teachers) - 1]])
         else:
             adv_soft, clean_soft = teacher_probs([adv_teacher], x_adv), teacher_probs([clean_teacher], ctx.x)
         # Both parts of the adversarial/clean mix, weighted here by the adaptive balance instead of a fixed weight.

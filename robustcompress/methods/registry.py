@@ -28,6 +28,8 @@ class StepContext:
     epoch: int = 0
     epochs: int = 1
     cache: dict[str, Any] = field(default_factory=dict)  # lets perturb() hand tensors to loss()
+    #: the batch's precomputed clean-teacher outputs (teacher_outputs="cached"), None when teachers run live
+    teacher_outputs: Any = None
 
 
 class Method(nn.Module):
@@ -52,6 +54,11 @@ class Method(nn.Module):
         A subclass may still set ``needs_teacher = False`` as a class attribute; that overrides this property.
         """
         return self.uses_teachers
+
+    def clean_teacher_plan(self, num_teachers: int) -> Any:
+        """The teachers this method queries on clean images only (a ``CleanTeacherPlan``), whose outputs may be
+        precomputed once (``teacher_outputs="cached"``); None when no teacher output can be cached."""
+        return None
 
     def setup(self, student: nn.Module, teachers: Sequence[nn.Module], num_classes: int, input_size: int) -> None:
         """Called once before training, when the models are known (build adapters here)."""

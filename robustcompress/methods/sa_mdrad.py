@@ -27,6 +27,7 @@ from robustcompress.attacks import eval_mode, kl_div, pgd
 from robustcompress.methods.common import ensemble_probs, require_teacher
 from robustcompress.methods.losses import AdvCleanKL
 from robustcompress.methods.registry import Method, StepContext, register_method
+from robustcompress.methods.teacher_outputs import CleanTeacherPlan
 from robustcompress.models.features import logits_and_features, probe_feature_shape
 
 
@@ -111,6 +112,10 @@ class SAMDRAD(Method):
             teacher_c = probe_feature_shape(teacher, input_size, channels, self.feature_stage)[0]
             self.adapters.append(nn.Conv2d(student_c, teacher_c, kernel_size=1, bias=False))
 
+    def clean_teacher_plan(self, num_teachers: int) -> CleanTeacherPlan:
+        """Every teacher is queried on the clean image only (logits, and features when the feature term is on)."""
+        return CleanTeacherPlan(tuple(range(num_teachers)), self.feature_stage if self._uses_features() else None)
+
     def _uses_features(self) -> bool:
         return self.feature_weight != 0
 
@@ -118,16 +123,23 @@ class SAMDRAD(Method):
         require_teacher(self.name, ctx.teachers)
         if self._uses_features() and len(self.adapters) != len(ctx.teachers):
             raise RuntimeError("sa-mdrad: call method.setup(student, teachers, ...) before training (the trainer does)")
-        # One forward per teacher per batch, on the clean image only: logits and features come out together.
+        # One forward per teacher per batch, on the clean image only: logits and features come out together
+        # (or out of the table computed once before training, with teacher_outputs="cached").
         logits, features = [], []
-        with torch.no_grad(), eval_mode(*ctx.teachers):
-            for teacher in ctx.teachers:
-                if self._uses_features():
-                    z, f = logits_and_features(teacher, ctx.x, self.feature_stage)
-                    features.append(f)
-                else:
-                    z = teacher(ctx.x)
-                logits.append(z.float())
+        if ctx.teacher_outputs is not None:
+            cached = ctx.teacher_outputs
+            logits = [cached.logits[t] for t in range(len(ctx.teachers))]
+            if self._uses_features():
+                features = [cached.features[t] for t in range(len(ctx.teachers))]
+        else:
+            with torch.no_grad(), eval_mode(*ctx.teachers):
+                for teacher in ctx.teachers:
+                    if self._uses_features():
+                        z, f = logits_and_features(teacher, ctx.x, self.feature_stage)
+                        features.append(f)
+                    else:
+                        z = teacher(ctx.x)
+                    logits.append(z.float())
         weights = fusion_weights(logits, ctx.y, self.fusion_temperature, ctx.teacher_weights)
         rectified = [rectify_logits(z, ctx.y) for z in logits]
         target = fused_target(rectified, weights, self.temperature)

@@ -18,6 +18,7 @@ from robustcompress.data import random_crop_flip
 from robustcompress.data.core import check_images, check_labels
 from robustcompress.data.tensors import as_float_images
 from robustcompress.methods.registry import Method, StepContext
+from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
 from robustcompress.trainer.checkpoint import atomic_save, load_checkpoint
 from robustcompress.trainer.distributed import (
     DistributedStudent,
@@ -47,6 +48,7 @@ PROGRESS_EVERY = 10  # steps between progress-bar refreshes (each one reads the 
 
 
 SCHEDULES = ("cosine", "step")
+TEACHER_OUTPUTS = ("live", "cached")
 
 
 @dataclass
@@ -72,6 +74,10 @@ class TrainConfig:
     speed: str = "fast"
     precision: str = "auto"  # "auto": bf16 on CUDA in fast mode, else fp32; "bf16" or "fp32" force it
     channels_last: bool | None = None  # None: on in fast mode (CPU and CUDA)
+    #: "live" (teachers run on every batch) or "cached": the outputs of teachers that a method queries on clean
+    #: images only are computed once on the un-cropped training images and their mirror images, then looked up
+    #: (robustcompress.methods.teacher_outputs; the teacher sees the image before the random crop).
+    teacher_outputs: str = "live"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -90,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"unknown speed '{self.speed}'; use one of {list(SPEEDS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision '{self.precision}'; use one of {list(PRECISIONS)}")
+        if self.teacher_outputs not in TEACHER_OUTPUTS:
+            raise ValueError(f"unknown teacher_outputs '{self.teacher_outputs}'; use one of {list(TEACHER_OUTPUTS)}")
 
 
 def require_int(name: str, value: Any, least: int | None = None) -> None:
@@ -156,8 +164,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps:
 
 def iterate_shards(
     ds: Dataset, batch_size: int, shuffle: bool, seed: int, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
-    """This process's part of every global batch, on device, with its loss weight (1.0 in a single process).
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]]:
+    """This process's part of every global batch, on device, with its loss weight (1.0 in a single process) and
+    the batch's sample indices (CPU; they key precomputed teacher outputs).
 
     The weight is local size * processes / global size: DDP averages gradients over processes, so weighting
     each process's mean loss this way makes the update equal to the gradient of the global batch's mean loss.
@@ -172,16 +181,17 @@ def iterate_shards(
         indices = [idx for idx, _ in batches]
         if x_all.device.type != "cpu" and indices:
             indices = list(torch.cat(indices).to(x_all.device).split([len(i) for i in indices]))
-        for idx, weight in zip(indices, weights):
+        for idx, weight, (cpu_idx, _) in zip(indices, weights, batches):
             x = as_float_images(x_all[idx].to(device, non_blocking=True))
-            yield x, y_all[idx.to(y_all.device)].to(device, non_blocking=True).long(), weight
+            yield x, y_all[idx.to(y_all.device)].to(device, non_blocking=True).long(), weight, cpu_idx
         return
     loader = DataLoader(ds, batch_sampler=[idx.tolist() for idx, _ in batches], num_workers=0)
-    for (x, y), weight in zip(loader, weights):
+    for (x, y), weight, (cpu_idx, _) in zip(loader, weights, batches):
         # A user's Dataset computes each item on the fly, so every batch is checked as it arrives (a min/max and
         # a NaN test: cheap next to a training step); in-memory tensors were checked once when loaded.
         check_images(x, "train_data images in this batch")
-        yield x.to(device, non_blocking=True).float(), check_labels(y, "train_data labels").to(device), weight
+        yield (x.to(device, non_blocking=True).float(), check_labels(y, "train_data labels").to(device), weight,
+               cpu_idx)
 
 
 @dataclass
@@ -203,19 +213,32 @@ class TrainStep:
     device: torch.device
     num_classes: int
     teacher_weights: torch.Tensor | None = None
+    #: precomputed clean-teacher outputs (config.teacher_outputs="cached"), looked up by sample index and flip
+    teacher_outputs: CleanTeacherOutputs | None = None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augment, attack (inner maximisation) and compute the method's loss; returns (loss, logits)."""
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, epoch: int, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment, attack (inner maximisation) and compute the method's loss; returns (loss, logits).
+
+        ``index`` (the batch's sample indices) is needed only with precomputed teacher outputs.
+        """
         config = self.config
+        flipped = None
         if config.augment:
-            x = random_crop_flip(x, config.crop_padding, config.flip)
+            x, flipped = random_crop_flip(x, config.crop_padding, config.flip, return_flips=True)
+        batch_outputs = None
+        if self.teacher_outputs is not None:
+            if index is None:
+                raise ValueError("precomputed teacher outputs need the batch's sample indices (index=...)")
+            batch_outputs = self.teacher_outputs.lookup(index, flipped, x.device)
         x = to_memory_format(x, self.plan)
         if isinstance(self.student, DistributedStudent):
             self.student.ddp_calls = 0
         ctx = StepContext(
             x=x, y=y, student=self.student, teachers=self.teachers, teacher_weights=self.teacher_weights,
             num_classes=self.num_classes, eps=config.eps, step_size=config.step_size, steps=config.steps,
-            epoch=epoch, epochs=config.epochs,
+            epoch=epoch, epochs=config.epochs, teacher_outputs=batch_outputs,
         )
         # bf16 autocast covers the attack too: autograd returns the input gradient in x_adv's dtype (fp32), so
         # the perturbation is accumulated and projected in fp32 while the convolutions run in bf16.
@@ -334,11 +357,12 @@ def train(
                 log.info("resuming from %s after epoch %d", ckpt_path, start_epoch)
         else:
             log.warning("resume=True but no checkpoint at %s; starting from scratch", ckpt_path)
+    teacher_outputs = _precomputed_teacher_outputs(method, teachers, train_set, config, device)
     train_set = place_dataset(train_set, device, plan)
     with speed_context(plan, student, teachers) as (student_forward, teacher_forwards):
         runner = TrainStep(
             wrap_for_training(student_forward, method, device), teacher_forwards, method, optimizer, scheduler,
-            config, plan, device, num_classes, teacher_weights,
+            config, plan, device, num_classes, teacher_weights, teacher_outputs,
         )
         for epoch in range(start_epoch, config.epochs):
             record = _train_epoch(runner, train_set, epoch, steps_per_epoch, history, ckpt_path is not None)
@@ -365,6 +389,24 @@ def train(
             if on_epoch_end is not None:  # after the checkpoint, so a callback that stops training loses nothing
                 on_epoch_end(epoch, record)
     return history
+
+
+def _precomputed_teacher_outputs(
+    method: Method, teachers: Sequence[nn.Module], train_set: Dataset, config: TrainConfig, device: torch.device
+) -> CleanTeacherOutputs | None:
+    """With teacher_outputs="cached": the method's clean-image teachers run once over the training set."""
+    if config.teacher_outputs == "live" or not teachers:
+        return None
+    plan = method.clean_teacher_plan(len(teachers))
+    if plan is None:
+        raise ValueError(f"method '{method.name}' queries its teachers on adversarial images, so their outputs "
+                         "cannot be computed in advance; use teacher_outputs='live'")
+    if isinstance(train_set, TensorDataset):
+        images = train_set.tensors[0]
+    else:
+        images = torch.stack([train_set[i][0] for i in range(len(train_set))])  # type: ignore[arg-type]
+    return CleanTeacherOutputs.build(teachers, plan, images, config.augment and config.flip, device,
+                                     progress=config.progress and rank() == 0)
 
 
 #: Settings that may change between an interrupted run and its resumption without changing what is trained.
@@ -412,8 +454,8 @@ def _train_epoch(
                                    int(bad_step.item() if local else worst.item()),
                                    bad_value.item() if local else float("nan"))
 
-    for step, (x, y, weight) in enumerate(bar):
-        loss, logits = runner.forward(x, y, epoch)
+    for step, (x, y, weight, index) in enumerate(bar):
+        loss, logits = runner.forward(x, y, epoch, index)
         value = loss.detach()
         first_bad = (bad_step < 0) & ~torch.isfinite(value)
         bad_step = torch.where(first_bad, step, bad_step)
