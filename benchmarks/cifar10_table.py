@@ -506,7 +506,8 @@ def evaluate_student(model: torch.nn.Module, method: str, seed: int, setting: Se
     flags += [torch.tensor(main.per_sample[a][: sub.n_examples]) for a in setting.attacks]
     row.update(autoattack=sub.robust_acc[aa[0]], autoattack_version=metrics_of(sub)["autoattack_version"],
                n_test_autoattack=sub.n_examples, worst_case=torch.stack(flags).all(0).float().mean().item(),
-               worst_case_n=sub.n_examples, eval_time_s=row["eval_time_s"] + sum(sub.timings_s.values()))
+               worst_case_n=sub.n_examples, eval_time_s=row["eval_time_s"] + sum(sub.timings_s.values()),
+               attack_times_s={**main.timings_s, **sub.timings_s})  # where the evaluation budget goes
     stages = sub.stage_correct.get("autoattack")
     if stages and "apgd-t" in stages:
         # A standard run passes through APGD-CE + APGD-T first: that point is the 'fast' number every seed has, so

@@ -177,8 +177,9 @@ def protocol_runs(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
         return [(args.method, list(args.teachers), "live")]
     protocol = _cifar10_protocol()
     setting = protocol.CPU_SCALE
-    architecture = {"teacher1": "cifar10_resnet18_autoattack", "teacher2": setting.teacher2,
-                    "robust": setting.teacher2 if setting.robust_source == "teacher2" else "cifar10_resnet18_autoattack"}
+    teacher1 = "cifar10_resnet18_autoattack"
+    robust = setting.teacher2 if setting.robust_source == "teacher2" else teacher1
+    architecture = {"teacher1": teacher1, "teacher2": setting.teacher2, "robust": robust}
     runs = []
     for method in protocol.ISSUE_METHODS:
         names = [architecture[role] for role in protocol.TEACHERS_OF[method]]

@@ -48,3 +48,34 @@ def test_printed_table_names_every_model(quickstart_report):
     table = render_table(report)
     for name in (*report["teachers"], "pgd-at", report["method"]):
         assert name in table
+
+
+def test_undefended_teachers_skip_autoattack_only_when_the_first_attack_already_breaks_them(monkeypatch):
+    from robustcompress import quickstart
+
+    calls = []
+
+    class Report:
+        def __init__(self, attacks, acc):
+            self.robust_acc = {a: acc for a in attacks}
+
+    def fake_evaluate(model, test, **kw):
+        calls.append(tuple(kw["attacks"]))
+        return Report(kw["attacks"], model)
+
+    monkeypatch.setattr(quickstart, "evaluate", fake_evaluate)
+    kw = {"attacks": ["pgd20", "autoattack-fast"]}
+    assert set(quickstart.evaluate_undefended(0.05, None, 0.1, kw).robust_acc) == {"pgd20"}
+    assert calls == [("pgd20",)]
+    calls.clear()
+    assert set(quickstart.evaluate_undefended(0.4, None, 0.1, kw).robust_acc) == {"pgd20", "autoattack-fast"}
+    assert calls == [("pgd20",), ("pgd20", "autoattack-fast")]
+
+
+def test_the_table_marks_attacks_not_run_on_a_teacher():
+    metrics = {"clean_acc": 0.9, "robust_acc": {"pgd20": 0.8, "autoattack-fast": 0.7}, "worst_case_acc": 0.7}
+    teacher = {"name": "t", "clean_acc": 0.9, "robust_acc": {"pgd20": 0.02}, "worst_case_acc": 0.02}
+    report = {"teachers_metrics": [teacher], "baseline": metrics, "metrics": metrics, "student": "s",
+              "method": "m"}
+    table = render_table(report)
+    assert "–" in table and "not run: pgd20 already breaks" in table
