@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,16 +74,103 @@ def onnx_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
     return lambda x: model.session.run(None, {model.input_name: x})[0]
 
 
+#: CPU flags that decide how fast int8 convolutions can be (x86 VNNI/AMX, Arm dot product and int8 matmul).
+INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def _cpuinfo_field(names: Sequence[str]) -> str | None:
+    """The first /proc/cpuinfo value whose key is one of ``names`` (Linux only)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return None
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in names:
+            return value.strip()
+    return None
+
+
+def _lscpu_model_name() -> str | None:
+    """'Model name' from lscpu, or None where lscpu is missing or says nothing."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name" and value.strip():
+            return value.strip()
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """The CPU a measurement ran on: model name (lscpu, else /proc/cpuinfo), platform.processor(), logical cores,
+    architecture and which of INT8_CPU_FLAGS it reports (they explain int8 speed-ups, or their absence)."""
+    flags = set((_cpuinfo_field(("flags", "Features")) or "").split())
+    return {
+        "model_name": _lscpu_model_name() or _cpuinfo_field(("model name",)),
+        "processor": platform.processor() or None,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "int8_flags": [f for f in INT8_CPU_FLAGS if f in flags],
+    }
+
+
 def describe_machine() -> str:
     """CPU model and core count, e.g. 'AMD EPYC, 2 logical cores, x86_64'."""
-    name = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"{name}, {os.cpu_count()} logical cores, {platform.machine()}"
+    info = machine_info()
+    name = info["model_name"] or info["processor"] or "unknown CPU"
+    return f"{name}, {info['cpu_count']} logical cores, {info['machine']}"
+
+
+def load_average_1min() -> float | None:
+    """The 1-minute load average (None where the OS has none): other work competing for the cores."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def measure_runtimes(
+    candidates: Sequence[tuple[str, Runner, str | os.PathLike | None]],
+    input_size: int,
+    channels: int = 3,
+    batch1_runs: int = 200,
+    batch_runs: int = 20,
+    batch_size: int = 64,
+    warmup: int = 10,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One measure() row per (name, runner, file or None) in turn, each with the file's size and the 1-minute load
+    average just before it (a busy machine shows there); ``on_row`` sees each row as soon as it is measured."""
+    rows = []
+    for name, runner, path in candidates:
+        load = load_average_1min()
+        numbers = measure(runner, input_size, channels, batch1_runs, batch_runs, batch_size, warmup)
+        row = {"runtime": name, "file": str(path) if path else None,
+               "size_bytes": os.path.getsize(path) if path else None, "load_average_1min_before": load, **numbers}
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+#: Row names of the three runtimes, in the order they are measured.
+RUNTIME_NAMES = {"eager": "PyTorch eager fp32", "fp32": "onnxruntime fp32", "int8": "onnxruntime int8 (QDQ)"}
+
+
+def runtime_candidates(
+    fp32: str | os.PathLike,
+    int8: str | os.PathLike | None = None,
+    eager: Runner | None = None,
+    threads: int | None = None,
+) -> list[tuple[str, Runner, str | None]]:
+    """(name, runner, file) for PyTorch eager (when given), onnxruntime fp32 and int8 (when given), in that order;
+    the sessions come from make_session with ``threads`` intra-op threads."""
+    candidates: list[tuple[str, Runner, str | None]] = []
+    if eager is not None:
+        candidates.append((RUNTIME_NAMES["eager"], eager, None))
+    candidates.append((RUNTIME_NAMES["fp32"], onnx_runner(fp32, threads), str(fp32)))
+    if int8 is not None:
+        candidates.append((RUNTIME_NAMES["int8"], onnx_runner(int8, threads), str(int8)))
+    return candidates
 
 
 def run_benchmark(
@@ -102,17 +190,9 @@ def run_benchmark(
     threads = threads or os.cpu_count() or 1
     reference = load_model(fp32)
     size, channels = reference.input_size, reference.channels
-    candidates: list[tuple[str, Runner, str | None]] = []
-    if eager is not None:
-        candidates.append(("PyTorch eager fp32", eager, None))
-    candidates.append(("onnxruntime fp32", onnx_runner(fp32, threads), str(fp32)))
-    if int8 is not None:
-        candidates.append(("onnxruntime int8 (QDQ)", onnx_runner(int8, threads), str(int8)))
+    candidates = runtime_candidates(fp32, int8, eager, threads)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    rows = []
-    for name, runner, path in candidates:
-        numbers = measure(runner, size, channels, batch1_runs, batch_runs, batch_size)
-        rows.append({"runtime": name, "file": path, "size_bytes": os.path.getsize(path) if path else None, **numbers})
+    rows = measure_runtimes(candidates, size, channels, batch1_runs, batch_runs, batch_size)
     versions = {"onnxruntime": ort.__version__, "numpy": np.__version__, "python": platform.python_version()}
     versions.update(getattr(eager, "versions", {}))
     return {
