@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from robustcompress.apps.loading import DemoModels, find_onnx, find_plot, gallery_images, load_demo_models  # noqa: F401
-from robustcompress.apps.pictures import (  # noqa: F401 (the demo's picture helpers, importable from here)
+from robustcompress.apps.loading import DemoModels, find_onnx, find_plot, gallery_images, load_demo_models
+from robustcompress.apps.pictures import (  # the demo's picture helpers, importable from here too
     MAX_PIXELS, check_image_values, image_to_tensor, open_image, perturbation_image, upscale,
 )
 from robustcompress.attacks import craft
@@ -25,6 +25,11 @@ MAX_STEPS = 100
 # pyautoattack's APGD-CE sets its step-size checkpoints from n_iter when it is built; our wrapper keeps its default.
 APGD_STEPS = 100
 PROB_KEYS = ("student_clean", "student_adv", "undefended_clean", "undefended_adv", "onnx_adv")
+
+__all__ = ["APGD_STEPS", "ATTACKS", "AttackResult", "DemoModels", "MAX_EPS_255", "MAX_PIXELS", "MAX_STEPS", "PROB_KEYS",
+           "REGISTRY_NAMES", "TARGETS", "attack_images", "check_attack_settings", "check_image_values",
+           "compare_models", "find_onnx", "find_plot", "gallery_images", "image_to_tensor", "load_demo_models",
+           "open_image", "perturbation_image", "registry_name", "run_attack", "upscale"]
 
 
 @dataclass
