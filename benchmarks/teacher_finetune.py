@@ -33,10 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     from robustcompress.verify import evaluate
 
     rc = RobustCompressor.load(args.bundle, device="cpu")
-    config = json.loads((args.bundle / "config.json").read_text())
     data = load_data(args.data, rc.input_size, progress=False)
     rows = []
-    for i, (name, info) in enumerate(zip(config["teacher_names"], config.get("teachers_info", []))):
+    for i, (name, info) in enumerate(zip(rc.teacher_specs, rc.teachers_info)):
         before = load_pretrained(name, rc.input_size)
         after = rc.teachers[i]
         accuracy = {}

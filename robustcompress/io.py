@@ -36,6 +36,19 @@ def check_writable(path: str | os.PathLike, what: str = "output folder") -> Path
     return path
 
 
+def writable_dir(path: str | os.PathLike) -> Path:
+    """Create folder ``path`` (and its parents) and prove it can be written, or raise a ValueError saying so."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_test.{os.getpid()}"  # per process: torchrun ranks probe the same folder at once
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"output folder {path} is not writable ({exc.strerror}); pass a folder you can write to") from exc
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call write(tmp_path) then rename over path, so readers never see a half-written file."""
     path = Path(path)

@@ -449,3 +449,10 @@ def describe_teacher(spec: Any) -> str:
     if isinstance(spec, (tuple, list)):
         return f"{spec[0]}@{Path(spec[1]).name}"
     return getattr(spec, "name", type(spec).__name__)
+
+
+def teacher_references(teachers: Sequence[nn.Module], names: Sequence[Any] = ()) -> dict[str, nn.Module]:
+    """Teachers labelled for plots and transfer attacks: 'teacher 0 (resnet18)', ... (``names``: their specs)."""
+    names = list(names) or [getattr(t, "name", type(t).__name__) for t in teachers]
+    return {f"teacher {i} ({describe_teacher(names[i]) if i < len(names) else getattr(t, 'name', '?')})": t
+            for i, t in enumerate(teachers)}

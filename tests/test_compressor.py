@@ -30,6 +30,14 @@ def test_fit_save_load_round_trip(digits16, standard_model, tmp_path):
         assert torch.allclose(standard_model.eval()(x), loaded.teachers[0](x), atol=1e-6)
     report = loaded.evaluate(test_set, attacks=("fgsm",), n_examples=32)
     assert report.n_examples == 32 and 0 <= report.worst_case_acc <= report.clean_acc
+    # One argument order for "evaluate": rc.evaluate(data, attacks, eps, n_examples) is verify's (model, data, ...).
+    from robustcompress.verify import evaluate
+
+    same = loaded.evaluate(test_set, ("fgsm",), 4 / 255, 32)
+    direct = evaluate(loaded.student, test_set, ("fgsm",), 4 / 255, 32, seed=loaded.config.seed)
+    assert same.eps == 4 / 255 and same.per_sample == direct.per_sample
+    with pytest.raises(ValueError, match="eps=32 is outside"):  # the old order (n_examples third) is refused
+        loaded.evaluate(test_set, ("fgsm",), 32)
 
 
 def test_bare_teacher_name_is_trained_on_the_data_and_cached(digits16, tmp_path):

@@ -82,11 +82,9 @@ def _run_all(out_dir, rank_suffix=""):
         history = train(student, [_teacher()], method, _data(), 10, TrainConfig(**CONFIG), torch.device("cpu"),
                         checkpoint_dir=ckpt)
         results[variant] = {"history": history, "student": student.state_dict(), "method": method.state_dict()}
-    from robustcompress.trainer.distributed import shard_evaluation
-
     test = _data()
-    report = shard_evaluation(evaluate)(_teacher(), TensorDataset(*[t[:N_EVAL] for t in test.tensors]),
-                                        ("fgsm",), eps=8 / 255, n_examples=None, batch_size=16)
+    report = evaluate(_teacher(), TensorDataset(*[t[:N_EVAL] for t in test.tensors]), ("fgsm",), eps=8 / 255,
+                      n_examples=None, batch_size=16, shard=True)
     results["eval"] = report.to_dict(per_sample=True)
     return results
 

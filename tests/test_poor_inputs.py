@@ -343,7 +343,7 @@ def read_only(tmp_path):
 
 
 def test_fit_refuses_a_read_only_out_before_loading_data(read_only, monkeypatch):
-    monkeypatch.setattr("robustcompress.compressor.load_data", _never("data loading"))
+    monkeypatch.setattr("robustcompress.compressor.load_train_data", _never("data loading"))
     rc = RobustCompressor([], "test_efficientnet", method="pgd-at", out_dir=read_only / "run", verify_attacks=(),
                           **TINY)
     with pytest.raises(ValueError, match=r"output folder .*run is not writable \(.*\); pass a folder you can write"):
@@ -351,7 +351,7 @@ def test_fit_refuses_a_read_only_out_before_loading_data(read_only, monkeypatch)
 
 
 def test_cli_fit_refuses_a_read_only_out(read_only, monkeypatch, capsys):
-    monkeypatch.setattr("robustcompress.compressor.load_data", _never("data loading"))
+    monkeypatch.setattr("robustcompress.compressor.load_train_data", _never("data loading"))
     assert main(["fit", "digits", "--method", "pgd-at", "--out", str(read_only / "run")]) == 2
     assert "is not writable" in _one_line(capsys.readouterr().err)
 
@@ -366,7 +366,7 @@ def test_cli_evaluate_refuses_a_read_only_out_before_loading(read_only, monkeypa
 
 
 def test_cli_export_refuses_a_read_only_out_before_verifying(tiny_bundle, read_only, monkeypatch, capsys):
-    monkeypatch.setattr("robustcompress.compressor.export_verified", _never("export verification"))
+    monkeypatch.setattr("robustcompress.export.student.export_verified", _never("export verification"))
     assert main(["export", str(tiny_bundle), "--out", str(read_only / "student.onnx")]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "export folder" in line and "is not writable" in line
@@ -394,7 +394,7 @@ def test_cli_export_into_an_existing_folder_writes_student_onnx_there(tiny_bundl
 
 
 def test_onnx_output_path_rule(tmp_path):
-    from robustcompress.compressor import onnx_output_path
+    from robustcompress.export.student import onnx_output_path
 
     assert onnx_output_path(tmp_path) == tmp_path / "student.onnx"
     assert onnx_output_path(f"{tmp_path}/new/") == tmp_path / "new" / "student.onnx"

@@ -29,8 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _default_bundle() -> Path:
     """The quickstart's bundle, built first (with progress bars) when it is not there yet."""
+    from robustcompress.bundle import is_bundle
+
     bundle = QUICKSTART_OUT / "bundle"
-    if not (bundle / "config.json").is_file():
+    if not is_bundle(bundle):
         from robustcompress.quickstart import run_quickstart
 
         print(f"No bundle given and {bundle} does not exist yet: running the quickstart first (about 2 minutes).",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -364,6 +364,31 @@ def load_data(
         f"cannot use {type(source).__name__} as data; pass 'digits', 'cifar10', an image folder, an .npz file, "
         "a torch Dataset or a DataLoader"
     )
+
+
+def load_train_data(train: Any, val: Any = None, input_size: int | None = None, num_classes: int | None = None,
+                    progress: bool = True) -> DataBundle:
+    """Training data and its held-out split as RobustCompressor.fit takes them: a ``val`` Dataset becomes the test
+    split, and its labels must be classes the training labels have."""
+    data = load_data(train, input_size, test=val, num_classes=num_classes, progress=progress)
+    if val is not None and not isinstance(val, (str, Path)):
+        data.test = load_data(val, data.input_size).train
+        if not isinstance(train, (Dataset, DataLoader)) and data.train is not None:  # load_data checked those
+            check_label_coverage(labels_of(data.train, "train_data"), labels_of(data.test, "val_data"),
+                                 num_classes or data.num_classes, "train_data labels", "val_data labels")
+    return data
+
+
+def reload_data(info: Mapping[str, Any], input_size: int | None = None, progress: bool = False
+                ) -> DataBundle | None:
+    """The data a DataBundle.describe() record names, loaded again: a named dataset, or the image folder or .npz
+    it was read from when that still exists; None when it is neither (a Dataset given in memory)."""
+    name, source = info.get("name"), info.get("source")
+    if name in DATASET_NAMES:
+        return load_data(name, input_size)
+    if source and Path(source).exists():
+        return load_data(source, input_size, progress=progress)
+    return None
 
 
 def as_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0, sampler: Any = None) -> DataLoader:

@@ -9,20 +9,15 @@ no BatchNorm in training mode, whose statistics are per process as in standard D
 from __future__ import annotations
 
 import atexit
-import dataclasses
-import functools
 import inspect
 import logging
 import os
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Subset, TensorDataset
-
-from robustcompress.data.tensors import as_float_images
 
 log = logging.getLogger("robustcompress")
 
@@ -203,70 +198,31 @@ def wrap_for_training(student: nn.Module, method: nn.Module, device: torch.devic
     return DistributedStudent(ddp, student)
 
 
-def shard_evaluation(evaluate_fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap an evaluate(model, data, attacks, ..., n_examples=...) function so each rank attacks its share.
+#: One rank's raw evaluation: per-sample flags, seconds and warnings, each by attack name.
+RawFlags = Tuple[Dict[str, List[bool]], Dict[str, float], Dict[str, List[str]]]
 
-    Every rank gets the whole report back: per-sample results are gathered in the original order and the
-    accuracies recomputed from them. In a single process the function is returned unchanged. The report type is
-    duck-typed (a dataclass with ``per_sample``, ``robust_acc``, ``timings_s``), so the trainer does not import
-    the verification layer.
+
+def shard_evaluation(run: Callable[[int, int], RawFlags], n: int) -> RawFlags:
+    """Call ``run(rank, world)`` (evaluate images rank, rank + world, ... of n) on every rank and gather the raw
+    results: each attack's per-sample flags in the original order, its seconds as the slowest rank's, and the
+    warnings any rank raised, each once. Building the report from them is verify's job.
+
+    In one process, or with fewer images than ranks (then every rank evaluates all of them), this is run(0, 1).
     """
-    if not is_distributed():
-        return evaluate_fn
-
-    @functools.wraps(evaluate_fn)
-    def run(model: nn.Module, data: Any, attacks: Any = ("pgd20",), *args: Any, n_examples: int | None = None,
-            **kwargs: Any) -> Any:
-        world, me = world_size(), rank()
-        kwargs["progress"] = bool(kwargs.get("progress", False)) and me == 0
-        n = _length(data) if n_examples is None else min(n_examples, _length(data))
-        if n < world:  # too few examples to give every rank one: everyone evaluates all of them
-            return evaluate_fn(model, data, attacks, *args, n_examples=n_examples, **kwargs)
-        report = evaluate_fn(model, _shard(data, n, me, world), attacks, *args, n_examples=None, **kwargs)
-        gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, (report.per_sample, report.timings_s, getattr(report, "attack_warnings", {})))
-        flags = {}
-        for name in report.per_sample:
-            merged = [False] * n
-            for r, (per_sample, _, _) in enumerate(gathered):
-                merged[r::world] = per_sample[name]
-            flags[name] = merged
-        extra = {}
-        if hasattr(report, "attack_warnings"):  # warnings any rank's attack raised, each once
-            names = {k for _, _, w in gathered for k in w}
-            extra["attack_warnings"] = {k: sorted({m for _, _, w in gathered for m in w.get(k, [])}) for k in names}
-        worst = [all(col) for col in zip(*flags.values())]
-        mean = lambda values: sum(values) / len(values)  # noqa: E731
-        return dataclasses.replace(
-            report,
-            n_examples=n,
-            clean_acc=mean(flags["clean"]),
-            robust_acc={k: mean(v) for k, v in flags.items() if k != "clean"},
-            worst_case_acc=mean(worst),
-            per_sample=flags,
-            **({"correct": {**{k: sum(v) for k, v in flags.items()}, "worst_case": sum(worst)}}
-               if hasattr(report, "correct") else {}),
-            # Ranks attack in parallel: the wall time is the slowest rank's.
-            timings_s={k: max(t[k] for _, t, _ in gathered) for k in report.timings_s},
-            **extra,
-        )
-
-    return run
-
-
-def _length(data: Any) -> int:
-    if isinstance(data, tuple):
-        return len(data[0])
-    return len(data)
-
-
-def _shard(data: Any, n: int, me: int, world: int) -> Any:
-    """Every world-th of the first n examples, starting at this rank, in the form evaluate accepts."""
-    if isinstance(data, tuple):
-        return data[0][:n][me::world], data[1][:n][me::world]
-    if isinstance(data, TensorDataset):
-        return as_float_images(data.tensors[0][:n][me::world]), data.tensors[1][:n][me::world].long()
-    return Subset(data, list(range(me, n, world)))
+    world, me = world_size(), rank()
+    if not is_distributed() or n < world:
+        return run(0, 1)
+    flags, timings, warnings = run(me, world)
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, (flags, timings, warnings))
+    merged: dict[str, list[bool]] = {}
+    for name in flags:
+        merged[name] = [False] * n
+        for r, (per_sample, _, _) in enumerate(gathered):
+            merged[name][r::world] = per_sample[name]
+    slowest = {k: max(t[k] for _, t, _ in gathered) for k in timings}  # ranks attack in parallel
+    names = {k for _, _, w in gathered for k in w}
+    return merged, slowest, {k: sorted({m for _, _, w in gathered for m in w.get(k, [])}) for k in names}
 
 
 def global_batches_per_epoch(n: int, batch_size: int) -> int:

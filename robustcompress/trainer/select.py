@@ -59,5 +59,15 @@ class BestSnapshot:
             text = json.dumps({"best": self.best, "curve": self.curve}, indent=2)
             atomic_write(self.directory / "best.json", lambda tmp: Path(tmp).write_text(text))
 
+    def restore_best(self, epochs: int) -> dict[str, torch.Tensor] | None:
+        """Put the best weights back into the model and return the ones it ended with (None: nothing scored)."""
+        if self.best_state is None:
+            return None
+        last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.best_state)
+        log.info("kept epoch %s of %d (validation %s)", self.best["epoch"], epochs,
+                 {k: round(v, 4) for k, v in self.best.items() if isinstance(v, float)})
+        return last
+
     def summary(self) -> dict[str, Any]:
         return {"best_epoch": self.best["epoch"], "best": self.best, "curve": self.curve}

@@ -18,7 +18,7 @@ evaluation set does not warn.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -54,6 +54,27 @@ class CheckSettings:
             raise ValueError(f"unknown check level '{self.level}'; use one of {', '.join(CHECK_LEVELS)}")
         if get_attack(self.base_attack).kind != "white-box" or not self.base_attack.startswith("pgd"):
             raise ValueError(f"base_attack must be a PGD attack such as 'pgd20', got '{self.base_attack}'")
+
+    @classmethod
+    def from_items(cls, level: str, items: Sequence[str]) -> "CheckSettings":
+        """Settings from 'KEY=VALUE' strings (the CLI's --check-arg), e.g. 'restarts=10', 'sweep_factors=0.5,1,2'."""
+        known = [f.name for f in fields(cls) if f.name != "level"]
+        values: dict[str, Any] = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or key not in known:
+                raise ValueError(f"--check-arg '{item}' must be KEY=VALUE with KEY one of {', '.join(known)}")
+            try:
+                if key == "base_attack":
+                    values[key] = value
+                elif key == "sweep_factors":
+                    values[key] = tuple(float(v) for v in value.split(","))
+                else:
+                    number = float(value)
+                    values[key] = int(number) if key in ("square_queries", "strong_steps", "restarts") else number
+            except ValueError as exc:
+                raise ValueError(f"--check-arg '{item}': '{value}' is not a number; e.g. {key}=10") from exc
+        return cls(level=level, **values)
 
 
 @dataclass

@@ -5,7 +5,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ from robustcompress.data.tensors import as_float_images
 from robustcompress.attacks.autoattack import autoattack_flags
 from robustcompress.attacks.registry import ATTACKS, craft_batches, get_attack, resolve_attacks
 
-__all__ = ["ATTACKS", "EvalReport", "attack_flags", "evaluate", "predict_correct", "take_examples"]
+__all__ = ["ATTACKS", "EvalReport", "attack_flags", "evaluate", "predict_correct", "take_examples", "validation_score"]
 
 
 @dataclass
@@ -185,12 +185,15 @@ def evaluate(
     *,
     scorer: nn.Module | None = None,
     state_dir: str | Path | None = None,
+    shard: bool = False,
 ) -> EvalReport:
     """Clean accuracy and accuracy under each attack; a sample is robust only if it survives every attack.
 
     ``attacks`` are names from :func:`robustcompress.attacks.get_attack` or a preset ('fast', 'standard').
     ``scorer`` judges correctness when it differs from the model the attacks are crafted on (ONNX + twin);
     ``state_dir`` keeps AutoAttack's state there so an interrupted evaluation resumes where it stopped.
+    ``shard=True``: under torchrun each rank attacks every world-th image and every rank gets the whole report
+    (no effect in one process).
     """
     if not 0 <= eps <= 1:
         raise ValueError(f"eps={eps} is outside [0, 1]; eps is in pixel units, e.g. 8/255 = {8 / 255:.4f}")
@@ -198,22 +201,34 @@ def evaluate(
     x_all, y_all = take_examples(data, n_examples)
     model = model.to(device)
     check_label_range(scorer if scorer is not None else model, x_all, y_all, device)
-    timings: dict[str, float] = {}
-    flags: dict[str, torch.Tensor] = {}
-    warnings: dict[str, list[str]] = {}
-    stage_correct: dict[str, dict[str, int]] = {}
-    with channels_last_weights(model):  # NHWC kernels: attacks ran 1.4x faster on the CPU
-        for name in tqdm(["clean", *names], desc="attacks", disable=not progress, leave=False):
-            t0 = time.perf_counter()
-            messages: list[str] = []
-            stages: dict[str, int] = {}
-            flags[name] = attack_flags(model, x_all, y_all, name, eps, batch_size, device, seed, scorer, state_dir,
-                                       progress, messages, stages)
-            timings[name] = time.perf_counter() - t0
-            if messages:
-                warnings[name] = messages
-            if stages:
-                stage_correct[name] = stages
+    stage_correct: dict[str, dict[str, int]] = {}  # this process's images only (AutoAttack's per-stage counts)
+    if shard:  # imported here: plain evaluation does not load the training layer
+        from robustcompress.trainer.distributed import is_main_process, shard_evaluation
+
+        progress = progress and is_main_process()
+
+    def run(rank: int, world: int) -> tuple[dict[str, list[bool]], dict[str, float], dict[str, list[str]]]:
+        """Raw per-sample flags, seconds and AutoAttack's warnings by attack, for images rank, rank + world, ..."""
+        x, y = x_all[rank::world], y_all[rank::world]
+        flags: dict[str, list[bool]] = {}
+        timings: dict[str, float] = {}
+        warnings: dict[str, list[str]] = {}
+        with channels_last_weights(model):  # NHWC kernels: attacks ran 1.4x faster on the CPU
+            for name in tqdm(["clean", *names], desc="attacks", disable=not progress, leave=False):
+                t0 = time.perf_counter()
+                messages: list[str] = []
+                stages: dict[str, int] = {}
+                flags[name] = attack_flags(model, x, y, name, eps, batch_size, device, seed, scorer, state_dir,
+                                           progress, messages, stages).tolist()
+                timings[name] = time.perf_counter() - t0
+                if messages:
+                    warnings[name] = messages
+                if stages:
+                    stage_correct[name] = stages
+        return flags, timings, warnings
+
+    per_sample, timings, warnings = shard_evaluation(run, len(y_all)) if shard else run(0, 1)
+    flags = {k: torch.tensor(v, dtype=torch.bool) for k, v in per_sample.items()}
     worst = torch.stack(list(flags.values())).all(dim=0)
     return EvalReport(
         n_examples=len(y_all),
@@ -231,3 +246,14 @@ def evaluate(
         stage_correct=stage_correct,
         correct={**{k: int(v.sum()) for k, v in flags.items()}, "worst_case": int(worst.sum())},
     )
+
+
+def validation_score(val_set: Dataset, eps: float, device: torch.device | str, seed: int
+                     ) -> Callable[[nn.Module], dict[str, Any]]:
+    """PGD-10 accuracy at ``eps`` on a validation split: the score RobustCompressor(select='best-robust') keeps."""
+    def score(model: nn.Module) -> dict[str, Any]:
+        report = evaluate(model, val_set, ("pgd10",), eps=eps, device=device, seed=seed, progress=False)
+        return {"score": report.robust_acc["pgd10"], "val_clean": report.clean_acc,
+                "val_pgd10": report.robust_acc["pgd10"]}
+
+    return score

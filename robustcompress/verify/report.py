@@ -156,3 +156,21 @@ def write_report(report: Mapping[str, Any] | Any, out_dir: str | os.PathLike) ->
     atomic_write(out / REPORT_MD, lambda tmp: Path(tmp).write_text(markdown))
     paths["json"], paths["markdown"] = out / REPORT_JSON, out / REPORT_MD
     return paths
+
+
+def format_summary(result: Any) -> str:
+    """A Verification as a few printable lines: clean, each attack, the per-sample worst case, the checks' warnings."""
+    report, model = result.report, result.model
+    lines = [f"{model.get('label', model.get('name'))}: {report.n_examples} images of {result.data.get('name')}, "
+             f"{report.norm} eps {report.eps:.4f} ({report.eps * 255:.3g}/255), device {report.device}"]
+    if model.get("attacked_via"):
+        lines.append(f"attacks: {model['attacked_via']}")
+    lines.append(f"  {'clean':16s} {report.clean_acc:.4f}")
+    for name, acc in report.robust_acc.items():
+        lines.append(f"  {name:16s} {acc:.4f}   ({report.timings_s.get(name, 0):.1f} s)")
+    lines.append(f"  {'worst-case':16s} {report.worst_case_acc:.4f}   (per sample, over every attack above)")
+    if result.checks:
+        counts = {s: sum(c.status == s for c in result.checks) for s in ("pass", "warn", "skip")}
+        lines.append(f"sanity checks: {counts['pass']} pass, {counts['warn']} warn, {counts['skip']} skip")
+        lines += [f"  WARN {c.name}: {c.message}" for c in result.checks if c.status == "warn"]
+    return "\n".join(lines)

@@ -113,6 +113,18 @@ def _sweep_values(eps_sweep_arg: bool | Sequence[float] | None, eps: float) -> l
     return sorted({0.0, *values, eps})
 
 
+def autoattack_state_dir(out_dir: str | Path | None, resume: bool = True) -> Path | None:
+    """Where AutoAttack keeps its progress for a report folder (out_dir/autoattack_state); ``resume=False`` clears
+    the progress saved there so the attacks start over. None without a folder."""
+    if out_dir is None:
+        return None
+    state_dir = Path(out_dir) / "autoattack_state"
+    if not resume and state_dir.is_dir():
+        for stale in state_dir.glob("*.json"):
+            stale.unlink()
+    return state_dir
+
+
 def verify_model(
     model: nn.Module,
     data: Dataset | tuple[torch.Tensor, torch.Tensor],
@@ -138,6 +150,7 @@ def verify_model(
     data_info: Mapping[str, Any] | None = None,
     progress: bool = False,
     evaluate_fn: Callable[..., EvalReport] = evaluate,
+    shard: bool = False,
 ) -> Verification:
     """Attack ``model`` with a suite, take the per-sample worst case, sweep eps, run the sanity checks, gate.
 
@@ -147,7 +160,8 @@ def verify_model(
     transfer sources unless ``transfer_from`` says otherwise. ``scorer``/``white_box``: see
     :func:`robustcompress.verify.evaluate.evaluate` (an ONNX model with or without a PyTorch twin).
     ``state_dir`` makes AutoAttack resumable. ``require``: gate requirements such as 'autoattack>=0.45'.
-    ``evaluate_fn`` replaces :func:`evaluate` for the attack suite (e.g. sharded across torchrun ranks).
+    ``evaluate_fn`` replaces :func:`evaluate` for the attack suite; ``shard=True`` shares its images out among
+    torchrun ranks (see :func:`evaluate`).
     """
     t_start = time.perf_counter()
     if attacks is None and preset is None:
@@ -165,7 +179,7 @@ def verify_model(
     x, y = take_examples(data, n_examples)
     model = model.to(device)
     report = evaluate_fn(model, (x, y), names, eps=eps, batch_size=batch_size, device=device, seed=seed,
-                      progress=progress, scorer=scorer, state_dir=state_dir)
+                         progress=progress, scorer=scorer, state_dir=state_dir, **({"shard": True} if shard else {}))
     timings: dict[str, float] = {}
 
     sweep = None

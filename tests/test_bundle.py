@@ -1,0 +1,118 @@
+"""The bundle format (robustcompress.bundle): a written bundle reads back exactly, and every damage is a clear error."""
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from robustcompress.bundle import (
+    BUNDLE_KEYS_SINCE_2,
+    BUNDLE_VERSION,
+    bundle_beside,
+    is_bundle,
+    onnx_beside,
+    read_bundle,
+    write_bundle,
+)
+from robustcompress.models import build_model
+from robustcompress.trainer import TrainConfig
+
+
+def _model(seed: int):
+    torch.manual_seed(seed)
+    return build_model("test_efficientnet", 10, 8).eval()
+
+
+def _record(student, teachers=()):
+    return {"bundle_version": BUNDLE_VERSION, "method": "pgd-at", "method_hparams": {}, "method_kwargs": {},
+            "student": student.spec(), "teachers": [t.spec() for t in teachers], "teacher_names": ["t0"],
+            "train_config": asdict(TrainConfig(epochs=3, seed=7)), "teacher_epochs": 2, "verify_attacks": ["fgsm"],
+            "verify_examples": 16}
+
+
+@pytest.fixture
+def written(tmp_path):
+    student, teacher = _model(0), _model(1)
+    record = _record(student, [teacher])
+    folder = write_bundle(tmp_path / "bundle", record, {"student": student.state_dict(),
+                                                         "teacher_0": teacher.state_dict()})
+    return folder, record, student, teacher
+
+
+def test_a_written_bundle_reads_back_record_and_weights(written):
+    folder, record, student, teacher = written
+    assert is_bundle(folder) and not is_bundle(folder.parent)
+    bundle = read_bundle(folder)
+    assert bundle.record == json.loads(json.dumps(record))
+    assert (bundle.input_size, bundle.num_classes, bundle.method) == (8, 10, "pgd-at")
+    assert bundle.train_config == TrainConfig(epochs=3, seed=7) and bundle.teacher_names == ["t0"]
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(bundle.student()(x), student(x))
+        (loaded_teacher,) = bundle.teachers()
+        assert torch.equal(loaded_teacher(x), teacher(x))
+    assert bundle.last_state() is None
+
+
+def test_a_version_1_record_still_reads_with_the_format_defaults(written):
+    folder, record, _, _ = written
+    old = {k: v for k, v in record.items() if k not in BUNDLE_KEYS_SINCE_2 and k != "teacher_names"}
+    (folder / "config.json").write_text(json.dumps({**old, "bundle_version": 1}))
+    bundle = read_bundle(folder)
+    assert (bundle.get("verify_examples"), bundle.get("teacher_epochs"), bundle.get("method_kwargs")) == (500, 10, {})
+    assert bundle.teacher_names == []
+    bundle.get("metrics")["changed"] = 1  # a default handed out is a copy, not the format's own
+    assert bundle.get("metrics") == {}
+
+
+@pytest.mark.parametrize("damage, error, words", [
+    (lambda d: (d / "config.json").unlink(), FileNotFoundError, "is not a robustcompress bundle (no config.json)"),
+    (lambda d: (d / "config.json").write_text("{not json"), ValueError, "is corrupt"),
+    (lambda d: (d / "config.json").write_text("[1, 2]"), ValueError, "does not hold a bundle description"),
+    (lambda d: _edit(d, bundle_version="2"), ValueError, "no valid 'bundle_version'"),
+    (lambda d: _edit(d, bundle_version=BUNDLE_VERSION + 1), ValueError, "newer than this robustcompress reads"),
+    (lambda d: _edit(d, teachers=None, drop="teachers"), ValueError, "lacks teachers"),
+    (lambda d: _edit(d, train_config={"warp": 1}), ValueError, "does not know: ['warp']"),
+    (lambda d: (d / "student.safetensors").unlink(), FileNotFoundError, "lacks student.safetensors"),
+])
+def test_a_damaged_bundle_is_one_clear_line(written, damage, error, words):
+    folder = written[0]
+    damage(folder)
+    with pytest.raises(error) as info:
+        read_bundle(folder).student()
+    message = str(info.value)
+    assert words in message and "\n" not in message
+    assert any(hint in message for hint in ("re-save", "re-run fit", "upgrade", "pass the folder"))
+
+
+def _edit(folder, drop=None, **changes):
+    record = json.loads((folder / "config.json").read_text())
+    if "train_config" in changes:
+        changes["train_config"] = {**record["train_config"], **changes["train_config"]}
+    record.update(changes)
+    record.pop(drop, None)
+    (folder / "config.json").write_text(json.dumps(record))
+
+
+def test_a_missing_folder_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="bundle folder .*nowhere does not exist; pass the folder"):
+        read_bundle(tmp_path / "nowhere")
+
+
+def test_an_incomplete_record_is_refused_before_anything_is_written(tmp_path):
+    student = _model(0)
+    record = _record(student)
+    del record["method"]
+    with pytest.raises(ValueError, match="lacks method"):
+        write_bundle(tmp_path / "b", record, {"student": student.state_dict()})
+    assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_exports_and_bundles_are_found_beside_each_other(written, tmp_path):
+    folder = written[0]
+    assert onnx_beside(folder) is None
+    (tmp_path / "student.onnx").write_bytes(b"")  # the quickstart's layout: OUT/student.onnx beside OUT/bundle
+    assert onnx_beside(folder) == tmp_path / "student.onnx"
+    assert bundle_beside(tmp_path / "student.onnx") == folder
+    assert bundle_beside(folder / "student.onnx") == folder
+    assert bundle_beside(tmp_path / "elsewhere" / "x.onnx") is None
