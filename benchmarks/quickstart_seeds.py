@@ -15,34 +15,22 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from cifar10_table import calibration_unit, ci95  # benchmarks/ is on sys.path when this file runs as a script
+
 REPO = Path(__file__).resolve().parents[1]
-CALIBRATE = REPO.parent / "shared" / "tools" / "calibrate.py"
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def calibration_unit() -> float | None:
-    """Seconds of ../shared/tools/calibrate.py (a fixed CPU workload) now; None when it is absent."""
-    if not CALIBRATE.is_file():
-        return None
-    out = subprocess.run([sys.executable, str(CALIBRATE)], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
 
 
 def paired_interval(differences: Sequence[float]) -> tuple[float, float, float] | None:
     """(mean, low, high) of the paired differences with a 95% t interval; None with fewer than two seeds."""
-    n = len(differences)
-    if n < 2:
+    interval = ci95(differences)
+    if interval is None:
         return None
-    mean = statistics.mean(differences)
-    half = T_975.get(n - 1, 1.96) * statistics.stdev(differences) / math.sqrt(n)
+    mean, half = interval
     return mean, mean - half, mean + half
 
 

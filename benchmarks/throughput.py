@@ -158,24 +158,13 @@ def measure(student_name: str, mode: str, args: argparse.Namespace, device: torc
     }
 
 
-def _cifar10_protocol() -> Any:
-    """benchmarks/cifar10_table.py (the protocol's settings), loaded by path: benchmarks/ is not a package."""
-    import importlib.util
-
-    if "cifar10_table" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("cifar10_table", Path(__file__).with_name("cifar10_table.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look the module up while it executes
-        spec.loader.exec_module(module)
-    return sys.modules["cifar10_table"]
-
-
 def protocol_runs(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
     """(method, teachers, teacher outputs) to time: one method, or with --method all every method of the CPU-scale
     CIFAR-10 protocol with its teachers there, plus the live-teacher setting of the methods it caches for."""
     if args.method != "all":
         return [(args.method, list(args.teachers), "live")]
-    protocol = _cifar10_protocol()
+    import cifar10_table as protocol  # a sibling script: benchmarks/ is on sys.path when this file runs
+
     setting = protocol.CPU_SCALE
     teacher1 = "cifar10_resnet18_autoattack"
     robust = setting.teacher2 if setting.robust_source == "teacher2" else teacher1

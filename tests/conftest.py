@@ -1,8 +1,11 @@
 """Shared fixtures: small threads, a private teacher cache, tiny digits data and models."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -10,6 +13,23 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 CIFAR_SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_subset.npz"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(filename: str, name: str) -> ModuleType:
+    """A script of benchmarks/ (not a package, so not importable) loaded by path as module ``name``.
+
+    It is registered in sys.modules while it executes, because dataclasses look their module up there; the caller
+    removes it when it no longer wants it visible. benchmarks/ goes on sys.path, as when a script runs, so scripts
+    import their siblings (``from cifar10_table import ...``) the same way in tests.
+    """
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.append(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / filename)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True, scope="session")

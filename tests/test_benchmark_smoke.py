@@ -1,7 +1,6 @@
 """benchmarks/cifar10_table.py: the smoke run writes the table, split runs merge, missing data is explained."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,19 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CIFAR_SUBSET
+from conftest import CIFAR_SUBSET, load_benchmark
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cifar10_table.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("cifar10_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_benchmark("cifar10_table.py", "cifar10_table")
+    sys.modules.pop("cifar10_table", None)
 
 
 def _row(method: str, seed: int, clean: float) -> dict:
@@ -169,3 +164,12 @@ def test_a_table_from_before_an_added_setting_field_still_merges_when_its_rows_a
     assert bench.same_setting(old, new, [{"method": "pgd-at"}, {"method": "akd"}])
     assert not bench.same_setting(old, new, [{"method": "sa-mdrad"}])  # it ran with live teachers
     assert not bench.same_setting({**old, "epochs": 9}, new, [])
+
+
+def test_quickstart_seeds_gives_a_paired_verdict_over_seeds():
+    seeds = load_benchmark("quickstart_seeds.py", "quickstart_seeds")
+    assert seeds.paired_interval([0.05]) is None and seeds.verdict(None).startswith("not yet")
+    mean, low, high = seeds.paired_interval([0.01, -0.02, 0.03])
+    assert mean == pytest.approx(0.02 / 3) and low < 0 < high and seeds.verdict((mean, low, high)) == "tie"
+    assert seeds.verdict(seeds.paired_interval([-0.05, -0.06, -0.055])) == "loss"
+    assert seeds.verdict(seeds.paired_interval([0.05, 0.06, 0.055])) == "win"

@@ -1,16 +1,11 @@
 """benchmarks/latency_deploy.py --smoke: eager, onnxruntime fp32 and int8 rows at 1 and 2 threads, and the goals."""
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "latency_deploy.py"
+from conftest import load_benchmark
 
 
 def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("latency_deploy_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("latency_deploy.py", "latency_deploy_benchmark")
 
 
 def test_smoke_run_times_every_runtime_at_both_thread_counts(tmp_path):

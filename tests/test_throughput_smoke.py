@@ -1,18 +1,13 @@
 """The throughput benchmark's --smoke run stays alive on CPU: it times both modes and writes consistent JSON."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+from conftest import load_benchmark
 
 
 def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("throughput_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("throughput.py", "throughput_benchmark")
 
 
 def test_smoke_run_writes_reference_and_fast_rows(tmp_path, capsys):
