@@ -1159,9 +1159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 student = row.pop("student")
                 if args.save_bundles is not None and seed == 0 and variant is None:
-                    student.save(args.save_bundles / method)
-                    # The committed bundles hold the selected (best-validation) student only: a few MB each.
-                    (args.save_bundles / method / "student_last.safetensors").unlink(missing_ok=True)
+                    # The committed bundles hold the selected (best-validation) student only, without teacher
+                    # weights or the last epoch: a few MB each, enough for 'robustcompress evaluate BUNDLE DATA'.
+                    student.save(args.save_bundles / method, teachers=False, last=False)
                 scores = {"clean": row["clean"], **row["attacks"], "autoattack": row["autoattack"],
                           "worst": row["worst_case"]}
                 print("   " + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,14 +23,16 @@ BUNDLE_KEYS_SINCE_2 = ("method_kwargs", "teacher_epochs", "verify_attacks", "ver
 #: TrainConfig settings added after bundle_version 2 was defined, with the value older bundles were trained with.
 TRAIN_CONFIG_ADDED = {"teacher_outputs": "live"}
 #: Weight files: student.safetensors, teacher_0.safetensors, ... and, when selection kept an earlier epoch, the
-#: final weights as student_last.safetensors.
+#: final weights as student_last.safetensors. A student-only bundle (``teachers_saved: false``) keeps its teachers'
+#: specs in the record but not their weights: enough to evaluate, export and deploy the student, small to share.
 STUDENT, STUDENT_LAST = "student", "student_last"
+_TEACHER_FILE = re.compile(r"teacher_\d+\.safetensors")
 #: What an optional key means when a record lacks it (or holds null): older bundles did not write all of them.
 DEFAULTS: dict[str, Any] = {
     "method_kwargs": {}, "method_hparams": {}, "teacher_epochs": 10, "verify_attacks": ["pgd20"],
     "verify_examples": 500, "teacher_names": [], "teacher_weights": None, "teacher_finetune_epochs": 0,
     "teachers_info": [], "data": {}, "metrics": {}, "history": [], "timings_s": {}, "select": "last",
-    "val_size": 1000, "selection": {},
+    "val_size": 1000, "selection": {}, "teachers_saved": True,
 }
 _WHO_WRITES = "the folder 'robustcompress fit' / 'quickstart' (its bundle/) or RobustCompressor.save wrote"
 
@@ -77,11 +80,16 @@ def write_bundle(directory: str | os.PathLike, record: Mapping[str, Any],
     """Write ``weights`` (file stem -> state dict) as safetensors, then the record as config.json; return the folder.
 
     The record is checked first, so nothing unreadable is written, and config.json comes last and atomically:
-    a folder with a config.json is a complete bundle.
+    a folder with a config.json is a complete bundle. Weight files of an earlier bundle in the same folder that
+    this one does not have (student_last, teacher_N) are removed, so they cannot be read as this bundle's.
     """
     directory = writable_dir(directory)
     check_record(dict(record), directory / CONFIG_NAME)
     text = json.dumps(record, indent=2)  # before any file: a record that is not JSON writes nothing
+    stale = [path for path in (directory / f"{STUDENT_LAST}.safetensors", *directory.glob("teacher_*.safetensors"))
+             if path.stem not in weights and (path.stem == STUDENT_LAST or _TEACHER_FILE.fullmatch(path.name))]
+    for path in stale:
+        path.unlink()
     for stem, state in weights.items():
         save_safetensors(dict(state), directory / f"{stem}.safetensors")
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
@@ -133,8 +141,17 @@ class Bundle:
         """The student with its weights, in eval mode on ``device``."""
         return self._load(self.record["student"], STUDENT, device)
 
+    @property
+    def teachers_saved(self) -> bool:
+        """Whether the teachers' weights are in the bundle (False: a student-only bundle; see STUDENT)."""
+        return bool(self.get("teachers_saved"))
+
     def teachers(self, device: torch.device | str = "cpu") -> list[ImageClassifier]:
         """The teachers with their weights, in eval mode on ``device``."""
+        if not self.teachers_saved and self.record["teachers"]:
+            raise ValueError(f"bundle {self.directory} was saved student-only (save(..., teachers=False)), so its "
+                             f"teachers {self.teacher_names or ''} are not in it; use the bundle fit wrote, which "
+                             "keeps them")
         return [self._load(spec, teacher_stem(i), device) for i, spec in enumerate(self.record["teachers"])]
 
     def last_state(self) -> dict[str, torch.Tensor] | None:

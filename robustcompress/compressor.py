@@ -85,6 +85,8 @@ class RobustCompressor:
         self.selection: dict[str, Any] = {}
         self.student: ImageClassifier | None = None
         self.teachers: list[ImageClassifier] = []
+        #: The teachers' specs of a student-only bundle this was loaded from (its teachers' weights are not in it).
+        self.absent_teacher_specs: list[dict[str, Any]] = []
         #: Per teacher: how it was obtained (trained, pre-trained, fine-tuned with accuracy before/after).
         self.teachers_info: list[dict[str, Any]] = []
         self.data_info: dict[str, Any] = {}
@@ -245,7 +247,8 @@ class RobustCompressor:
         return {
             "bundle_version": BUNDLE_VERSION, "method": self.method_name, "method_hparams": self.method.hparams(),
             "method_kwargs": dict(self.method_kwargs), "student": student.spec(),
-            "teachers": [t.spec() for t in self.teachers],
+            "teachers": [t.spec() for t in self.teachers] or list(self.absent_teacher_specs),
+            "teachers_saved": not self.absent_teacher_specs,
             "teacher_names": [describe_teacher(s) for s in self.teacher_specs] or [t.name for t in self.teachers],
             "teacher_weights": None if self.teacher_weights is None else self.teacher_weights.tolist(),
             "teacher_finetune_epochs": self.teacher_finetune_epochs, "teachers_info": self.teachers_info,
@@ -256,12 +259,20 @@ class RobustCompressor:
             "verify_examples": self.verify_examples,
         }
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the bundle: student/teacher weights (safetensors) and config.json (see robustcompress.bundle)."""
+    def save(self, directory: str | os.PathLike, *, teachers: bool = True, last: bool = True) -> Path:
+        """Write the bundle: student/teacher weights (safetensors) and config.json (see robustcompress.bundle).
+
+        ``teachers=False`` writes a student-only bundle (the teachers' specs and names stay in config.json): small to
+        share, and enough to evaluate, export and deploy the student, but not for the demo or transfer attacks from
+        the teachers. ``last=False`` leaves out the final-epoch weights that selection did not keep.
+        """
+        record = self.describe()
+        if not teachers and record["teachers"]:
+            record["teachers_saved"] = False
         weights = {STUDENT: self._require_student().state_dict(),
-                   **({STUDENT_LAST: self.last_state} if self.last_state is not None else {}),
-                   **{teacher_stem(i): t.state_dict() for i, t in enumerate(self.teachers)}}
-        return write_bundle(directory, self.describe(), weights)
+                   **({STUDENT_LAST: self.last_state} if self.last_state is not None and last else {}),
+                   **({teacher_stem(i): t.state_dict() for i, t in enumerate(self.teachers)} if teachers else {})}
+        return write_bundle(directory, record, weights)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str = "auto") -> "RobustCompressor":
@@ -277,7 +288,11 @@ class RobustCompressor:
         rc.method = create_method(bundle.method, **get("method_hparams"))
         weights = get("teacher_weights")
         rc.teacher_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
-        rc.student, rc.teachers = bundle.student(rc.device), bundle.teachers(rc.device)
+        rc.student = bundle.student(rc.device)
+        if bundle.teachers_saved:
+            rc.teachers = bundle.teachers(rc.device)
+        else:
+            rc.absent_teacher_specs = list(bundle.record["teachers"])
         rc.last_state = bundle.last_state()
         rc.teacher_specs, rc.teachers_info = bundle.teacher_names, list(get("teachers_info"))
         rc.teacher_finetune_epochs = int(get("teacher_finetune_epochs"))

@@ -88,6 +88,8 @@ def load_pytorch(spec: str, data: DataBundle, device: torch.device | str, role: 
 
 
 def _teachers(bundle: Bundle, device: torch.device | str, include: bool) -> dict[str, nn.Module]:
+    # A student-only bundle has no teacher weights: the student is judged alone (the transfer check says so).
+    include = include and bundle.teachers_saved
     return teacher_references(bundle.teachers(device), bundle.teacher_names) if include else {}
 
 

@@ -128,10 +128,16 @@ def test_smoke_run_writes_a_row_for_every_registered_method(tmp_path):
     assert "cached weights" not in again.stdout and "training" not in again.stdout
     kept = json.loads((bench_out / "cifar10_subset.json").read_text())
     assert kept["rows"] == results["rows"] and kept["teachers"] == results["teachers"]
-    # A run of one distillation method reuses the cached teachers it needs.
-    ard = subprocess.run(command + ["--methods", "ard"], capture_output=True, text=True, timeout=600)
+    # A run of one distillation method reuses the cached teachers it needs; its saved bundle is student-only.
+    ard = subprocess.run(command + ["--methods", "ard", "--save-bundles", str(tmp_path / "bundles")],
+                         capture_output=True, text=True, timeout=600)
     assert ard.returncode == 0, ard.stdout[-3000:] + ard.stderr[-3000:]
     assert "robust: cached weights" in ard.stdout and "teacher2: cached weights" in ard.stdout
+    from robustcompress.bundle import read_bundle
+
+    saved = tmp_path / "bundles" / "ard"
+    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "student.safetensors"]
+    assert not read_bundle(saved).teachers_saved and read_bundle(saved).record["teachers"]
 
 
 def test_the_benchmark_parses_eps_by_the_same_rule(bench):

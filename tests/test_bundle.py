@@ -116,3 +116,14 @@ def test_exports_and_bundles_are_found_beside_each_other(written, tmp_path):
     assert bundle_beside(tmp_path / "student.onnx") == folder
     assert bundle_beside(folder / "student.onnx") == folder
     assert bundle_beside(tmp_path / "elsewhere" / "x.onnx") is None
+
+
+def test_rewriting_a_folder_removes_weights_the_new_bundle_does_not_have(written):
+    """A student_last or teacher_N left by an earlier bundle in the folder must not be read as the new one's."""
+    folder, record, student, _ = written
+    write_bundle(folder, record, {"student": student.state_dict(), "teacher_0": student.state_dict(),
+                                  "student_last": student.state_dict()})
+    (folder / "notes.safetensors").write_bytes(b"")  # not a bundle weight file: left alone
+    write_bundle(folder, {**record, "teachers": []}, {"student": student.state_dict()})
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "notes.safetensors", "student.safetensors"]
+    assert read_bundle(folder).last_state() is None

@@ -40,6 +40,37 @@ def test_fit_save_load_round_trip(digits16, standard_model, tmp_path):
         loaded.evaluate(test_set, ("fgsm",), 32)
 
 
+def test_a_student_only_bundle_evaluates_and_exports_without_teacher_weights(digits16, standard_model, tmp_path):
+    """save(teachers=False) is the small bundle to share: the student and the record, no teacher weights; it loads,
+    evaluates and re-saves as student-only, and asking it for teachers says why there are none."""
+    from robustcompress.apps.loading import load_demo_models
+    from robustcompress.bundle import read_bundle
+    from robustcompress.data import DataBundle
+    from robustcompress.targets import load_target
+
+    train_set, test_set = _small(digits16, 64)
+    rc = RobustCompressor([standard_model], "test_resnet", method="akd", epochs=1, steps=1, batch_size=64,
+                          device="cpu", verify_attacks=(), progress=False)
+    rc.fit(DataLoader(train_set, batch_size=64), val_data=test_set)
+    folder = rc.save(tmp_path / "shared", teachers=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "student.safetensors"]
+    bundle = read_bundle(folder)
+    assert not bundle.teachers_saved and bundle.record["teachers"] == [standard_model.spec()]
+    with pytest.raises(ValueError, match="student-only"):
+        bundle.teachers()
+    loaded = RobustCompressor.load(folder, device="cpu")
+    x = test_set.tensors[0][:8]
+    with torch.no_grad():
+        assert torch.equal(rc.student.eval()(x), loaded.student(x))
+    assert loaded.teachers == [] and loaded.evaluate(test_set, ("fgsm",), n_examples=16).n_examples == 16
+    again = read_bundle(loaded.save(tmp_path / "again"))  # still student-only, teachers' specs kept
+    assert not again.teachers_saved and again.record["teachers"] == bundle.record["teachers"]
+    data = DataBundle(train=train_set, test=test_set, num_classes=10, input_size=16, channels=3, name="digits")
+    assert load_target(str(folder), data, "cpu").references == {}
+    with pytest.raises(ValueError, match="student-only"):
+        load_demo_models(folder)
+
+
 def test_bare_teacher_name_is_trained_on_the_data_and_cached(digits16, tmp_path):
     train_set, test_set = _small(digits16, 96)
     kwargs = dict(method="akd", epochs=1, steps=1, batch_size=64, teacher_epochs=1, input_size=16, device="cpu",

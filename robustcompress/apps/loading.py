@@ -107,6 +107,11 @@ def load_demo_models(bundle_dir: str | Path, onnx_path: str | Path | None = None
             f"bundle {directory} holds no teacher, so the demo has no undefended model to compare the student with; "
             "use a bundle distilled from standard teachers, such as the quickstart's"
         )
+    if not bundle.teachers_saved:
+        raise ValueError(
+            f"bundle {directory} was saved student-only (without its teachers' weights), so the demo has no "
+            "undefended model to compare the student with; use the bundle fit or quickstart wrote, which keeps them"
+        )
     student, teachers = bundle.student(device), bundle.teachers(device)
     names = bundle.teacher_names or [t.name for t in teachers]
     data = bundle.get("data")
