@@ -9,21 +9,11 @@ OUT/summary.{json,md}. Exit status 0 when every step passed, else 1.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
-
-HERE = Path(__file__).resolve().parent
-
-
-def _throughput_module() -> Any:
-    spec = importlib.util.spec_from_file_location("throughput_benchmark", HERE / "throughput.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def read_steps(out: Path) -> list[dict[str, Any]]:
@@ -51,7 +41,9 @@ def merge_throughput(out: Path) -> dict[str, Any] | None:
               # False when a run was stopped by its timeout: its finished rows are kept, the rest are missing.
               "complete": all(part.get("complete", True) for part in parts)}
     merged.pop("command", None)
-    text = _throughput_module().table(rows)
+    from throughput import table  # a sibling script: benchmarks/ is on sys.path when this one runs
+
+    text = table(rows)
     (out / "throughput.json").write_text(json.dumps(merged, indent=2))
     (out / "throughput.md").write_text(
         f"Device: {merged['device']}; torch {merged['torch']}; date {merged['date']}; seed 0 (synthetic data).\n\n"
@@ -72,15 +64,15 @@ def pytest_counts(out: Path) -> dict[str, int] | None:
 
 
 def fit_result(out: Path) -> dict[str, Any] | None:
-    path = out / "fit" / "config.json"
-    if not path.is_file():
+    from robustcompress.bundle import is_bundle, read_bundle
+
+    if not is_bundle(out / "fit"):
         return None
-    config = json.loads(path.read_text())
-    train = config.get("train_config", {})
-    return {"student": config.get("student", {}).get("name"), "method": config.get("method"),
-            "data": config.get("data", {}).get("name"), "epochs": train.get("epochs"), "steps": train.get("steps"),
-            "batch_size": train.get("batch_size"), "speed": train.get("speed"), "metrics": config.get("metrics", {}),
-            "timings_s": config.get("timings_s", {})}
+    bundle = read_bundle(out / "fit")
+    train = bundle.train_config
+    return {"student": bundle.record["student"]["name"], "method": bundle.method, "data": bundle.get("data").get("name"),
+            "epochs": train.epochs, "steps": train.steps, "batch_size": train.batch_size, "speed": train.speed,
+            "metrics": bundle.get("metrics"), "timings_s": bundle.get("timings_s")}
 
 
 def markdown(summary: dict[str, Any]) -> str:

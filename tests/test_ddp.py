@@ -156,3 +156,18 @@ def test_torchrun_cli_fit_trains_on_two_processes_and_rank0_saves(tmp_path):
     assert saved["metrics"]["n_examples"] == 20  # the sharded evaluation covered every test image
     assert saved["history"][0]["epoch"] == 0
     assert (bundle / "checkpoints" / "last.pt").is_file()
+
+
+def test_rank_results_merge_in_image_order_with_stage_counts_summed():
+    """Under torchrun each rank attacks every world-th image; the merged report must read as one process's:
+    flags back in image order, the slowest rank's time, each warning once, AutoAttack's stage counts summed."""
+    from robustcompress.trainer.distributed import merge_raw_flags
+
+    rank0 = ({"clean": [True, True, False], "autoattack": [True, False, False]}, {"clean": 1.0, "autoattack": 5.0},
+             {"autoattack": ["flag a"]}, {"autoattack": {"apgd-ce": 2, "apgd-t": 1}})
+    rank1 = ({"clean": [True, False], "autoattack": [False, False]}, {"clean": 2.0, "autoattack": 4.0},
+             {"autoattack": ["flag a", "flag b"]}, {"autoattack": {"apgd-ce": 1, "apgd-t": 0}})
+    flags, seconds, warnings, stages = merge_raw_flags([rank0, rank1], 5)
+    assert flags == {"clean": [True, True, True, False, False], "autoattack": [True, False, False, False, False]}
+    assert seconds == {"clean": 2.0, "autoattack": 5.0} and warnings == {"autoattack": ["flag a", "flag b"]}
+    assert stages == {"autoattack": {"apgd-ce": 3, "apgd-t": 1}}

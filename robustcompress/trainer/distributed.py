@@ -12,7 +12,7 @@ import atexit
 import inspect
 import logging
 import os
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -198,31 +198,45 @@ def wrap_for_training(student: nn.Module, method: nn.Module, device: torch.devic
     return DistributedStudent(ddp, student)
 
 
-#: One rank's raw evaluation: per-sample flags, seconds and warnings, each by attack name.
-RawFlags = Tuple[Dict[str, List[bool]], Dict[str, float], Dict[str, List[str]]]
+#: One rank's raw evaluation, each by attack name: per-sample flags, seconds, warnings and, for attacks made of
+#: stages (AutoAttack), how many of the rank's images each stage left robust.
+RawFlags = Tuple[Dict[str, List[bool]], Dict[str, float], Dict[str, List[str]], Dict[str, Dict[str, int]]]
 
 
 def shard_evaluation(run: Callable[[int, int], RawFlags], n: int) -> RawFlags:
     """Call ``run(rank, world)`` (evaluate images rank, rank + world, ... of n) on every rank and gather the raw
-    results: each attack's per-sample flags in the original order, its seconds as the slowest rank's, and the
-    warnings any rank raised, each once. Building the report from them is verify's job.
+    results on every rank (merge_raw_flags). Building the report from them is verify's job.
 
     In one process, or with fewer images than ranks (then every rank evaluates all of them), this is run(0, 1).
     """
     world, me = world_size(), rank()
     if not is_distributed() or n < world:
         return run(0, 1)
-    flags, timings, warnings = run(me, world)
     gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, (flags, timings, warnings))
+    dist.all_gather_object(gathered, run(me, world))
+    return merge_raw_flags(gathered, n)
+
+
+def merge_raw_flags(gathered: Sequence[RawFlags], n: int) -> RawFlags:
+    """The ranks' raw results (rank r evaluated images r, r + world, ...) as one: each attack's per-sample flags in
+    the original order, its seconds as the slowest rank's (ranks attack in parallel), every warning once, and the
+    stage counts summed over ranks."""
+    world = len(gathered)
     merged: dict[str, list[bool]] = {}
-    for name in flags:
+    for name in gathered[0][0]:
         merged[name] = [False] * n
-        for r, (per_sample, _, _) in enumerate(gathered):
-            merged[name][r::world] = per_sample[name]
-    slowest = {k: max(t[k] for _, t, _ in gathered) for k in timings}  # ranks attack in parallel
-    names = {k for _, _, w in gathered for k in w}
-    return merged, slowest, {k: sorted({m for _, _, w in gathered for m in w.get(k, [])}) for k in names}
+        for r, raw in enumerate(gathered):
+            merged[name][r::world] = raw[0][name]
+    slowest = {k: max(raw[1][k] for raw in gathered) for k in gathered[0][1]}
+    names = {k for raw in gathered for k in raw[2]}
+    warnings = {k: sorted({m for raw in gathered for m in raw[2].get(k, [])}) for k in names}
+    stages: dict[str, dict[str, int]] = {}
+    for raw in gathered:
+        for attack, counts in raw[3].items():
+            total = stages.setdefault(attack, {})
+            for stage, count in counts.items():
+                total[stage] = total.get(stage, 0) + int(count)
+    return merged, slowest, warnings, stages
 
 
 def global_batches_per_epoch(n: int, batch_size: int) -> int:

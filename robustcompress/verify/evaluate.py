@@ -201,18 +201,20 @@ def evaluate(
     x_all, y_all = take_examples(data, n_examples)
     model = model.to(device)
     check_label_range(scorer if scorer is not None else model, x_all, y_all, device)
-    stage_correct: dict[str, dict[str, int]] = {}  # this process's images only (AutoAttack's per-stage counts)
     if shard:  # imported here: plain evaluation does not load the training layer
         from robustcompress.trainer.distributed import is_main_process, shard_evaluation
 
         progress = progress and is_main_process()
 
-    def run(rank: int, world: int) -> tuple[dict[str, list[bool]], dict[str, float], dict[str, list[str]]]:
-        """Raw per-sample flags, seconds and AutoAttack's warnings by attack, for images rank, rank + world, ..."""
+    def run(rank: int, world: int) -> tuple[dict[str, list[bool]], dict[str, float], dict[str, list[str]],
+                                            dict[str, dict[str, int]]]:
+        """Raw per-sample flags, seconds, AutoAttack's warnings and per-stage counts by attack, for images rank,
+        rank + world, ... (the counts are summed over ranks by shard_evaluation)"""
         x, y = x_all[rank::world], y_all[rank::world]
         flags: dict[str, list[bool]] = {}
         timings: dict[str, float] = {}
         warnings: dict[str, list[str]] = {}
+        stage_correct: dict[str, dict[str, int]] = {}
         with channels_last_weights(model):  # NHWC kernels: attacks ran 1.4x faster on the CPU
             for name in tqdm(["clean", *names], desc="attacks", disable=not progress, leave=False):
                 t0 = time.perf_counter()
@@ -225,9 +227,9 @@ def evaluate(
                     warnings[name] = messages
                 if stages:
                     stage_correct[name] = stages
-        return flags, timings, warnings
+        return flags, timings, warnings, stage_correct
 
-    per_sample, timings, warnings = shard_evaluation(run, len(y_all)) if shard else run(0, 1)
+    per_sample, timings, warnings, stage_correct = shard_evaluation(run, len(y_all)) if shard else run(0, 1)
     flags = {k: torch.tensor(v, dtype=torch.bool) for k, v in per_sample.items()}
     worst = torch.stack(list(flags.values())).all(dim=0)
     return EvalReport(
