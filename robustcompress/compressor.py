@@ -248,7 +248,7 @@ class RobustCompressor:
             "bundle_version": BUNDLE_VERSION, "method": self.method_name, "method_hparams": self.method.hparams(),
             "method_kwargs": dict(self.method_kwargs), "student": student.spec(),
             "teachers": [t.spec() for t in self.teachers] or list(self.absent_teacher_specs),
-            "teachers_saved": not self.absent_teacher_specs,
+            **({"teachers_saved": False} if self.absent_teacher_specs else {}),  # only student-only bundles say so
             "teacher_names": [describe_teacher(s) for s in self.teacher_specs] or [t.name for t in self.teachers],
             "teacher_weights": None if self.teacher_weights is None else self.teacher_weights.tolist(),
             "teacher_finetune_epochs": self.teacher_finetune_epochs, "teachers_info": self.teachers_info,
