@@ -87,7 +87,8 @@ def write_bundle(directory: str | os.PathLike, record: Mapping[str, Any],
     check_record(dict(record), directory / CONFIG_NAME)
     text = json.dumps(record, indent=2)  # before any file: a record that is not JSON writes nothing
     stale = [path for path in (directory / f"{STUDENT_LAST}.safetensors", *directory.glob("teacher_*.safetensors"))
-             if path.stem not in weights and (path.stem == STUDENT_LAST or _TEACHER_FILE.fullmatch(path.name))]
+             if path.is_file() and path.stem not in weights
+             and (path.stem == STUDENT_LAST or _TEACHER_FILE.fullmatch(path.name))]
     for path in stale:
         path.unlink()
     for stem, state in weights.items():
