@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from cifar10_table import calibration_unit, ci95  # benchmarks/ is on sys.path when this file runs as a script
+from table_protocol import calibration_unit  # benchmarks/ is on sys.path when this file runs as a script
+from table_report import ci95
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -44,8 +44,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # batch 256, PGD-10.
     "gpu": {"students": ["mobilenetv2_100", "resnet18"], "teachers": ["resnet50"], "method": "ard",
             "batch_size": 256, "steps": 10, "input_size": 32, "iters": 20, "warmup": 5},
-    # The CPU-scale CIFAR-10 protocol of benchmarks/cifar10_table.py: its student, its teachers and every method,
-    # each method with the teachers it gets there, PGD-1 at batch 128 (the per-step cost behind the 3x rule).
+    # The CPU-scale CIFAR-10 protocol of benchmarks/cifar10_table.py (defined in table_protocol.py): its student,
+    # its teachers and every method, each method with the teachers it gets there, PGD-1 at batch 128 (the per-step
+    # cost behind the 3x rule).
     "cpu-scale": {"students": ["resnet10t_narrow"], "method": "all", "batch_size": 128, "steps": 1,
                   "input_size": 32, "iters": 8, "warmup": 2, "device": "cpu"},
     # Small enough for CI on a CPU.
@@ -163,7 +164,7 @@ def protocol_runs(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
     CIFAR-10 protocol with its teachers there, plus the live-teacher setting of the methods it caches for."""
     if args.method != "all":
         return [(args.method, list(args.teachers), "live")]
-    import cifar10_table as protocol  # a sibling script: benchmarks/ is on sys.path when this file runs
+    import table_protocol as protocol  # a sibling module: benchmarks/ is on sys.path when this file runs
 
     setting = protocol.CPU_SCALE
     teacher1 = "cifar10_resnet18_autoattack"

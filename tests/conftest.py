@@ -21,7 +21,7 @@ def load_benchmark(filename: str, name: str) -> ModuleType:
 
     It is registered in sys.modules while it executes, because dataclasses look their module up there; the caller
     removes it when it no longer wants it visible. benchmarks/ goes on sys.path, as when a script runs, so scripts
-    import their siblings (``from cifar10_table import ...``) the same way in tests.
+    import their siblings (``from table_protocol import ...``) the same way in tests.
     """
     if str(BENCHMARKS) not in sys.path:
         sys.path.append(str(BENCHMARKS))

@@ -19,19 +19,33 @@ def bench():
     sys.modules.pop("cifar10_table", None)
 
 
+@pytest.fixture(scope="module")
+def protocol(bench):
+    import table_protocol  # the modules the script imported (benchmarks/ is on sys.path once it is loaded)
+
+    return table_protocol
+
+
+@pytest.fixture(scope="module")
+def report(bench):
+    import table_report
+
+    return table_report
+
+
 def _row(method: str, seed: int, clean: float) -> dict:
     return {"method": method, "seed": seed, "status": "ok", "teachers": ["robust"], "clean": clean,
             "attacks": {"pgd20": clean / 2, "cw30": clean / 3}, "autoattack": clean / 4, "autoattack_version": "fast",
             "worst_case": clean / 5, "train_time_s": 12.0, "masking_checks": [], "date": "2026-11-21"}
 
 
-def _header(bench, setting) -> dict:
+def _header(protocol, setting) -> dict:
     import dataclasses
 
     return {
         "benchmark": "cifar10_subset", "mode": "reduced",
         "setting": json.loads(json.dumps(dataclasses.asdict(setting))),
-        "reduced_from_fixed_setting": json.loads(json.dumps(bench.reductions(setting))),
+        "reduced_from_fixed_setting": json.loads(json.dumps(protocol.reductions(setting))),
         "data": {"source": "x.npz", "train_available": 100, "train_size": 100, "test_used": 10},
         "teachers": [], "teacher_attacks": ["pgd20"], "missing_methods": ["iad"], "note": "", "date": "2026-11-21",
         "environment": {"device": "cpu", "torch": "2", "cpu_count": 2, "load_average": 3.0},
@@ -51,27 +65,27 @@ def test_unknown_method_is_refused_before_any_work(bench, tmp_path):
         bench.main(["--smoke", "--methods", "akdd", "--data", str(tmp_path / "nowhere.npz")])
 
 
-def test_split_runs_merge_and_a_new_setting_starts_over(bench, tmp_path):
-    setting = bench.Setting(epochs=2, test_images=10, autoattack="fast")
+def test_split_runs_merge_and_a_new_setting_starts_over(protocol, report, tmp_path):
+    setting = protocol.Setting(epochs=2, test_images=10, autoattack="fast")
     path = tmp_path / "cifar10_subset.json"
-    first = bench.merge_results(path, _header(bench, setting), [_row("akd", 0, 0.8)])
-    bench.write_json(path, first)
-    second = bench.merge_results(path, _header(bench, setting), [_row("pgd-at", 0, 0.6), _row("akd", 1, 0.7)])
+    first = report.merge_results(path, _header(protocol, setting), [_row("akd", 0, 0.8)])
+    protocol.write_json(path, first)
+    second = report.merge_results(path, _header(protocol, setting), [_row("pgd-at", 0, 0.6), _row("akd", 1, 0.7)])
     assert [(r["method"], r["seed"]) for r in second["rows"]] == [("pgd-at", 0), ("akd", 0), ("akd", 1)]
-    bench.write_json(path, second)
-    other = bench.merge_results(path, _header(bench, bench.Setting(epochs=3)), [_row("trades", 0, 0.5)])
+    protocol.write_json(path, second)
+    other = report.merge_results(path, _header(protocol, protocol.Setting(epochs=3)), [_row("trades", 0, 0.5)])
     assert [r["method"] for r in other["rows"]] == ["trades"]
     kept = json.loads((tmp_path / "cifar10_subset.replaced-2026-11-21.json").read_text())
     assert kept["rows"] == second["rows"]  # the other setting's rows are set aside, never lost
 
-    markdown = bench.render_markdown(second)
+    markdown = report.render_markdown(second)
     akd_line = next(line for line in markdown.splitlines() if line.startswith("| akd |"))
     assert "75.0 ± 7.1" in akd_line and "0, 1" in akd_line  # clean: mean and std over the two seeds, in %
     assert "`epochs`: 30 → 2" in markdown and "`autoattack`: standard → fast" in markdown
     assert "**Not run**" in markdown and "iad" in markdown
     assert "load average 3.0" in markdown
 
-    bench.write_results(tmp_path / "table", second)
+    report.write_results(tmp_path / "table", second)
     assert (tmp_path / "table" / "cifar10_subset.png").stat().st_size > 0
     assert "![accuracy per method](cifar10_subset.png)" in (tmp_path / "table" / "cifar10_subset.md").read_text()
 
@@ -148,28 +162,28 @@ def test_the_benchmark_parses_eps_by_the_same_rule(bench):
         bench.parse_eps("4")
 
 
-def test_variants_are_labelled_rows_and_need_a_name(bench):
+def test_variants_are_labelled_rows_and_need_a_name(bench, protocol):
     args = bench.build_parser().parse_args(["--variant", "no features", "--method-arg", "feature_weight=0",
                                             "--teacher-outputs", "live"])
     variant = bench.variant_from(args)
     assert variant == bench.Variant("no features", {"feature_weight": 0}, "live")
-    assert bench.teacher_outputs_for("sa-mdrad", bench.CPU_SCALE, variant) == "live"
-    assert bench.teacher_outputs_for("sa-mdrad", bench.CPU_SCALE) == "cached"
-    assert bench.teacher_outputs_for("akd", bench.CPU_SCALE) == "live"
+    assert bench.teacher_outputs_for("sa-mdrad", protocol.CPU_SCALE, variant) == "live"
+    assert bench.teacher_outputs_for("sa-mdrad", protocol.CPU_SCALE) == "cached"
+    assert bench.teacher_outputs_for("akd", protocol.CPU_SCALE) == "live"
     with pytest.raises(SystemExit, match="name the variant with --variant"):
         bench.variant_from(bench.build_parser().parse_args(["--method-arg", "alpha=0.5"]))
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         bench.variant_from(bench.build_parser().parse_args(["--variant", "x", "--method-arg", "alpha"]))
 
 
-def test_a_table_from_before_an_added_setting_field_still_merges_when_its_rows_are_unaffected(bench):
+def test_a_table_from_before_an_added_setting_field_still_merges_when_its_rows_are_unaffected(protocol, report):
     import dataclasses
 
-    new = json.loads(json.dumps(dataclasses.asdict(bench.CPU_SCALE)))
+    new = json.loads(json.dumps(dataclasses.asdict(protocol.CPU_SCALE)))
     old = {k: v for k, v in new.items() if k != "cached_teacher_outputs_for"}
-    assert bench.same_setting(old, new, [{"method": "pgd-at"}, {"method": "akd"}])
-    assert not bench.same_setting(old, new, [{"method": "sa-mdrad"}])  # it ran with live teachers
-    assert not bench.same_setting({**old, "epochs": 9}, new, [])
+    assert report.same_setting(old, new, [{"method": "pgd-at"}, {"method": "akd"}])
+    assert not report.same_setting(old, new, [{"method": "sa-mdrad"}])  # it ran with live teachers
+    assert not report.same_setting({**old, "epochs": 9}, new, [])
 
 
 def test_quickstart_seeds_gives_a_paired_verdict_over_seeds():

@@ -1,0 +1,343 @@
+"""The CIFAR-10 benchmark's results: runs merged into one table, statistics over seeds, Markdown and plots."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from table_protocol import AUTOATTACK, CPU_SCALE_NOTES, ISSUE_METHODS, command_line, read_json, write_json, write_text
+
+#: The results file (without suffix) write_results writes; cifar10_table.main sets it to its protocol's RESULTS_OF.
+RESULTS_NAME = "cifar10_subset"
+
+
+#: Setting fields added after tables were made. Each names the methods it changes; a table written before the
+#: field existed still merges when none of its rows is of those methods.
+METHOD_LIST_FIELDS_ADDED = ("cached_teacher_outputs_for",)
+
+
+def same_setting(old: dict[str, Any] | None, new: dict[str, Any], old_rows: Sequence[dict[str, Any]] = ()) -> bool:
+    """Whether a table made with ``old`` holds rows comparable with runs under ``new`` (see METHOD_LIST_FIELDS_ADDED)."""
+    if old is None:
+        return False
+    old = dict(old)
+    for key in METHOD_LIST_FIELDS_ADDED:
+        if key in new and key not in old:
+            if {r["method"] for r in old_rows} & set(new[key]):
+                return False
+            old[key] = new[key]
+    return json.loads(json.dumps(old)) == json.loads(json.dumps(new))
+
+
+def merge_results(path: Path, header: dict[str, Any], new_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add rows to the table at ``path`` when it was made with the same setting and data; otherwise start over."""
+    old = read_json(path)
+    same = same_setting(old.get("setting"), header["setting"], old.get("rows", [])) and old.get("data") == header["data"]
+    if old and not same:
+        # Rows of another setting never mix with these; they are kept beside the new table, not thrown away.
+        kept = path.with_name(f"{path.stem}.replaced-{old.get('date', 'undated')}{path.suffix}")
+        path.replace(kept)
+        print(f"note: {path} was made with another setting or data; its rows are kept in {kept}", flush=True)
+    rows = {(r["method"], r["seed"]): r for r in (old.get("rows", []) if same else [])}
+    rows.update({(r["method"], r["seed"]): r for r in new_rows})
+    order = {m: i for i, m in enumerate(ISSUE_METHODS)}
+    merged_rows = sorted(rows.values(), key=lambda r: (order.get(r["method"], len(order)), r["method"], r["seed"]))
+    commands = list(dict.fromkeys([*(old.get("commands", []) if same else []), command_line()]))
+    return {**header, "rows": merged_rows, "commands": commands}
+
+
+def fmt(value: Any) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def mean_std(values: Sequence[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return fmt(vals[0])
+    return f"{100 * statistics.mean(vals):.1f} ± {100 * statistics.stdev(vals):.1f}"
+
+
+#: The seed methods and what each must beat (issue: "The seed methods must earn their place").
+VERDICT_PAIRS = {"akd": ("pgd-at", "ard", "rslad"), "sa-mdrad": ("pgd-at", "trades"), "dual-path": ("pgd-at", "rslad")}
+
+
+def t_quantile(df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def ci95(values: Sequence[float]) -> tuple[float, float] | None:
+    """Mean ± half-width of the 95% confidence interval (Student's t over the seeds); None below two seeds."""
+    if len(values) < 2:
+        return None
+    return statistics.mean(values), t_quantile(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+
+
+def difference_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float] | None:
+    """(mean(a) - mean(b), lower, upper) with a 95% Welch interval; None when either side has fewer than two seeds."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = statistics.mean(a) - statistics.mean(b)
+    se = (va + vb) ** 0.5
+    if se == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = t_quantile(max(1, round(df))) * se
+    return diff, diff - half, diff + half
+
+
+def verdict_lines(results: dict[str, Any], metric: str = "autoattack") -> list[str]:
+    """Win / tie / loss of each seed method against its baselines on ``metric``, with the Welch 95% interval."""
+    values: dict[str, list[float]] = {}
+    for r in results["rows"]:
+        if r["status"] == "ok" and r.get(metric) is not None:
+            values.setdefault(r["method"], []).append(r[metric])
+    lines = []
+    for method, baselines in VERDICT_PAIRS.items():
+        for base in baselines:
+            d = difference_ci(values.get(method, []), values.get(base, []))
+            if d is None:
+                lines.append(f"| {method} | {base} | not yet (needs ≥ 2 seeds of both; have "
+                             f"{len(values.get(method, []))} and {len(values.get(base, []))}) | |")
+                continue
+            diff, lo, hi = d
+            word = "**win**" if lo > 0 else ("**loss**" if hi < 0 else "tie")
+            lines.append(f"| {method} | {base} | {word} | {100 * diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
+    return lines
+
+
+def fmt_setting(name: str, value: Any) -> str:
+    if name in ("eps", "step_size", "robust_eps") and isinstance(value, float):
+        return f"{value * 255:g}/255"
+    if value is None:
+        return "all"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "none"
+    return str(value)
+
+
+def checks_cell(rows: Sequence[dict[str, Any]]) -> str:
+    checks = [c for r in rows for c in r.get("masking_checks") or []]
+    if not checks:
+        return "not run"
+    warned = sorted({c["name"] for c in checks if c["status"] == "warn"})
+    return "warn: " + ", ".join(warned) if warned else "pass"
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The results file people read: setting, what was reduced, teachers' rows, one row per method."""
+    s, env, data = results["setting"], results["environment"], results["data"]
+    attacks = list(s["attacks"])
+    smoke = results["mode"] == "smoke"
+    title = "CIFAR-10 benchmark" + (" — SMOKE RUN (a plumbing check; the numbers mean nothing)" if smoke else "")
+    lines = [f"# {title}", ""]
+    if results.get("note"):
+        lines += [results["note"], ""]
+    if results.get("protocol") == "cpu-scale":
+        lines += [CPU_SCALE_NOTES, ""]
+    if results["reduced_from_fixed_setting"]:
+        lines += ["**This is not the benchmark's fixed setting.** Changed for this run (fixed → used):", ""]
+        lines += [f"- `{k}`: {fmt_setting(k, v[0])} → {fmt_setting(k, v[1])}"
+                  for k, v in results["reduced_from_fixed_setting"].items()]
+        lines.append("")
+    epochs = f"{s['epochs']} epoch{'s' * (s['epochs'] != 1)}"
+    aa_standard = f"; standard for {', '.join(s['autoattack_standard_for'])}" if s["autoattack_standard_for"] else ""
+    dates = sorted({r.get("date", "") for r in results["rows"]} | {results["date"]})
+    lines += [
+        f"**Data**: `{data['source']}`, {data['train_size']} of its {data['train_available']} training images, the first "
+        f"{data['test_used']} test images.",
+        "",
+        f"**Training** (the same for every method): student `{s['student']}` (timm, small-input stem, from scratch), "
+        f"{epochs}, SGD lr {s['lr']} momentum {s['momentum']} weight decay {s['weight_decay']}, {s['schedule']} "
+        f"schedule, batch {s['batch_size']}, random crop + flip; L∞ eps {fmt_setting('eps', s['eps'])}, "
+        f"PGD-{s['steps']} with step "
+        f"{fmt_setting('step_size', s['step_size'])}. Each method keeps its own default hyperparameters (per row in the "
+        f"JSON).",
+        "",
+        f"**Evaluation** at eps {fmt_setting('eps', s['eps'])}: clean, {', '.join(attacks) or 'no PGD attacks'} "
+        f"(step eps/4, random start; cw30 is PGD on the Carlini-Wagner margin), AutoAttack {s['autoattack']}{aa_standard}; worst case "
+        f"counts a test image only if it survives every attack. Masking checks: robustcompress.verify, level "
+        f"`{s['checks']}`, transfer attacks from every teacher.",
+        "",
+        f"**Device**: {env['device']}; torch {env['torch']}; {', '.join(d for d in dates if d)}.",
+    ]
+    if env.get("load_average") is not None:
+        busy = env["load_average"] > env["cpu_count"]
+        lines += ["", f"Times are wall-clock seconds on the CPU (1-minute load average {env['load_average']:.1f} on "
+                      f"{env['cpu_count']} cores just before the last run started"
+                      + ("; other jobs shared the machine, so the times are inflated and noisy)." if busy else
+                         "; the machine was otherwise idle then).")]
+    t_attacks = [a for a in results["teacher_attacks"] if a not in AUTOATTACK.values()]
+    t_aa = any(a in AUTOATTACK.values() for a in results["teacher_attacks"])
+    header = ["clean", *t_attacks, *(["AutoAttack"] if t_aa else []), "worst case", "test images", "training time (s)"]
+    lines += ["", "## Teachers", "",
+              "Shared by every method and seed (made once with seed 0, then cached). Accuracy in %.", "",
+              "| teacher | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    for t in results["teachers"]:
+        aa = [fmt(t["autoattack"]) + f" ({t['autoattack_version']})"] if t_aa else []
+        cells = [fmt(t["clean"]), *(fmt(t["attacks"].get(a)) for a in t_attacks), *aa, fmt(t["worst_case"]),
+                 str(t["n_test"]), "–" if t["train_time_s"] is None else f"{t['train_time_s']:.0f}"]
+        lines.append(f"| {t['role']}: {t['description']} | " + " | ".join(cells) + " |")
+    header = ["teachers", "clean", *attacks, "AutoAttack", "worst case", "masking checks", "training time (s)", "seeds"]
+    lines += ["", "## Students", "", "Accuracy in % on the test images; mean ± std where there are several seeds.", "",
+              "| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in results["rows"]:
+        by_method.setdefault(r["method"], []).append(r)
+    for method, rows in by_method.items():
+        ok = [r for r in rows if r["status"] == "ok"]
+        if not ok:
+            lines.append(f"| {method} | " + " | ".join(["failed (see below)", *[""] * (len(header) - 1)]) + " |")
+            continue
+        versions = sorted({r["autoattack_version"] for r in ok if r["autoattack_version"]})
+        cells = [
+            ", ".join(ok[0]["teachers"]) or "–",
+            mean_std([r["clean"] for r in ok]),
+            *(mean_std([r["attacks"].get(a) for r in ok]) for a in attacks),
+            mean_std([r["autoattack"] for r in ok]) + (f" ({'/'.join(versions)})" if versions else ""),
+            mean_std([r["worst_case"] for r in ok]),
+            checks_cell(ok),
+            f"{statistics.mean(r['train_time_s'] for r in ok):.0f}",
+            ", ".join(str(r["seed"]) for r in ok),
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Teachers: `robust` = the robust teacher, `teacher1` / `teacher2` = the standard ones, in the order the "
+              "method receives them."]
+    if any(r.get("last_epoch") or r.get("train_units") for r in results["rows"]):
+        lines += selection_lines(by_method, attacks)
+    if results.get("protocol") == "cpu-scale":
+        lines += ["", "## Do the seed methods earn their place?", "",
+                  "AutoAttack accuracy (APGD-CE + APGD-T) of the best-validation checkpoint, seed method minus "
+                  "baseline, in points, with a 95% Welch interval over the seeds (t distribution, Welch–Satterthwaite "
+                  "degrees of freedom). Win: the whole interval above 0; loss: below 0; tie: it contains 0.", "",
+                  "| seed method | baseline | verdict | difference [95% CI] |", "|---|---|---|---|",
+                  *verdict_lines(results)]
+    failed = [r for r in results["rows"] if r["status"] != "ok"]
+    if failed:
+        lines += ["", "**Failed runs**:", ""] + [f"- {r['method']} seed {r['seed']}: {r['status']}" for r in failed]
+    if results["missing_methods"]:
+        lines += ["", "**Not run**, because this robustcompress has no such method registered: "
+                  + ", ".join(results["missing_methods"]) + "."]
+    warnings = [(r, c) for r in results["rows"] for c in r.get("masking_checks") or [] if c["status"] == "warn"]
+    if warnings:
+        lines += ["", "**Masking-check warnings** (the robust numbers of these rows may be overestimates):", ""]
+        lines += [f"- {r['method']} seed {r['seed']}, `{c['name']}`: {c['message']}" for r, c in warnings]
+    lines += ["", "## Commands", "", *[f"    {c}" for c in results["commands"]], ""]
+    return "\n".join(lines)
+
+
+def selection_lines(by_method: dict[str, list[dict[str, Any]]], attacks: Sequence[str]) -> list[str]:
+    """Best vs last epoch, 95% intervals and cost in calibration units, per method."""
+    def ci_cell(values: list[float]) -> str:
+        c = ci95(values)
+        return "–" if c is None else f"{100 * c[0]:.1f} ± {100 * c[1]:.1f}"
+
+    first = attacks[0] if attacks else None
+    lines = ["", "### Best vs last epoch, intervals, cost", "",
+             "Best = the epoch with the best PGD-10 accuracy on the validation split (what the table above reports); "
+             f"last = the final epoch, on clean and {first or 'the PGD attack'}. 95% CI = mean ± t(0.975, n−1)·sd/√n "
+             "over the seeds. Cost in units of ../shared/tools/calibrate.py measured at the start of the same run.", "",
+             "| method | best epoch(s) | AutoAttack 95% CI | standard AA (seed 0) | last: clean | "
+             f"last: {first} | train (s) | train (units) | eval (units) |", "|---|" + "---|" * 8]
+    for method, rows in by_method.items():
+        ok = [r for r in rows if r["status"] == "ok"]
+        if not ok:
+            continue
+        epochs = [str((r.get("selection") or {}).get("best_epoch", "last")) for r in ok]
+        lasts = [r["last_epoch"] for r in ok if r.get("last_epoch")]
+        standard = [r["autoattack_standard"] for r in ok if r.get("autoattack_standard") is not None and r["seed"] == 0]
+        units = [r["train_units"] for r in ok if r.get("train_units")]
+        eval_units = [r["eval_units"] for r in ok if r.get("eval_units")]
+        lines.append("| " + " | ".join([
+            method, ", ".join(epochs), ci_cell([r["autoattack"] for r in ok if r.get("autoattack") is not None]),
+            fmt(standard[0]) if standard else "–",
+            mean_std([x["clean"] for x in lasts]) if lasts else "–",
+            mean_std([x["attacks"].get(first) for x in lasts]) if lasts and first else "–",
+            f"{statistics.mean(r['train_time_s'] for r in ok):.0f}",
+            f"{statistics.mean(units):.0f}" if units else "–",
+            f"{statistics.mean(eval_units):.0f}" if eval_units else "–",
+        ]) + " |")
+    return lines
+
+
+def render_plot(results: dict[str, Any], path: Path) -> Path | None:
+    """Grouped bars per method (clean, each attack, AutoAttack, worst case), for people who would rather look."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in results["rows"]:
+        if r["status"] == "ok":
+            by_method.setdefault(r["method"], []).append(r)
+    if not by_method:
+        return None
+    if results.get("protocol") == "cpu-scale":
+        return render_scatter(by_method, results, path)
+    attacks = {a: (lambda r, a=a: r["attacks"].get(a)) for a in results["setting"]["attacks"]}
+    series = {"clean": lambda r: r["clean"], **attacks, "AutoAttack": lambda r: r["autoattack"], "worst case": lambda r: r["worst_case"]}
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(by_method)), 3.8))
+    for i, (label, get) in enumerate(series.items()):
+        means = [statistics.mean([v for v in map(get, rows) if v is not None] or [float("nan")]) * 100
+                 for rows in by_method.values()]
+        ax.bar([m + (i - (len(series) - 1) / 2) * width for m in range(len(by_method))], means, width, label=label)
+    ax.set_xticks(range(len(by_method)), list(by_method), rotation=30, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    smoke = " (smoke run)" if results["mode"] == "smoke" else ""
+    eps = fmt_setting("eps", results["setting"]["eps"])
+    ax.set_title(f"{results['data']['test_used']} CIFAR-10 test images, eps {eps}{smoke}")
+    ax.legend(ncol=len(series), fontsize=8, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    from robustcompress.io import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def render_scatter(by_method: dict[str, list[dict[str, Any]]], results: dict[str, Any], path: Path) -> Path:
+    """Clean accuracy vs AutoAttack accuracy, one point per method (mean over seeds, bars = one std)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    seed_methods = set(VERDICT_PAIRS)
+    for method, rows in by_method.items():
+        clean = [100 * r["clean"] for r in rows]
+        robust = [100 * r["autoattack"] for r in rows if r.get("autoattack") is not None]
+        if not robust:
+            continue
+        sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
+        ax.errorbar(statistics.mean(clean), statistics.mean(robust), xerr=sd(clean), yerr=sd(robust),
+                    fmt="*" if method in seed_methods else "o", markersize=11 if method in seed_methods else 7,
+                    capsize=3, label=f"{method} ({len(rows)} seed{'s' * (len(rows) != 1)})")
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel("AutoAttack accuracy (%)")
+    eps = fmt_setting("eps", results["setting"]["eps"])
+    ax.set_title(f"CIFAR-10 JPEGs, {results['setting']['student']}, L∞ eps {eps} (★ = seed method)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    from robustcompress.io import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def write_results(out: Path, results: dict[str, Any]) -> None:
+    """The JSON, the plot and the Markdown table that shows it."""
+    write_json(out / f"{RESULTS_NAME}.json", results)
+    plot = render_plot(results, out / f"{RESULTS_NAME}.png")
+    markdown = render_markdown(results)
+    if plot is not None:
+        markdown = markdown.replace("\n## Teachers\n", f"\n![accuracy per method]({plot.name})\n\n## Teachers\n", 1)
+    write_text(out / f"{RESULTS_NAME}.md", markdown)

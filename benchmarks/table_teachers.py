@@ -1,0 +1,194 @@
+"""The CIFAR-10 benchmark's teachers: made once per recipe and cached, evaluated, and which method gets which."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from table_protocol import (TEACHERS_OF, Setting, describe_device, metrics_of, read_json, teacher_attacks, today,
+                            validation_split, with_train, write_json)
+
+
+@dataclass
+class Teacher:
+    """A teacher model with what the table says about it."""
+
+    role: str
+    description: str
+    model: torch.nn.Module
+    train_time_s: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- teachers -----------------------------------------------------------------------------------------------------------
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def benchmark_cache() -> Path:
+    from robustcompress.teachers import cache_dir
+
+    return cache_dir() / "benchmark"
+
+
+def cached_teacher(role: str, recipe: dict[str, Any], data: Any, device: torch.device, build: Callable[[], Any],
+                   train: Callable[[], torch.nn.Module], description: str) -> Teacher:
+    """Train a teacher once per (recipe, training images) and keep its weights and training time in the cache."""
+    from robustcompress.models import load_weights
+    from robustcompress.teachers import data_fingerprint
+    from robustcompress.io import save_safetensors
+
+    key = digest([role, recipe, data_fingerprint(data)])
+    weights_path = benchmark_cache() / f"{role}-{key}.safetensors"
+    meta_path = weights_path.with_suffix(".json")
+    if weights_path.is_file() and meta_path.is_file():
+        print(f"{role}: cached weights {weights_path}", flush=True)
+        model, meta = load_weights(build(), weights_path), read_json(meta_path)
+    else:
+        print(f"{role}: training ({recipe})", flush=True)
+        t0 = time.perf_counter()
+        model = train()
+        meta = {"train_time_s": time.perf_counter() - t0, "trained_on": describe_device(device), "date": today(),
+                "recipe": recipe, "train_images": len(data.train)}
+        save_safetensors(model.state_dict(), weights_path)
+        write_json(meta_path, meta)
+    extra = {"recipe": recipe, "trained_on": meta["trained_on"], "train_images": meta["train_images"]}
+    return Teacher(role, description, model.to(device).eval(), meta["train_time_s"], extra)
+
+
+def make_teachers(setting: Setting, data: Any, device: torch.device, progress: bool,
+                  roles: Sequence[str] = ("teacher1", "teacher2", "robust")) -> dict[str, Teacher]:
+    """Teacher 1 (loaded, optionally fine-tuned here), teacher 2 and the robust teacher (trained once, then read
+    from the cache); only ``roles`` and what they are made from are built."""
+    from robustcompress.models import build_model
+    from robustcompress.teachers import train_teacher
+
+    full = with_train(data, setting.train_images)
+    data, _ = validation_split(setting, full)
+    needed = set(roles) | ({setting.robust_source} if "robust" in roles else set())
+    teachers: dict[str, Teacher] = {}
+    if "teacher1" in needed:
+        teachers["teacher1"] = make_teacher1(setting, full, device, progress)
+    if not needed - {"teacher1"}:
+        return teachers
+    train_data = data
+    epochs2 = f"{setting.teacher2_epochs} epoch{'s' * (setting.teacher2_epochs != 1)}"
+    recipe2 = {"name": setting.teacher2, "epochs": setting.teacher2_epochs, "lr": setting.teacher2_lr,
+               "batch_size": setting.batch_size, "seed": 0}
+    teachers["teacher2"] = cached_teacher(
+        "teacher2", recipe2, train_data, device,
+        build=lambda: build_model(setting.teacher2, 10, 32),
+        train=lambda: train_teacher(setting.teacher2, train_data, epochs=setting.teacher2_epochs,
+                                    lr=setting.teacher2_lr, batch_size=setting.batch_size, seed=0, device=device,
+                                    use_cache=False, progress=progress),
+        description=f"{setting.teacher2}: standard training by robustcompress.train_teacher, {epochs2}, "
+        f"{len(train_data.train)} images",
+    )
+
+    if "robust" not in roles:
+        return teachers
+    robust_data = with_train(data, setting.robust_train_images or setting.train_images)
+    source = teachers[setting.robust_source]
+    recipe = {"source": setting.robust_source, "eps": setting.robust_eps, "steps": setting.robust_steps,
+              "epochs": setting.robust_epochs, "lr": setting.robust_lr, "seed": 0}
+    if setting.robust_source != "teacher1" or setting.teacher1_finetune_epochs:
+        recipe["start"] = weights_of(source.model)  # a changed starting point is another robust teacher
+
+    def finetune() -> torch.nn.Module:
+        from robustcompress.teachers import weak_adversarial_finetune
+
+        return weak_adversarial_finetune(
+            source.model, robust_data, setting.robust_eps, steps=setting.robust_steps,
+            epochs=setting.robust_epochs, lr=setting.robust_lr, device=device, seed=0, progress=progress,
+            use_cache=False,  # cached below, with its training time
+        )
+
+    spec = source.model.spec()
+    teachers["robust"] = cached_teacher(
+        "robust", recipe, robust_data, device,
+        build=lambda: build_model(spec["name"], 10, 32, mean=spec["mean"], std=spec["std"]),
+        train=finetune,
+        description=f"{spec['name']}: {setting.robust_source} weakly adversarially fine-tuned by "
+        f"robustcompress.weak_adversarial_finetune (eps {setting.robust_eps * 255:g}/255, PGD-{setting.robust_steps}, "
+        f"{setting.robust_epochs} epoch{'s' * (setting.robust_epochs != 1)}, lr {setting.robust_lr}, "
+        f"{len(robust_data.train)} images)",
+    )
+    return {r: t for r, t in teachers.items() if r in roles}
+
+
+def weights_of(model: torch.nn.Module) -> str:
+    from robustcompress.teachers import weights_fingerprint
+
+    return weights_fingerprint(model)
+
+
+def make_teacher1(setting: Setting, data: Any, device: torch.device, progress: bool) -> Teacher:
+    """pyautoattack's pre-trained CIFAR-10 ResNet-18, fine-tuned on the benchmark's training images when the
+    setting asks (robustcompress.finetune_teacher: clean, early-stopped on validation accuracy, cached).
+
+    Called exactly as ``robustcompress fit DATA --teachers cifar10_resnet18_autoattack --finetune-teachers N`` calls
+    it, so both share one cached fine-tune; its validation images (a seed-0 draw of val_images out of train) are the
+    students' validation split too, so no teacher trains on the images students are selected on."""
+    from robustcompress.models import load_autoattack_resnet18
+
+    pretrained = load_autoattack_resnet18(device)
+    source = {"source": "pyautoattack/examples/model_test.pt"}
+    if not setting.teacher1_finetune_epochs:
+        return Teacher("teacher1", "resnet18: pyautoattack's pre-trained CIFAR-10 checkpoint (standard training)",
+                       pretrained, None, source)
+    from robustcompress.teachers import finetune_teacher
+
+    print(f"teacher1: fine-tuning ({setting.teacher1_finetune_epochs} epoch, lr {setting.teacher1_finetune_lr}; "
+          "cached)", flush=True)
+    from robustcompress.compressor import VALIDATION_SPLIT_SEED
+
+    fraction = (setting.val_images or 1000) / len(data.train)
+    model = finetune_teacher(pretrained, data, setting.teacher1_finetune_epochs, setting.teacher1_finetune_lr,
+                             device, VALIDATION_SPLIT_SEED, progress, batch_size=setting.batch_size,
+                             val_fraction=fraction)
+    info = model.teacher_info
+    epochs = setting.teacher1_finetune_epochs
+    return Teacher(
+        "teacher1",
+        f"resnet18: pyautoattack's pre-trained CIFAR-10 checkpoint, fine-tuned here on the training JPEGs "
+        f"(robustcompress.finetune_teacher, clean, {epochs} epoch{'s' * (epochs != 1)}, lr "
+        f"{setting.teacher1_finetune_lr}; validation clean {100 * info['val_clean_before']:.1f}% before, "
+        f"{100 * info['val_clean_after']:.1f}% after)",
+        model.to(device).eval(), info.get("train_time_s"),
+        {**source, "val_clean_before": info["val_clean_before"], "val_clean_after": info["val_clean_after"]},
+    )
+
+
+def evaluate_teacher(teacher: Teacher, setting: Setting, data: Any, device: torch.device,
+                     progress: bool) -> dict[str, Any]:
+    """The teacher's row; cached by weights and evaluation setting, since attacking a ResNet-18 is slow on CPU."""
+    from robustcompress.teachers import data_fingerprint, weights_fingerprint
+    from robustcompress.verify import evaluate
+
+    attacks = teacher_attacks(setting)
+    test_images = data_fingerprint(with_train(dataclasses.replace(data, train=data.test), setting.teacher_test_images))
+    key = digest([weights_fingerprint(teacher.model), attacks, setting.eps, test_images])
+    path = benchmark_cache() / f"eval-{teacher.role}-{key}.json"
+    cached = read_json(path)
+    if cached:
+        print(f"{teacher.role}: cached evaluation {path}", flush=True)
+        return cached
+    print(f"{teacher.role}: evaluating ({', '.join(['clean', *attacks])})", flush=True)
+    report = evaluate(teacher.model, data.test, attacks, eps=setting.eps, n_examples=setting.teacher_test_images,
+                      device=device, seed=0, progress=progress)
+    row = {**metrics_of(report), "device": describe_device(device), "date": today()}
+    write_json(path, row)
+    return row
+
+
+def teacher_roles(method: str) -> tuple[str, ...]:
+    """The teachers ``method`` distils from; a registered method the benchmark does not know gets the robust one."""
+    from robustcompress import create_method
+
+    return TEACHERS_OF.get(method, ("robust",) if create_method(method).needs_teacher else ())
