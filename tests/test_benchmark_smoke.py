@@ -193,3 +193,8 @@ def test_quickstart_seeds_gives_a_paired_verdict_over_seeds():
     assert mean == pytest.approx(0.02 / 3) and low < 0 < high and seeds.verdict((mean, low, high)) == "tie"
     assert seeds.verdict(seeds.paired_interval([-0.05, -0.06, -0.055])) == "loss"
     assert seeds.verdict(seeds.paired_interval([0.05, 0.06, 0.055])) == "win"
+    settings = {"input_size": 16, "teachers": ["dla46_c"], "method": "sa-mdrad"}
+    assert seeds.parse_overrides(["input_size=8", 'teachers=["resnet10t"]', "method=ard"], settings) == {
+        "input_size": 8, "teachers": ["resnet10t"], "method": "ard"}
+    with pytest.raises(SystemExit, match="KEY one of"):
+        seeds.parse_overrides(["input_sise=8"], settings)

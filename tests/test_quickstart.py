@@ -79,3 +79,21 @@ def test_the_table_marks_attacks_not_run_on_a_teacher():
               "method": "m"}
     table = render_table(report)
     assert "–" in table and "not run: pgd20 already breaks" in table
+
+
+def test_the_baseline_is_trained_once_and_reused_by_a_second_run(digits16):
+    """The PGD-AT baseline does not depend on the method or teachers: a second quickstart (another method, a
+    re-run) takes it and its numbers from the cache instead of training and attacking it again."""
+    from robustcompress.quickstart import SETTINGS, cached_baseline
+
+    s = {**SETTINGS, "epochs": 1, "eval_examples": 16, "attacks": ["fgsm"], "steps": 1}
+    common = dict(eps=s["eps"], steps=1, epochs=1, batch_size=64, lr=0.1, seed=0, device="cpu", verify_attacks=(),
+                  progress=False)
+    kw = dict(attacks=["fgsm"], eps=s["eps"], n_examples=16, device="cpu", seed=0, progress=False)
+    first_timings, second_timings = {}, {}
+    first, cached_first = cached_baseline(s, digits16, common, kw, first_timings)
+    second, cached_second = cached_baseline(s, digits16, common, kw, second_timings)
+    assert (cached_first, cached_second) == (False, True) and first == second
+    assert first_timings["baseline"] > 0 and second_timings == {"baseline": 0.0}
+    other, cached_other = cached_baseline({**s, "seed": 1}, digits16, {**common, "seed": 1}, {**kw, "seed": 1}, {})
+    assert not cached_other  # another seed is another baseline
