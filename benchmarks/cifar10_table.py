@@ -119,7 +119,9 @@ def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: di
     )
     rc.fit(with_train(data, setting.train_images))
     t0 = time.perf_counter()
-    row, report = evaluate_student(rc.student, method, seed, setting, data, device, progress)
+    # A variant (an ablation) gets the protocol's AutoAttack; standard AutoAttack is for the protocol's own rows.
+    label = method if variant is None else f"{method} [{variant.label}]"
+    row, report = evaluate_student(rc.student, label, seed, setting, data, device, progress)
     checks = masking_checks(rc.student, data, setting, report, teachers, device, progress)
     last = None
     if rc.selection.get("best_epoch") == setting.epochs:  # the best epoch is the last: nothing more to evaluate
@@ -132,7 +134,7 @@ def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: di
     eval_wall = time.perf_counter() - t0
     train_s = rc.timings_s["train"]
     return {
-        "method": method if variant is None else f"{method} [{variant.label}]",
+        "method": label,
         "seed": seed,
         "status": "ok",
         "teachers": list(roles),

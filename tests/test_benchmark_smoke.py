@@ -198,3 +198,15 @@ def test_quickstart_seeds_gives_a_paired_verdict_over_seeds():
         "input_size": 8, "teachers": ["resnet10t"], "method": "ard"}
     with pytest.raises(SystemExit, match="KEY one of"):
         seeds.parse_overrides(["input_sise=8"], settings)
+
+
+def test_bundle_reevaluation_agrees_within_one_standard_error():
+    again = load_benchmark("reevaluate_bundles.py", "reevaluate_bundles")
+    assert again.standard_error(0.5, 10_000) == pytest.approx(0.005)
+    assert again.compare(0.381, 0.381, 8000)["agrees"]
+    assert again.compare(0.381, 0.385, 8000)["agrees"]  # 0.4 points < 1 SE (0.54 points)
+    assert not again.compare(0.381, 0.39, 8000)["agrees"]
+    rows = {"rows": [{"method": "akd", "seed": 1, "status": "ok"}, {"method": "akd", "seed": 0, "status": "ok"},
+                     {"method": "akd [alpha 0.9]", "seed": 0, "status": "ok"}]}
+    assert again.table_row(rows, "akd") == {"method": "akd", "seed": 0, "status": "ok"}
+    assert again.table_row(rows, "ard") is None

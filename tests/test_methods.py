@@ -152,6 +152,23 @@ def test_dual_paths_give_the_configured_points_in_the_ball_and_the_targeted_path
     assert p_away[idx, y].mean() < p_clean[idx, y].mean()
 
 
+def test_a_random_start_moves_both_paths_off_the_clean_image_but_keeps_them_in_the_ball(batch, teachers):
+    """With one step (the CPU-scale protocol) the clean-start paths are plain FGSM from x; random_start=True starts
+    both from one random point of the ball (FGSM-RS), drawn from torch's seeded RNG."""
+    x, y = batch
+    student = _trained_student(teachers).eval()
+    target = (y + 1) % 10
+    plain, _ = dual_paths(student, x, y, target, EPS, STEP, steps=1, points=1)
+    torch.manual_seed(0)
+    away, towards = dual_paths(student, x, y, target, EPS, STEP, steps=1, points=1, random_start=True)
+    torch.manual_seed(0)
+    again, _ = dual_paths(student, x, y, target, EPS, STEP, steps=1, points=1, random_start=True)
+    assert not torch.equal(away[0], plain[0]) and torch.equal(away[0], again[0])
+    for point in away + towards:
+        assert (point - x).abs().max() <= EPS + 1e-6 and point.min() >= 0 and point.max() <= 1
+    assert create_method("dual-path", random_start=True).hparams()["random_start"] is True
+
+
 def test_path_weights_emphasise_large_drops_and_drop_noisy_points():
     y = torch.tensor([0, 0, 0])
     clean_true_p = torch.tensor([0.9, 0.9, 0.9])

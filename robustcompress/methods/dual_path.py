@@ -6,8 +6,10 @@ of the multi-step attack path is aligned between teacher and student, with adapt
 informative samples and down-weight noisy ones, on two branches - the untargeted ascent away from the true class
 and the targeted descent towards another class c_j. RECONSTRUCTED here (see docs/methods.md):
 
-* both paths attack the student with cross-entropy, start from the clean image (no random start), and take the
-  trainer's step size and number of steps; c_j is the teacher ensemble's runner-up class on the clean image;
+* both paths attack the student with cross-entropy, start from the clean image (no random start; with
+  ``random_start=True`` both start from one uniform random point of the eps-ball, as FGSM-RS does against
+  catastrophic overfitting when the trainer takes a single step), and take the trainer's step size and number of
+  steps; c_j is the teacher ensemble's runner-up class on the clean image;
 * ``path_points`` evenly spaced iterates per path are used (always including the last; None = every iterate);
 * weight of a point = drop of the teacher's true-class probability from the clean image to that point, zero where
   the teacher no longer predicts the true class (a noisy target), divided by the mean drop over the path's
@@ -45,11 +47,15 @@ def dual_paths(
     step_size: float,
     steps: int,
     points: int | None,
+    random_start: bool = False,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The selected intermediate samples of the untargeted path (away from y) and the targeted one (towards target)."""
+    """The selected intermediate samples of the untargeted path (away from y) and the targeted one (towards target),
+    both from the clean image or, with ``random_start``, from one shared uniform random point of the eps-ball."""
     keep = path_indices(steps, points)
-    away = pgd(student, x, y, eps, step_size, steps, random_start=False, return_path=True)
-    towards = pgd(student, x, target, eps, step_size, steps, targeted=True, random_start=False, return_path=True)
+    start = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1) if random_start else None
+    away = pgd(student, x, y, eps, step_size, steps, random_start=False, x_init=start, return_path=True)
+    towards = pgd(student, x, target, eps, step_size, steps, targeted=True, random_start=False, x_init=start,
+                  return_path=True)
     return [away[i].detach() for i in keep], [towards[i].detach() for i in keep]  # type: ignore[index]
 
 
@@ -72,7 +78,7 @@ def path_weights(clean_true_p: torch.Tensor, point_probs: torch.Tensor, y: torch
 class DualPath(Method):
     summary = "Dual-path: teacher-student KL on every intermediate sample of an untargeted and a targeted PGD path."
 
-    def __init__(self, path_points: int | None = None, clean_weight: float = 1 / 6) -> None:
+    def __init__(self, path_points: int | None = None, clean_weight: float = 1 / 6, random_start: bool = False) -> None:
         super().__init__()
         if path_points is not None and path_points < 1:
             raise ValueError(f"path_points={path_points} must be at least 1 (or None for every PGD iterate)")
@@ -80,6 +86,7 @@ class DualPath(Method):
             raise ValueError(f"clean_weight={clean_weight} must lie in [0, 1]")
         self.path_points = path_points
         self.clean_weight = clean_weight
+        self.random_start = bool(random_start)
 
     def perturb(self, ctx: StepContext) -> torch.Tensor:
         require_teacher(self.name, ctx.teachers)
@@ -88,7 +95,7 @@ class DualPath(Method):
         clean_probs = teacher_probs(ctx.teachers, ctx.x, ctx.teacher_weights)
         target = runner_up_class(clean_probs, ctx.y)
         away, towards = dual_paths(ctx.student, ctx.x, ctx.y, target, ctx.eps, ctx.step_size, ctx.steps,
-                                   self.path_points)
+                                   self.path_points, self.random_start)
         ctx.cache.update(clean_probs=clean_probs, away=away, towards=towards, target_class=target)
         return away[-1]
 
