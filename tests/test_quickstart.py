@@ -24,18 +24,19 @@ def test_report_has_the_documented_keys(quickstart_report):
     for metrics in (saved["metrics"], saved["baseline"], *saved["teachers_metrics"]):
         assert set(metrics) >= {"clean_acc", "robust_acc"}
         assert "pgd20" in metrics["robust_acc"]
+    # The teachers (the reference) get the teacher attacks only; the students every attack.
+    assert all(set(t["robust_acc"]) == set(saved["teacher_attacks"]) for t in saved["teachers_metrics"])
     assert len(saved["teachers_metrics"]) == 2
     assert (out / "report.md").read_text().startswith("# robustcompress quickstart report")
     assert (out / "student.onnx").stat().st_size > 0
     assert (out / "bundle" / "config.json").is_file()
 
 
-def test_distilled_student_is_far_more_robust_than_the_undefended_teachers(quickstart_report):
+def test_the_distilled_student_is_accurate_and_robust_and_its_teachers_are_worth_learning_from(quickstart_report):
     _, report = quickstart_report
-    student = report["metrics"]["robust_acc"]["pgd20"]
-    best_teacher = max(t["robust_acc"]["pgd20"] for t in report["teachers_metrics"])
-    assert report["metrics"]["clean_acc"] > 0.6
-    assert student > best_teacher + 0.2
+    assert report["metrics"]["clean_acc"] > 0.8
+    assert report["metrics"]["robust_acc"]["pgd20"] > 0.5  # far above chance (0.1) one grey level away
+    assert all(t["clean_acc"] > 0.9 for t in report["teachers_metrics"])
 
 
 def test_onnx_export_matches_pytorch(quickstart_report):
@@ -50,35 +51,13 @@ def test_printed_table_names_every_model(quickstart_report):
         assert name in table
 
 
-def test_undefended_teachers_skip_autoattack_only_when_the_first_attack_already_breaks_them(monkeypatch):
-    from robustcompress import quickstart
-
-    calls = []
-
-    class Report:
-        def __init__(self, attacks, acc):
-            self.robust_acc = {a: acc for a in attacks}
-
-    def fake_evaluate(model, test, **kw):
-        calls.append(tuple(kw["attacks"]))
-        return Report(kw["attacks"], model)
-
-    monkeypatch.setattr(quickstart, "evaluate", fake_evaluate)
-    kw = {"attacks": ["pgd20", "autoattack-fast"]}
-    assert set(quickstart.evaluate_undefended(0.05, None, 0.1, kw).robust_acc) == {"pgd20"}
-    assert calls == [("pgd20",)]
-    calls.clear()
-    assert set(quickstart.evaluate_undefended(0.4, None, 0.1, kw).robust_acc) == {"pgd20", "autoattack-fast"}
-    assert calls == [("pgd20",), ("pgd20", "autoattack-fast")]
-
-
 def test_the_table_marks_attacks_not_run_on_a_teacher():
     metrics = {"clean_acc": 0.9, "robust_acc": {"pgd20": 0.8, "autoattack-fast": 0.7}, "worst_case_acc": 0.7}
     teacher = {"name": "t", "clean_acc": 0.9, "robust_acc": {"pgd20": 0.02}, "worst_case_acc": 0.02}
     report = {"teachers_metrics": [teacher], "baseline": metrics, "metrics": metrics, "student": "s",
               "method": "m"}
     table = render_table(report)
-    assert "–" in table and "not run: pgd20 already breaks" in table
+    assert "–" in table and "not run on the teachers" in table
 
 
 def test_the_baseline_is_trained_once_and_reused_by_a_second_run(digits16):
