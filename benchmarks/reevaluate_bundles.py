@@ -53,13 +53,11 @@ def run_evaluate(bundle: Path, data: Path, attacks: Sequence[str], n_examples: i
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.json"
         command = ["robustcompress", "evaluate", str(bundle), str(data), "--attacks", *attacks, "--checks", "none",
-                   "--no-progress", "--json", str(out)]
-        if n_examples is not None:
-            command += ["--n-examples", str(n_examples)]
-        done = subprocess.run(command, capture_output=True, text=True)
+                   "--no-progress", *(["--n-examples", str(n_examples)] if n_examples is not None else [])]
+        done = subprocess.run([*command, "--json", str(out)], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-        return {"command": " ".join(command[:-2]), **json.loads(out.read_text())}
+        return {"command": " ".join(command), **json.loads(out.read_text())}  # the user's command: no temp --json
 
 
 def reevaluate(method: str, row: dict[str, Any], bundle: Path, data: Path, autoattack: int) -> dict[str, Any]:
