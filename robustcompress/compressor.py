@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from robustcompress.bundle import BUNDLE_VERSION, STUDENT, STUDENT_LAST, read_bundle, teacher_stem, write_bundle
+from robustcompress.bundle import read_bundle, write_bundle
 from robustcompress.data import DataBundle, load_data
 from robustcompress.data.core import load_train_data
 from robustcompress.export.onnx import PARITY_TOLERANCE
@@ -19,8 +19,9 @@ from robustcompress.export.student import export_student, labelled_data, onnx_ou
 from robustcompress.io import check_writable, writable_dir
 from robustcompress.methods import create_method
 from robustcompress.models import ImageClassifier, create_model
+from robustcompress.run_record import restore_run, run_record, run_weights
 from robustcompress.settings import check_arguments, check_teachers, teacher_list
-from robustcompress.teachers import describe_teacher, prepare_teachers, split_validation, teacher_references
+from robustcompress.teachers import pick_model, prepare_teachers, split_validation, teacher_references
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.trainer.distributed import is_main_process
 from robustcompress.trainer.loop import check_attack_budget, resolve_device, seed_everything
@@ -192,12 +193,7 @@ class RobustCompressor:
         """
         student = self._require_student()
         dataset, _ = self._held_out(data)
-        if model == "student":
-            target: nn.Module = student
-        elif model.startswith("teacher") and model[7:].isdigit() and int(model[7:]) < len(self.teachers):
-            target = self.teachers[int(model[7:])]
-        else:
-            raise ValueError(f"model must be 'student' or 'teacher0'..'teacher{len(self.teachers) - 1}', got '{model}'")
+        target = pick_model(student, self.teachers, model)
         return evaluate(  # shard: under torchrun each rank attacks a share; all get the full report
             target, dataset, attacks, eps=self.config.eps if eps is None else eps, n_examples=n_examples,
             batch_size=batch_size, device=self.device, seed=self.config.seed, progress=self.config.progress,
@@ -243,21 +239,7 @@ class RobustCompressor:
 
     def describe(self) -> dict[str, Any]:
         """The JSON-serialisable description stored in bundles (robustcompress.bundle), reports and ONNX metadata."""
-        student = self._require_student()
-        return {
-            "bundle_version": BUNDLE_VERSION, "method": self.method_name, "method_hparams": self.method.hparams(),
-            "method_kwargs": dict(self.method_kwargs), "student": student.spec(),
-            "teachers": [t.spec() for t in self.teachers] or list(self.absent_teacher_specs),
-            **({"teachers_saved": False} if self.absent_teacher_specs else {}),  # only student-only bundles say so
-            "teacher_names": [describe_teacher(s) for s in self.teacher_specs] or [t.name for t in self.teachers],
-            "teacher_weights": None if self.teacher_weights is None else self.teacher_weights.tolist(),
-            "teacher_finetune_epochs": self.teacher_finetune_epochs, "teachers_info": self.teachers_info,
-            "train_config": vars(self.config).copy(), "select": self.select, "val_size": self.val_size,
-            "selection": self.selection or {"select": "last"}, "eps": self.config.eps, "norm": "Linf",
-            "data": self.data_info, "metrics": self.metrics, "history": self.history, "timings_s": self.timings_s,
-            "teacher_epochs": self.teacher_epochs, "verify_attacks": list(self.verify_attacks),
-            "verify_examples": self.verify_examples,
-        }
+        return run_record(self)
 
     def save(self, directory: str | os.PathLike, *, teachers: bool = True, last: bool = True) -> Path:
         """Write the bundle: student/teacher weights (safetensors) and config.json (see robustcompress.bundle).
@@ -269,38 +251,12 @@ class RobustCompressor:
         record = self.describe()
         if not teachers and record["teachers"]:
             record["teachers_saved"] = False
-        weights = {STUDENT: self._require_student().state_dict(),
-                   **({STUDENT_LAST: self.last_state} if self.last_state is not None and last else {}),
-                   **({teacher_stem(i): t.state_dict() for i, t in enumerate(self.teachers)} if teachers else {})}
-        return write_bundle(directory, record, weights)
+        return write_bundle(directory, record, run_weights(self, teachers=teachers, last=last))
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str = "auto") -> "RobustCompressor":
         """Rebuild a saved bundle (no pickles: JSON config + safetensors weights; see robustcompress.bundle)."""
-        bundle = read_bundle(directory)
-        tc, get = bundle.train_config, bundle.get
-        # Built with a clean, teacher-free method and then given the saved one and its exact TrainConfig:
-        # inference needs no teachers' specs, and every training setting round-trips.
-        rc = cls(teachers=[], student=get("student")["name"], method="standard", eps=tc.eps, device=device,
-                 teacher_epochs=get("teacher_epochs"), verify_examples=get("verify_examples"),
-                 verify_attacks=get("verify_attacks"), progress=tc.progress)
-        rc.config, rc.method_name, rc.method_kwargs = tc, bundle.method, dict(get("method_kwargs"))
-        rc.method = create_method(bundle.method, **get("method_hparams"))
-        weights = get("teacher_weights")
-        rc.teacher_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
-        rc.student = bundle.student(rc.device)
-        if bundle.teachers_saved:
-            rc.teachers = bundle.teachers(rc.device)
-        else:
-            rc.absent_teacher_specs = list(bundle.record["teachers"])
-        rc.last_state = bundle.last_state()
-        rc.teacher_specs, rc.teachers_info = bundle.teacher_names, list(get("teachers_info"))
-        rc.teacher_finetune_epochs = int(get("teacher_finetune_epochs"))
-        rc.num_classes, rc.input_size = bundle.num_classes, bundle.input_size
-        rc.data_info, rc.metrics, rc.history, rc.timings_s = map(get, ("data", "metrics", "history", "timings_s"))
-        rc.select, rc.val_size = get("select"), get("val_size")
-        rc.selection = get("selection") if get("selection").get("select", "last") != "last" else {}
-        return rc
+        return restore_run(cls, read_bundle(directory), device)
 
     def export_onnx(
         self, path: str | os.PathLike, parity_data: Any = None, n_parity: int = 100, *, int8: bool = False,

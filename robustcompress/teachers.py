@@ -451,6 +451,15 @@ def describe_teacher(spec: Any) -> str:
     return getattr(spec, "name", type(spec).__name__)
 
 
+def pick_model(student: nn.Module, teachers: Sequence[nn.Module], name: str) -> nn.Module:
+    """The model a user names: 'student', or 'teacher0', 'teacher1', ... (the order teachers were given in)."""
+    if name == "student":
+        return student
+    if name.startswith("teacher") and name[7:].isdigit() and int(name[7:]) < len(teachers):
+        return teachers[int(name[7:])]
+    raise ValueError(f"model must be 'student' or 'teacher0'..'teacher{len(teachers) - 1}', got '{name}'")
+
+
 def teacher_references(teachers: Sequence[nn.Module], names: Sequence[Any] = ()) -> dict[str, nn.Module]:
     """Teachers labelled for plots and transfer attacks: 'teacher 0 (resnet18)', ... (``names``: their specs)."""
     names = list(names) or [getattr(t, "name", type(t).__name__) for t in teachers]

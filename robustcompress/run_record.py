@@ -1,0 +1,73 @@
+"""A RobustCompressor run as a bundle: the record and weights it saves, and the run rebuilt from a bundle.
+
+The facade (robustcompress.compressor) orchestrates; this module is its serialisation, written against the one
+bundle format (robustcompress.bundle), so what ``save`` writes and ``load`` reads is defined side by side here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from robustcompress.bundle import BUNDLE_VERSION, STUDENT, STUDENT_LAST, Bundle, teacher_stem
+from robustcompress.methods import create_method
+from robustcompress.teachers import describe_teacher
+
+# ``rc`` below is a robustcompress.compressor.RobustCompressor; that module sits above this one (it imports it), so
+# the type is named in words rather than imported.
+
+
+def run_record(rc: Any) -> dict[str, Any]:
+    """The JSON-serialisable description of a fitted run: the bundle's config.json, reports' and ONNX metadata."""
+    student = rc._require_student()
+    return {
+        "bundle_version": BUNDLE_VERSION, "method": rc.method_name, "method_hparams": rc.method.hparams(),
+        "method_kwargs": dict(rc.method_kwargs), "student": student.spec(),
+        "teachers": [t.spec() for t in rc.teachers] or list(rc.absent_teacher_specs),
+        **({"teachers_saved": False} if rc.absent_teacher_specs else {}),  # only student-only bundles say so
+        "teacher_names": [describe_teacher(s) for s in rc.teacher_specs] or [t.name for t in rc.teachers],
+        "teacher_weights": None if rc.teacher_weights is None else rc.teacher_weights.tolist(),
+        "teacher_finetune_epochs": rc.teacher_finetune_epochs, "teachers_info": rc.teachers_info,
+        "train_config": vars(rc.config).copy(), "select": rc.select, "val_size": rc.val_size,
+        "selection": rc.selection or {"select": "last"}, "eps": rc.config.eps, "norm": "Linf",
+        "data": rc.data_info, "metrics": rc.metrics, "history": rc.history, "timings_s": rc.timings_s,
+        "teacher_epochs": rc.teacher_epochs, "verify_attacks": list(rc.verify_attacks),
+        "verify_examples": rc.verify_examples,
+    }
+
+
+def run_weights(rc: Any, *, teachers: bool, last: bool) -> dict[str, dict[str, torch.Tensor]]:
+    """The weight files of a bundle by stem: the student, the final-epoch student selection set aside, teachers."""
+    weights = {STUDENT: rc._require_student().state_dict()}
+    if last and rc.last_state is not None:
+        weights[STUDENT_LAST] = rc.last_state
+    if teachers:
+        weights.update({teacher_stem(i): t.state_dict() for i, t in enumerate(rc.teachers)})
+    return weights
+
+
+def restore_run(cls: type, bundle: Bundle, device: str) -> Any:
+    """A RobustCompressor holding a bundle's student, teachers (when saved), method and exact training settings."""
+    tc, get = bundle.train_config, bundle.get
+    # Built with a clean, teacher-free method and then given the saved one and its exact TrainConfig:
+    # inference needs no teachers' specs, and every training setting round-trips.
+    rc = cls(teachers=[], student=get("student")["name"], method="standard", eps=tc.eps, device=device,
+             teacher_epochs=get("teacher_epochs"), verify_examples=get("verify_examples"),
+             verify_attacks=get("verify_attacks"), progress=tc.progress)
+    rc.config, rc.method_name, rc.method_kwargs = tc, bundle.method, dict(get("method_kwargs"))
+    rc.method = create_method(bundle.method, **get("method_hparams"))
+    weights = get("teacher_weights")
+    rc.teacher_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
+    rc.student = bundle.student(rc.device)
+    if bundle.teachers_saved:
+        rc.teachers = bundle.teachers(rc.device)
+    else:
+        rc.absent_teacher_specs = list(bundle.record["teachers"])
+    rc.last_state = bundle.last_state()
+    rc.teacher_specs, rc.teachers_info = bundle.teacher_names, list(get("teachers_info"))
+    rc.teacher_finetune_epochs = int(get("teacher_finetune_epochs"))
+    rc.num_classes, rc.input_size = bundle.num_classes, bundle.input_size
+    rc.data_info, rc.metrics, rc.history, rc.timings_s = map(get, ("data", "metrics", "history", "timings_s"))
+    rc.select, rc.val_size = get("select"), get("val_size")
+    rc.selection = get("selection") if get("selection").get("select", "last") != "last" else {}
+    return rc
