@@ -1,6 +1,6 @@
 """CIFAR-10 benchmark: every distillation method under one protocol, written to docs/results/cifar10_subset.{json,md}.
 
-    python benchmarks/cifar10_table.py --smoke                      # tiny student, 1 epoch, 64 test images, CPU
+    python benchmarks/cifar10_table.py --smoke                      # tiny student, 1 epoch, 32 test images, CPU
     python benchmarks/cifar10_table.py                              # the fixed setting (needs a GPU)
     python benchmarks/cifar10_table.py --methods akd,rslad --seeds 0,1,2   # split a run; rows merge into the table
     python benchmarks/cifar10_table.py --data ~/data/torchvision    # full CIFAR-10 from a torchvision folder
@@ -31,7 +31,7 @@ import table_report
 from table_protocol import (AUTOATTACK, DATA_OF, FULL, ISSUE_METHODS, PROTOCOLS, REPO, RESULTS_OF, Setting,
                             calibration_unit, command_line, describe_device, first_images, load_benchmark_data,
                             metrics_of, read_json, reductions, student_attacks, teacher_attacks, today, with_train)
-from table_report import checks_cell, fmt, merge_results, same_setting, write_results
+from table_report import checks_cell, fmt, merge_results, same_setting, write_ablations, write_results
 from table_teachers import Teacher, evaluate_teacher, make_teachers, teacher_roles
 
 
@@ -100,9 +100,11 @@ def teacher_outputs_for(method: str, setting: Setting, variant: Variant | None =
 
 
 def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: dict[str, Teacher], device: torch.device,
-               progress: bool, unit_s: float | None = None, variant: Variant | None = None) -> dict[str, Any]:
+               progress: bool, unit_s: float | None = None, variant: Variant | None = None,
+               test_split: bool = True) -> dict[str, Any]:
     """Train one student with ``method`` and ``seed`` under the shared setting and evaluate it (with select=
-    'best-robust', the best-validation epoch in full and the last epoch on clean and the PGD attacks)."""
+    'best-robust', the best-validation epoch in full and the last epoch on clean and the PGD attacks).
+    ``test_split=False`` (an ablation) stops after training: the row holds the validation curve only."""
     import copy
 
     from robustcompress import RobustCompressor
@@ -118,9 +120,11 @@ def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: di
         teacher_outputs=outputs, method_kwargs=dict(variant.method_kwargs) if variant else None,
     )
     rc.fit(with_train(data, setting.train_images))
+    label = method if variant is None else f"{method} [{variant.label}]"
+    if not test_split:
+        return validation_row(rc, label, seed, roles, outputs, variant, device, unit_s)
     t0 = time.perf_counter()
     # A variant (an ablation) gets the protocol's AutoAttack; standard AutoAttack is for the protocol's own rows.
-    label = method if variant is None else f"{method} [{variant.label}]"
     row, report = evaluate_student(rc.student, label, seed, setting, data, device, progress)
     checks = masking_checks(rc.student, data, setting, report, teachers, device, progress)
     last = None
@@ -158,6 +162,22 @@ def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: di
     }
 
 
+def validation_row(rc: Any, label: str, seed: int, roles: Sequence[str], outputs: str, variant: Variant | None,
+                   device: torch.device, unit_s: float | None) -> dict[str, Any]:
+    """An ablation's row: the best epoch's validation clean and PGD-10 accuracy, no test-split number."""
+    best = rc.selection["best"]
+    train_s = rc.timings_s["train"]
+    return {
+        "method": label, "seed": seed, "status": "ok", "split": "validation", "teachers": list(roles),
+        "teacher_outputs": outputs, "variant": None if variant is None else dataclasses.asdict(variant),
+        "method_hparams": rc.method.hparams(), "val_clean": best["val_clean"], "val_pgd10": best["val_pgd10"],
+        "selection": rc.selection, "train_time_s": train_s, "unit_s": unit_s,
+        "train_units": None if not unit_s else train_s / unit_s,
+        "final_train_acc": rc.history[-1]["train_acc"] if rc.history else None, "device": describe_device(device),
+        "date": today(), "command": command_line(), "student": rc,
+    }
+
+
 # -- main ---------------------------------------------------------------------------------------------------------------
 def parse_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -172,7 +192,7 @@ def parse_eps(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="tiny student, 1 epoch, 64 test images; checks the plumbing")
+    p.add_argument("--smoke", action="store_true", help="tiny student, 1 epoch, 32 test images; checks the plumbing")
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), default=None,
                    help="full (GPU; cifar10_subset.*), cpu-scale (2-core CPU, CIFAR-10 JPEGs; cifar10_cpu.*) or smoke")
     p.add_argument("--save-bundles", type=Path, default=None,
@@ -196,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --variant: a method hyperparameter, e.g. feature_weight=0 (repeatable)")
     p.add_argument("--teacher-outputs", choices=("live", "cached"),
                    help="with --variant: run clean-image teachers at every step (live) or once before training (cached)")
+    p.add_argument("--validation-only", action="store_true",
+                   help="an ablation on the validation split: train with best-robust selection and record each "
+                        "epoch's validation clean / PGD-10 accuracy, never touching the test split; rows go to "
+                        "<results>_ablations.json/.md beside the table")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite the .md and .png from the existing .json in --out without running anything")
     g = p.add_argument_group("changes to the fixed setting (recorded in the results as reductions)")
@@ -277,6 +301,25 @@ def check_methods(requested: Sequence[str]) -> tuple[list[str], list[str]]:
     return [m for m in requested if m in registered], [m for m in requested if m not in registered]
 
 
+def print_row(row: dict[str, Any]) -> None:
+    if row.get("split") == "validation":
+        print(f"   validation: clean {fmt(row['val_clean'])}  pgd10 {fmt(row['val_pgd10'])}  "
+              f"train {row['train_time_s']:.0f}s", flush=True)
+        return
+    scores = {"clean": row["clean"], **row["attacks"], "autoattack": row["autoattack"], "worst": row["worst_case"]}
+    print("   " + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items())
+          + f"  train {row['train_time_s']:.0f}s  eval {row['eval_wall_s']:.0f}s  checks {checks_cell([row])}",
+          flush=True)
+
+
+def write_any(out: Path, results: dict[str, Any], ablations: bool, table_name: str) -> None:
+    """The table, or the ablations file (which compares with the table's own rows of the same seeds)."""
+    if ablations:
+        write_ablations(out, results, read_json(out / f"{table_name}.json"))
+    else:
+        write_results(out, results)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     variant = variant_from(args)  # before any work: a malformed --method-arg costs nothing
@@ -285,7 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from robustcompress.trainer.loop import resolve_device
 
     protocol = protocol_of(args)
-    results_name = table_report.RESULTS_NAME = RESULTS_OF[protocol]  # also the name write_results writes
+    table_name = RESULTS_OF[protocol]
+    results_name = table_name + ("_ablations" if args.validation_only else "")
+    table_report.RESULTS_NAME = results_name  # also the name write_results writes
     data_path = args.data or DATA_OF[protocol]
     out = args.out or (REPO / "runs" / "cifar10_smoke" if args.smoke else REPO / "docs" / "results")
     if args.render_only:
@@ -293,10 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not results:
             print(f"error: no {results_name}.json in {out} to render; run the benchmark first", file=sys.stderr)
             return 2
-        write_results(out, results)
+        write_any(out, results, args.validation_only, table_name)
         print(f"rendered {out / f'{results_name}.md'}", flush=True)
         return 0
     setting = setting_from(args)
+    if args.validation_only and not setting.val_images:
+        print("error: --validation-only needs a validation split: give --val-images N", file=sys.stderr)
+        return 2
     run, missing = check_methods(args.methods)
     for m in missing:
         print(f"warning: method '{m}' is not registered in this robustcompress; its row is left out", flush=True)
@@ -322,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     teachers = make_teachers(setting, data, device, progress, roles)
     teacher_rows = {t["role"]: t for t in old.get("teachers", [])} if same_setting(
         old.get("setting"), json.loads(json.dumps(dataclasses.asdict(setting))), old.get("rows", [])) else {}
-    for t in teachers.values():
+    for t in ([] if args.validation_only else teachers.values()):  # an ablation never looks at the test split
         row = evaluate_teacher(t, setting, data, device, progress)
         teacher_rows[t.role] = {"role": t.role, "description": t.description, "train_time_s": t.train_time_s,
                                 "train_units": None if not (unit_s and t.train_time_s) else t.train_time_s / unit_s,
@@ -354,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in args.seeds:
             print(f"== {method} seed {seed}", flush=True)
             try:
-                row = run_method(method, seed, setting, data, teachers, device, progress, unit_s, variant)
+                row = run_method(method, seed, setting, data, teachers, device, progress, unit_s, variant,
+                                 test_split=not args.validation_only)
             except Exception as exc:  # reported in the table and the exit code; the other methods still run
                 traceback.print_exc()
                 failures += 1
@@ -362,19 +411,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "device": describe_device(device), "date": today(), "command": command_line()}
             else:
                 student = row.pop("student")
-                if args.save_bundles is not None and seed == 0 and variant is None:
+                if args.save_bundles is not None and seed == 0 and variant is None and not args.validation_only:
                     # The committed bundles hold the selected (best-validation) student only, without teacher
                     # weights or the last epoch: a few MB each, enough for 'robustcompress evaluate BUNDLE DATA'.
                     student.save(args.save_bundles / method, teachers=False, last=False)
-                scores = {"clean": row["clean"], **row["attacks"], "autoattack": row["autoattack"],
-                          "worst": row["worst_case"]}
-                print("   " + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items())
-                      + f"  train {row['train_time_s']:.0f}s  eval {row['eval_wall_s']:.0f}s  checks "
-                      f"{checks_cell([row])}", flush=True)
+                print_row(row)
             new_rows.append(row)
-            write_results(out, merge_results(path, header, new_rows))
+            write_any(out, merge_results(path, header, new_rows), args.validation_only, table_name)
     if not new_rows:
-        write_results(out, merge_results(path, header, []))
+        write_any(out, merge_results(path, header, []), args.validation_only, table_name)
     print(f"wrote {path} and {path.with_suffix('.md')} in {time.perf_counter() - started:.0f}s", flush=True)
     return 1 if failures else 0
 

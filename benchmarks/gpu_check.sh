@@ -85,7 +85,7 @@ fi
 cd "$ROOT" || exit 2
 
 # 1. the CUDA tests (the suite's default run leaves them out)
-run_step pytest_gpu "$T_PYTEST" "$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/pytest_gpu.xml" \
+run_step pytest_gpu "$T_PYTEST" "$PY" -m pytest -m gpu -n 0 -q -p no:cacheprovider --junitxml="$OUT/pytest_gpu.xml" \
   "${PYTEST_ARGS[@]}"
 
 # 2. training throughput: eager modes first, compile apart (its compile time must not cost the other rows)

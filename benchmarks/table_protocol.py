@@ -83,9 +83,11 @@ class Setting:
 
 
 FULL = Setting()
+# A plumbing check that runs in the default test suite: every method trains one batch and is evaluated on 32 images
+# with one attack of each kind (PGD, APGD-CE) and the quick masking checks; sizes beyond that only cost time.
 SMOKE = Setting(
-    student="lcnet_050", epochs=1, batch_size=64, steps=2, step_size=4 / 255, train_images=64, test_images=64,
-    autoattack="apgd-ce", checks="quick", teacher_test_images=64, teacher_attacks=(), teacher2="lcnet_050",
+    student="lcnet_050", epochs=1, batch_size=64, steps=2, step_size=4 / 255, train_images=64, test_images=32,
+    attacks=("pgd20",), autoattack="apgd-ce", checks="quick", teacher_test_images=32, teacher_attacks=(), teacher2="lcnet_050",
     teacher2_epochs=1, robust_steps=1, robust_epochs=1, robust_train_images=64,
     cached_teacher_outputs_for=("sa-mdrad", "mtard"),
 )

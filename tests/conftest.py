@@ -10,7 +10,15 @@ from types import ModuleType
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+#: Under pytest-xdist (pyproject's `-n 2`) each worker keeps to one thread, so two workers share two cores without
+#: oversubscribing them; a single-process run (`-n 0`) uses up to two.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+torch.set_num_threads(1 if XDIST_WORKER else min(2, os.cpu_count() or 1))
+if XDIST_WORKER:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the scripts tests start as subprocesses inherit it
+#: The files whose module fixtures or subprocesses take tens of seconds go to the workers first (longest first), so a
+#: long file never starts last and leaves one worker idle at the end.
+LONG_FILES = ("test_benchmark_smoke.py", "test_quickstart.py", "test_gpu_check.py", "test_ddp.py", "test_cli.py")
 
 CIFAR_SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_subset.npz"
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -30,6 +38,11 @@ def load_benchmark(filename: str, name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: file order kept otherwise
 
 
 @pytest.fixture(autouse=True, scope="session")

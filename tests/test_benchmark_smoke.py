@@ -127,7 +127,7 @@ def test_smoke_run_writes_a_row_for_every_registered_method(tmp_path):
     assert [r["method"] for r in results["rows"]] == registered
     assert results["missing_methods"] == [m for m in from_issue if m not in registered]
     for row in results["rows"]:
-        assert row["status"] == "ok" and row["n_test"] == 64
+        assert row["status"] == "ok" and row["n_test"] == 32
         assert 0 <= row["worst_case"] <= min([row["clean"], *row["attacks"].values(), row["autoattack"]])
         assert row["masking_checks"], "the quick masking checks should have run"
     assert [t["role"] for t in results["teachers"]] == ["teacher1", "teacher2", "robust"]
@@ -210,3 +210,31 @@ def test_bundle_reevaluation_agrees_within_one_standard_error():
                      {"method": "akd [alpha 0.9]", "seed": 0, "status": "ok"}]}
     assert again.table_row(rows, "akd") == {"method": "akd", "seed": 0, "status": "ok"}
     assert again.table_row(rows, "ard") is None
+
+
+def test_validation_only_ablation_never_touches_the_test_split(bench, tmp_path, monkeypatch):
+    # An ablation trains with best-robust selection and keeps the validation curve; its rows go to a file of their
+    # own and are compared with the table's row of the same method and seed.
+    monkeypatch.setenv("ROBUSTCOMPRESS_CACHE", str(tmp_path / "cache"))  # main() points the cache at --cache
+    out, data = tmp_path / "out", _smoke_data(tmp_path)
+    common = ["--smoke", "--no-progress", "--data", str(data), "--out", str(out), "--cache", str(tmp_path / "cache")]
+    assert bench.main([*common, "--validation-only", "--methods", "trades"]) == 2  # smoke has no validation split
+    table_row = {"method": "trades", "seed": 0, "status": "ok",
+                 "selection": {"best": {"epoch": 1, "val_clean": 0.5, "val_pgd10": 0.25}}}
+    out.mkdir()
+    (out / "cifar10_subset.json").write_text(json.dumps({"rows": [table_row]}))
+    evaluated = []
+    monkeypatch.setattr(bench, "evaluate_student", lambda *a, **k: evaluated.append(a) or ({}, None))
+    code = bench.main([*common, "--validation-only", "--val-images", "32", "--methods", "trades", "--variant",
+                       "beta 1", "--method-arg", "beta=1"])
+    assert code == 0 and not evaluated
+    results = json.loads((out / "cifar10_subset_ablations.json").read_text())
+    [row] = results["rows"]
+    assert row["method"] == "trades [beta 1]" and row["split"] == "validation" and row["method_hparams"]["beta"] == 1
+    assert 0 <= row["val_pgd10"] <= row["val_clean"] <= 1 and "clean" not in row and "autoattack" not in row
+    assert row["selection"]["val_images"] == 32 and len(row["selection"]["curve"]) == 1
+    markdown = (out / "cifar10_subset_ablations.md").read_text()
+    line = next(x for x in markdown.splitlines() if x.startswith("| trades [beta 1] |"))
+    assert "beta=1" in line and f"{100 * (row['val_pgd10'] - 0.25):+.1f} (PGD-10)" in line
+    assert json.loads((out / "cifar10_subset.json").read_text()) == {"rows": [table_row]}  # the table is untouched
+    assert not (out / "cifar10_subset.md").exists()
