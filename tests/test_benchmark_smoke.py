@@ -27,6 +27,13 @@ def protocol(bench):
 
 
 @pytest.fixture(scope="module")
+def students(bench):
+    import table_students
+
+    return table_students
+
+
+@pytest.fixture(scope="module")
 def report(bench):
     import table_report
 
@@ -162,14 +169,14 @@ def test_the_benchmark_parses_eps_by_the_same_rule(bench):
         bench.parse_eps("4")
 
 
-def test_variants_are_labelled_rows_and_need_a_name(bench, protocol):
+def test_variants_are_labelled_rows_and_need_a_name(bench, protocol, students):
     args = bench.build_parser().parse_args(["--variant", "no features", "--method-arg", "feature_weight=0",
                                             "--teacher-outputs", "live"])
     variant = bench.variant_from(args)
     assert variant == bench.Variant("no features", {"feature_weight": 0}, "live")
-    assert bench.teacher_outputs_for("sa-mdrad", protocol.CPU_SCALE, variant) == "live"
-    assert bench.teacher_outputs_for("sa-mdrad", protocol.CPU_SCALE) == "cached"
-    assert bench.teacher_outputs_for("akd", protocol.CPU_SCALE) == "live"
+    assert students.teacher_outputs_for("sa-mdrad", protocol.CPU_SCALE, variant) == "live"
+    assert students.teacher_outputs_for("sa-mdrad", protocol.CPU_SCALE) == "cached"
+    assert students.teacher_outputs_for("akd", protocol.CPU_SCALE) == "live"
     with pytest.raises(SystemExit, match="name the variant with --variant"):
         bench.variant_from(bench.build_parser().parse_args(["--method-arg", "alpha=0.5"]))
     with pytest.raises(SystemExit, match="KEY=VALUE"):
@@ -212,7 +219,7 @@ def test_bundle_reevaluation_agrees_within_one_standard_error():
     assert again.table_row(rows, "ard") is None
 
 
-def test_validation_only_ablation_never_touches_the_test_split(bench, tmp_path, monkeypatch):
+def test_validation_only_ablation_never_touches_the_test_split(bench, students, tmp_path, monkeypatch):
     # An ablation trains with best-robust selection and keeps the validation curve; its rows go to a file of their
     # own and are compared with the table's row of the same method and seed.
     monkeypatch.setenv("ROBUSTCOMPRESS_CACHE", str(tmp_path / "cache"))  # main() points the cache at --cache
@@ -224,7 +231,7 @@ def test_validation_only_ablation_never_touches_the_test_split(bench, tmp_path, 
     out.mkdir()
     (out / "cifar10_subset.json").write_text(json.dumps({"rows": [table_row]}))
     evaluated = []
-    monkeypatch.setattr(bench, "evaluate_student", lambda *a, **k: evaluated.append(a) or ({}, None))
+    monkeypatch.setattr(students, "evaluate_student", lambda *a, **k: evaluated.append(a) or ({}, None))
     code = bench.main([*common, "--validation-only", "--val-images", "32", "--methods", "trades", "--variant",
                        "beta 1", "--method-arg", "beta=1"])
     assert code == 0 and not evaluated
