@@ -193,6 +193,23 @@ def test_dual_path_uses_the_teachers_runner_up_and_every_selected_point(batch, t
     assert torch.isfinite(loss) and logits.shape == (len(y), 10)
 
 
+def test_dual_path_without_adaptive_weights_is_plain_distillation_along_both_paths(batch, teachers):
+    x, y = batch
+    student = _student().eval()  # batch statistics would differ between one forward of both paths and two
+    method = create_method("dual-path", path_points=1, adaptive_weights=False)
+    assert method.hparams()["adaptive_weights"] is False
+    ctx = _ctx(x, y, student, teachers, steps=2)
+    x_adv = method.perturb(ctx)
+    loss, _ = method.loss(ctx, x_adv)
+    away, towards = ctx.cache["away"][0], ctx.cache["towards"][0]
+    terms = [kl_div(student(p), teacher_probs(teachers, p)).mean() for p in (away, towards)]
+    clean = kl_div(student(x), teacher_probs(teachers, x)).mean()
+    expected = (5 / 6) * torch.stack(terms).mean() + (1 / 6) * clean
+    assert torch.isclose(loss, expected, rtol=1e-4, atol=1e-6)
+    weighted, _ = create_method("dual-path", path_points=1).loss(ctx, x_adv)
+    assert not torch.isclose(weighted, expected, rtol=1e-4, atol=1e-6)  # the default weighs the points
+
+
 # --- AKD, IAD, MTARD, AdaAD -----------------------------------------------------------------------------------
 
 def test_akd_with_alpha_zero_is_exactly_pgd_at(batch):

@@ -14,6 +14,7 @@ and the targeted descent towards another class c_j. RECONSTRUCTED here (see docs
 * weight of a point = drop of the teacher's true-class probability from the clean image to that point, zero where
   the teacher no longer predicts the true class (a noisy target), divided by the mean drop over the path's
   points in the batch where the teacher is still right;
+* ``adaptive_weights=False`` (an ablation) weighs every point 1: plain distillation along both paths;
 * loss = (1 - clean_weight) * mean over both paths of the weighted KL(T(x_k) || S(x_k))
          + clean_weight * KL(T(x) || S(x)), temperature 1; clean_weight = 1/6 is borrowed from RSLAD.
 """
@@ -78,7 +79,8 @@ def path_weights(clean_true_p: torch.Tensor, point_probs: torch.Tensor, y: torch
 class DualPath(Method):
     summary = "Dual-path: teacher-student KL on every intermediate sample of an untargeted and a targeted PGD path."
 
-    def __init__(self, path_points: int | None = None, clean_weight: float = 1 / 6, random_start: bool = False) -> None:
+    def __init__(self, path_points: int | None = None, clean_weight: float = 1 / 6, random_start: bool = False,
+                 adaptive_weights: bool = True) -> None:
         super().__init__()
         if path_points is not None and path_points < 1:
             raise ValueError(f"path_points={path_points} must be at least 1 (or None for every PGD iterate)")
@@ -87,6 +89,7 @@ class DualPath(Method):
         self.path_points = path_points
         self.clean_weight = clean_weight
         self.random_start = bool(random_start)
+        self.adaptive_weights = bool(adaptive_weights)
 
     def perturb(self, ctx: StepContext) -> torch.Tensor:
         require_teacher(self.name, ctx.teachers)
@@ -109,8 +112,10 @@ class DualPath(Method):
         clean_true_p = clean_probs.gather(1, ctx.y.view(-1, 1)).squeeze(1)
         path_terms = []
         for part in (slice(0, k * n), slice(k * n, 2 * k * n)):
-            w = path_weights(clean_true_p, point_probs[part], ctx.y)
-            path_terms.append((w * per_point[part]).mean())
+            if self.adaptive_weights:
+                path_terms.append((path_weights(clean_true_p, point_probs[part], ctx.y) * per_point[part]).mean())
+            else:
+                path_terms.append(per_point[part].mean())
         loss = (1 - self.clean_weight) * torch.stack(path_terms).mean()
         if self.clean_weight > 0:
             loss = loss + self.clean_weight * kl_div(ctx.student(ctx.x), clean_probs).mean()
