@@ -344,9 +344,8 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
 
 
 def validation_of(row: dict[str, Any]) -> tuple[float, float] | None:
-    """(clean, PGD-10) on the validation split at a row's selected epoch, or None when it was not selected on it."""
-    if row.get("split") == "validation":
-        return row["val_clean"], row["val_pgd10"]
+    """(clean, PGD-10) on the validation split at a row's selected epoch, or None when it was not selected on it
+    (the table's rows and the ablations' alike keep it in their selection record)."""
     best = (row.get("selection") or {}).get("best")
     return None if not best else (best["val_clean"], best["val_pgd10"])
 
@@ -378,7 +377,7 @@ def render_ablations(results: dict[str, Any], table: dict[str, Any]) -> str:
         changed = ", ".join([*(f"{k}={v}" for k, v in (variant.get("method_kwargs") or {}).items()),
                              *([f"teacher outputs {variant['teacher_outputs']}"] if variant.get("teacher_outputs")
                                else [])]) or "–"
-        clean, pgd = r["val_clean"], r["val_pgd10"]
+        clean, pgd = validation_of(r)
 
         def delta(key: tuple[str, int]) -> str:
             ref = reference.get(key)

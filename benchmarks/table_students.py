@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -98,12 +98,31 @@ def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: di
         teacher_outputs=outputs, method_kwargs=dict(variant.method_kwargs) if variant else None,
     )
     rc.fit(with_train(data, setting.train_images))
-    label = method if variant is None else f"{method} [{variant.label}]"
-    if not test_split:
-        return validation_row(rc, label, seed, roles, outputs, variant, device, unit_s)
+    train_s = rc.timings_s["train"]
+    common = {
+        "method": method if variant is None else f"{method} [{variant.label}]",
+        "seed": seed,
+        "status": "ok",
+        "teachers": list(roles),
+        "teacher_outputs": outputs,
+        "variant": None if variant is None else dataclasses.asdict(variant),
+        "method_hparams": rc.method.hparams(),
+        "selection": rc.selection or {"select": "last"},
+        "train_time_s": train_s,
+        "unit_s": unit_s,
+        "train_units": None if not unit_s else train_s / unit_s,
+        "final_train_acc": rc.history[-1]["train_acc"] if rc.history else None,
+        "device": describe_device(device),
+        "date": today(),
+        "command": command_line(),
+        "student": rc,  # removed before writing; main() saves seed 0's bundle when asked
+    }
+    if not test_split:  # an ablation: the selected epoch's validation scores, no test-split number
+        best = rc.selection["best"]
+        return {**common, "split": "validation", "val_clean": best["val_clean"], "val_pgd10": best["val_pgd10"]}
     t0 = time.perf_counter()
     # A variant (an ablation) gets the protocol's AutoAttack; standard AutoAttack is for the protocol's own rows.
-    row, report = evaluate_student(rc.student, label, seed, setting, data, device, progress)
+    row, report = evaluate_student(rc.student, common["method"], seed, setting, data, device, progress)
     checks = masking_checks(rc.student, data, setting, report, teachers, device, progress)
     last = None
     if rc.selection.get("best_epoch") == setting.epochs:  # the best epoch is the last: nothing more to evaluate
@@ -114,43 +133,5 @@ def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: di
         last, _ = evaluate_student(last_model, method, seed, setting, data, device, progress, with_autoattack=False)
         last = {k: last[k] for k in ("clean", "attacks", "n_test")}
     eval_wall = time.perf_counter() - t0
-    train_s = rc.timings_s["train"]
-    return {
-        "method": label,
-        "seed": seed,
-        "status": "ok",
-        "teachers": list(roles),
-        "teacher_outputs": outputs,
-        "variant": None if variant is None else dataclasses.asdict(variant),
-        "method_hparams": rc.method.hparams(),
-        **row,
-        "selection": rc.selection or {"select": "last"},
-        "last_epoch": last,
-        "train_time_s": train_s,
-        "eval_wall_s": eval_wall,
-        "unit_s": unit_s,
-        "train_units": None if not unit_s else train_s / unit_s,
-        "eval_units": None if not unit_s else eval_wall / unit_s,
-        "final_train_acc": rc.history[-1]["train_acc"] if rc.history else None,
-        "masking_checks": checks,
-        "device": describe_device(device),
-        "date": today(),
-        "command": command_line(),
-        "student": rc,  # removed before writing; main() saves seed 0's bundle when asked
-    }
-
-
-def validation_row(rc: Any, label: str, seed: int, roles: Sequence[str], outputs: str, variant: Variant | None,
-                   device: torch.device, unit_s: float | None) -> dict[str, Any]:
-    """An ablation's row: the best epoch's validation clean and PGD-10 accuracy, no test-split number."""
-    best = rc.selection["best"]
-    train_s = rc.timings_s["train"]
-    return {
-        "method": label, "seed": seed, "status": "ok", "split": "validation", "teachers": list(roles),
-        "teacher_outputs": outputs, "variant": None if variant is None else dataclasses.asdict(variant),
-        "method_hparams": rc.method.hparams(), "val_clean": best["val_clean"], "val_pgd10": best["val_pgd10"],
-        "selection": rc.selection, "train_time_s": train_s, "unit_s": unit_s,
-        "train_units": None if not unit_s else train_s / unit_s,
-        "final_train_acc": rc.history[-1]["train_acc"] if rc.history else None, "device": describe_device(device),
-        "date": today(), "command": command_line(), "student": rc,
-    }
+    return {**common, **row, "last_epoch": last, "eval_wall_s": eval_wall,
+            "eval_units": None if not unit_s else eval_wall / unit_s, "masking_checks": checks}
