@@ -1,7 +1,6 @@
 """RobustCompressor: teachers + student + method -> a robust, verified, exportable student (a thin facade)."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -9,29 +8,28 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-from torch.utils.data import Dataset
 
 from robustcompress.bundle import read_bundle, write_bundle
-from robustcompress.data import DataBundle, load_data
-from robustcompress.data.core import load_train_data
+from robustcompress.data import DataBundle
+from robustcompress.data.core import held_out_split, load_train_data
+from robustcompress.distill import VALIDATION_SPLIT_SEED, initial_student, train_student
 from robustcompress.export.onnx import PARITY_TOLERANCE
 from robustcompress.export.student import export_student, labelled_data, onnx_output_path
 from robustcompress.io import check_writable, writable_dir
 from robustcompress.methods import create_method
-from robustcompress.models import ImageClassifier, create_model
-from robustcompress.run_record import restore_run, run_record, run_weights
+from robustcompress.models import ImageClassifier
+from robustcompress.run_record import restore_run, run_identity, run_record, run_weights
 from robustcompress.settings import check_arguments, check_teachers, teacher_list
-from robustcompress.teachers import pick_model, prepare_teachers, split_validation, teacher_references
-from robustcompress.trainer import TrainConfig, train
+from robustcompress.teachers import pick_model, prepare_teachers, teacher_references
+from robustcompress.trainer import TrainConfig
 from robustcompress.trainer.distributed import is_main_process
-from robustcompress.trainer.loop import check_attack_budget, resolve_device, seed_everything
-from robustcompress.trainer.select import BestSnapshot, check_select_mode
+from robustcompress.trainer.loop import check_attack_budget, resolve_device
+from robustcompress.trainer.select import check_select_mode
 from robustcompress.verify import CheckSettings, EvalReport, Verification, evaluate, verify_model, write_report
-from robustcompress.verify.evaluate import validation_score
 from robustcompress.verify.runner import autoattack_state_dir
 
 DEFAULT_METHOD = "sa-mdrad"
-VALIDATION_SPLIT_SEED = 0  # every run of a comparison selects on the same validation images, whatever its seed
+__all__ = ["DEFAULT_METHOD", "RobustCompressor", "VALIDATION_SPLIT_SEED"]
 
 
 class RobustCompressor:
@@ -109,8 +107,7 @@ class RobustCompressor:
         )
         self.teachers_info = [dict(getattr(t, "teacher_info", {}) or {}) for t in self.teachers]
         if self.student is None:
-            seed_everything(self.config.seed)  # the student's initial weights: the same seed draws the same ones
-            self.student = create_model(self.student_spec, classes, size, data.channels, role="student")
+            self.student = initial_student(self.student_spec, classes, size, data.channels, self.config.seed)
         self.num_classes, self.input_size = classes, size
         self.data_info = data.describe()
 
@@ -135,20 +132,11 @@ class RobustCompressor:
         self.timings_s["teachers"] = time.perf_counter() - t0
         checkpoint_dir = writable_dir(self.out_dir / "checkpoints") if self.out_dir else None
         t1 = time.perf_counter()
-        assert self.student is not None
-        train_set, selector = data.train, None
-        if self.select == "best_robust":
-            train_set, val_set = split_validation(data.train, self.val_size, VALIDATION_SPLIT_SEED)
-            score = validation_score(val_set, self.config.eps, self.device, self.config.seed)
-            selector = BestSnapshot(self.student, score, checkpoint_dir)
-        self.history = train(
-            self.student, self.teachers, self.method, train_set, self.num_classes, self.config, self.device,
-            checkpoint_dir=checkpoint_dir, resume=resume, teacher_weights=self.teacher_weights,
-            on_epoch_end=selector, run_info=self._run_identity(), force_resume=force,
-        )
-        if selector is not None and selector.best_state is not None:
-            self.last_state = selector.restore_best(self.config.epochs)
-            self.selection = {"select": "best_robust", "val_images": len(val_set), **selector.summary()}
+        run = train_student(
+            self._require_student(), self.teachers, self.method, data.train, self.num_classes, self.config,
+            self.device, select=self.select, val_size=self.val_size, checkpoint_dir=checkpoint_dir, resume=resume,
+            force_resume=force, teacher_weights=self.teacher_weights, run_info=run_identity(self))
+        self.history, self.last_state, self.selection = run.history, run.last_state, run.selection
         self.timings_s["train"] = time.perf_counter() - t1
         if data.test is not None and self.verify_attacks:
             t2 = time.perf_counter()
@@ -163,26 +151,10 @@ class RobustCompressor:
             self.save(self.out_dir)
         return self
 
-    def _run_identity(self) -> dict[str, Any]:
-        """What a checkpoint must share with this run to be resumed by it (besides the TrainConfig)."""
-        assert self.student is not None
-        hparams = json.loads(json.dumps(self.method.hparams(), default=str))
-        return {"method": self.method_name, "method_hparams": hparams, "student": self.student.spec(),
-                "teacher_weights": None if self.teacher_weights is None else self.teacher_weights.tolist()}
-
     def _require_student(self) -> ImageClassifier:
         if self.student is None:
             raise RuntimeError("no student yet: call fit(...) first or RobustCompressor.load(bundle_dir)")
         return self.student
-
-    def _held_out(self, data: Any) -> tuple[Dataset, str]:
-        """The split to evaluate on and its name: ``data``'s test split (else its only one), or fit()'s test split."""
-        if data is None:
-            if self._data is None or self._data.test is None:
-                raise ValueError("no evaluation data: pass data=... (a dataset name, .npz path or Dataset)")
-            return self._data.test, self._data.name
-        bundle = load_data(data, self.input_size)
-        return (bundle.test if bundle.test is not None else bundle.train), bundle.name  # type: ignore[return-value]
 
     def evaluate(self, data: Any = None, attacks: Sequence[str] = ("pgd20",), eps: float | None = None,
                  n_examples: int | None = None, batch_size: int = 256, *, model: str = "student") -> EvalReport:
@@ -192,7 +164,7 @@ class RobustCompressor:
         the model being this compressor's; eps and the attack seed default to training's.
         """
         student = self._require_student()
-        dataset, _ = self._held_out(data)
+        dataset, _ = held_out_split(data, self._data, self.input_size)
         target = pick_model(student, self.teachers, model)
         return evaluate(  # shard: under torchrun each rank attacks a share; all get the full report
             target, dataset, attacks, eps=self.config.eps if eps is None else eps, n_examples=n_examples,
@@ -217,7 +189,7 @@ class RobustCompressor:
         See docs/verification.md.
         """
         student = self._require_student()
-        dataset, data_name = self._held_out(data)
+        dataset, data_name = held_out_split(data, self._data, self.input_size)
         references = teacher_references(self.teachers, self.teacher_specs) if include_teachers else {}
         if baseline is not None:
             if isinstance(baseline, (str, os.PathLike)):

@@ -5,6 +5,7 @@ bundle format (robustcompress.bundle), so what ``save`` writes and ``load`` read
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -34,6 +35,13 @@ def run_record(rc: Any) -> dict[str, Any]:
         "teacher_epochs": rc.teacher_epochs, "verify_attacks": list(rc.verify_attacks),
         "verify_examples": rc.verify_examples,
     }
+
+
+def run_identity(rc: Any) -> dict[str, Any]:
+    """What a checkpoint must share with this run to be resumed by it (besides the TrainConfig)."""
+    hparams = json.loads(json.dumps(rc.method.hparams(), default=str))
+    return {"method": rc.method_name, "method_hparams": hparams, "student": rc._require_student().spec(),
+            "teacher_weights": None if rc.teacher_weights is None else rc.teacher_weights.tolist()}
 
 
 def run_weights(rc: Any, *, teachers: bool, last: bool) -> dict[str, dict[str, torch.Tensor]]:

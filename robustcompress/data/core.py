@@ -379,6 +379,17 @@ def load_train_data(train: Any, val: Any = None, input_size: int | None = None, 
     return data
 
 
+def held_out_split(data: Any, fitted: DataBundle | None, input_size: int | None = None) -> tuple[Dataset, str]:
+    """The split to evaluate on and the data's name: ``data``'s test split (its only split when it has one), or with
+    ``data=None`` the test split of ``fitted`` (the data a model was fitted on)."""
+    if data is None:
+        if fitted is None or fitted.test is None:
+            raise ValueError("no evaluation data: pass data=... (a dataset name, .npz path or Dataset)")
+        return fitted.test, fitted.name
+    bundle = load_data(data, input_size)
+    return (bundle.test if bundle.test is not None else bundle.train), bundle.name  # type: ignore[return-value]
+
+
 def reload_data(info: Mapping[str, Any], input_size: int | None = None, progress: bool = False
                 ) -> DataBundle | None:
     """The data a DataBundle.describe() record names, loaded again: a named dataset, or the image folder or .npz
