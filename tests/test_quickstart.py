@@ -9,8 +9,10 @@ from robustcompress.quickstart import render_table, run_quickstart
 @pytest.fixture(scope="module")
 def quickstart_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart")
-    report = run_quickstart(out, device="cpu", progress=False, eval_examples=120, attacks=["pgd20"], epochs=6,
-                            teacher_epochs=6)
+    # The pipeline at a third of the default budget (measured with one thread, as under xdist: 41 s; the student
+    # reached 0.90 clean / 0.68 PGD-20 and the teachers 1.00 / 0.97): the assertions below hold with a margin.
+    report = run_quickstart(out, device="cpu", progress=False, eval_examples=100, attacks=["pgd20"], epochs=4,
+                            teacher_epochs=3)
     return out, report
 
 
