@@ -103,7 +103,7 @@ def test_dataset_val_labels_are_checked_before_teachers_or_training(digits8, tmp
     else:
         bad_y[3] = shift
     monkeypatch.setattr("robustcompress.compressor.prepare_teachers", _never("teacher preparation"))
-    monkeypatch.setattr("robustcompress.compressor.train", _never("training"))
+    monkeypatch.setattr("robustcompress.compressor.train_student", _never("training"))
     rc = RobustCompressor([], "test_efficientnet", method="pgd-at", out_dir=tmp_path / "out", verify_attacks=(), **TINY)
     with pytest.raises(ValueError) as info:
         rc.fit(train, val_data=TensorDataset(x, bad_y))
