@@ -477,7 +477,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         "1-minute load average before the measurements: "
         + (f"{min(loads):.2f} to {max(loads):.2f}" if loads else "n/a")
         + (" (**busy machine**: numbers are slower and noisier than on an idle one)"
-           if loads and max(loads) > 0.5 * (dev["cpu_count"] or 1) else ""),
+           if loads and max(loads) > max(s["threads"]) + 0.5 else
+           f" (the run's own threads, up to {max(s['threads'])}, count in it: below {max(s['threads']) + 0.5} "
+           "nothing else was running)" if loads else ""),
         "",
         f"Inputs: {s['input']}. Batch 1 timed over {s['batch1_runs']} calls after {s['warmup']} warm-up calls, "
         f"batch {s['batch_size']} over {s['batch_runs']} calls. Eager: {s['eager']}. onnxruntime: "
