@@ -457,6 +457,17 @@ def explanations(result: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- report
 
 
+def load_note(loads: list[float], own_threads: int) -> str:
+    """Whether the load averages say the machine was busy. Each includes this run's own threads (up to
+    ``own_threads``) from the minute before, so only load above that counts as other work."""
+    if not loads:
+        return ""
+    if max(loads) > own_threads + 0.5:
+        return " (**busy machine**: numbers are slower and noisier than on an idle one)"
+    return (f" (the run's own threads, up to {own_threads}, count in it: below {own_threads + 0.5} nothing else was "
+            "running)")
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """The whole report: provenance, goals with pass/fail, latency tables per thread count, accuracy, reasons."""
     s, dev, ver = result["setting"], result["device"], result["versions"]
@@ -476,10 +487,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         + (f"{cal['seconds']:.3f} s" if cal.get("seconds") is not None else cal.get("note", "not run")) + "  ",
         "1-minute load average before the measurements: "
         + (f"{min(loads):.2f} to {max(loads):.2f}" if loads else "n/a")
-        + (" (**busy machine**: numbers are slower and noisier than on an idle one)"
-           if loads and max(loads) > max(s["threads"]) + 0.5 else
-           f" (the run's own threads, up to {max(s['threads'])}, count in it: below {max(s['threads']) + 0.5} "
-           "nothing else was running)" if loads else ""),
+        + load_note(loads, max(s["threads"])),
         "",
         f"Inputs: {s['input']}. Batch 1 timed over {s['batch1_runs']} calls after {s['warmup']} warm-up calls, "
         f"batch {s['batch_size']} over {s['batch_runs']} calls. Eager: {s['eager']}. onnxruntime: "

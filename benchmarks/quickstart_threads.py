@@ -1,4 +1,4 @@
-"""Thread scaling and memory layout of the quickstart's three workloads on this CPU (docs/results/quickstart_profile.md).
+"""Thread scaling and memory layout of the quickstart's workloads on this CPU (docs/results/quickstart_profile.md).
 
     python benchmarks/quickstart_threads.py --threads 2          # one process
     python benchmarks/quickstart_threads.py --threads 1 & python benchmarks/quickstart_threads.py --threads 1; wait
@@ -13,24 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from typing import Callable
 
 import timm
 import torch
 import torch.nn.functional as F
 
-
-def median_ms(fn: Callable[[], None], calls: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+from throughput import time_per_call  # a sibling module: benchmarks/ is on sys.path when this file runs
 
 
 def workloads(memory_format: torch.memory_format) -> dict[str, Callable[[], None]]:
@@ -80,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     result: dict[str, float] = {}
     for layout, memory_format in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
         for name, fn in workloads(memory_format).items():
-            result[f"{name} {layout}"] = round(median_ms(fn, args.calls), 1)
+            result[f"{name} {layout}"] = round(1000 * time_per_call(fn, torch.device("cpu"), args.calls, 2), 1)
     print(json.dumps({"threads": args.threads, "ms": result}))
     return result
 

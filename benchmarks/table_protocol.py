@@ -222,7 +222,7 @@ def with_train(data: Any, count: int | None) -> Any:
 def validation_split(setting: Setting, data: Any) -> tuple[Any, Any]:
     """(data without the validation images, validation set): the split RobustCompressor(select='best-robust',
     val_size=setting.val_images) carves, so teachers never train on the images students are selected on."""
-    from robustcompress.compressor import VALIDATION_SPLIT_SEED
+    from robustcompress.distill import VALIDATION_SPLIT_SEED
     from robustcompress.teachers import split_validation
 
     if not setting.val_images:

@@ -146,7 +146,7 @@ def make_teacher1(setting: Setting, data: Any, device: torch.device, progress: b
 
     print(f"teacher1: fine-tuning ({setting.teacher1_finetune_epochs} epoch, lr {setting.teacher1_finetune_lr}; "
           "cached)", flush=True)
-    from robustcompress.compressor import VALIDATION_SPLIT_SEED
+    from robustcompress.distill import VALIDATION_SPLIT_SEED
 
     fraction = (setting.val_images or 1000) / len(data.train)
     model = finetune_teacher(pretrained, data, setting.teacher1_finetune_epochs, setting.teacher1_finetune_lr,

@@ -12,7 +12,7 @@ import torch.nn as nn
 from robustcompress.bundle import read_bundle, write_bundle
 from robustcompress.data import DataBundle
 from robustcompress.data.core import held_out_split, load_train_data
-from robustcompress.distill import VALIDATION_SPLIT_SEED, initial_student, train_student
+from robustcompress.distill import initial_student, train_student
 from robustcompress.export.onnx import PARITY_TOLERANCE
 from robustcompress.export.student import export_student, labelled_data, onnx_output_path
 from robustcompress.io import check_writable, writable_dir
@@ -29,7 +29,6 @@ from robustcompress.verify import CheckSettings, EvalReport, Verification, evalu
 from robustcompress.verify.runner import autoattack_state_dir
 
 DEFAULT_METHOD = "sa-mdrad"
-__all__ = ["DEFAULT_METHOD", "RobustCompressor", "VALIDATION_SPLIT_SEED"]
 
 
 class RobustCompressor:
