@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from robustcompress.bundle import is_bundle
 from robustcompress.compressor import RobustCompressor
@@ -20,24 +23,24 @@ from robustcompress.teachers import data_fingerprint, train_teacher
 from robustcompress.trainer.loop import resolve_device
 from robustcompress.verify import evaluate
 
-# Sized to finish in about two minutes on a 2-core laptop CPU. The digits stay at their native 8x8: upscaling them
-# adds no information and made every phase two to four times slower.
+# Sized to finish in about a minute on a 2-core laptop CPU (docs/results/quickstart_profile.md). The digits stay at
+# their native 8x8: upscaling them adds no information and made every phase two to four times slower.
 SETTINGS: dict[str, Any] = {
     "dataset": "digits",
     "input_size": 8,
-    # Two standard teachers of different depth and width that reach ~99% on 8x8 digits in 6 epochs (RegNetX-200MF,
+    # Two standard teachers of different depth and width that reach 96-99% on 8x8 digits in 3 epochs (RegNetX-200MF,
     # MobileNetV2 and DLA, tried first, stay at 22-84% at this size: their downsampling leaves nothing to see).
     "teachers": ["resnet10t", "test_resnet"],
-    "teacher_epochs": 6,
+    "teacher_epochs": 3,
     "teacher_lr": 0.05,
     "student": "test_efficientnet",  # timm's 0.1M-parameter EfficientNet, 4-50x smaller than the teachers
     # Chosen from docs/results/quickstart_seeds.md (3 seeds each, these settings): ARD's student beat the PGD-AT
-    # baseline under AutoAttack on every seed (+10.3 points on average); SA-MDRAD +3.8, RSLAD +1.0, AKD +0.8.
+    # baseline under AutoAttack on every seed (+12.3 points on average, a win); SA-MDRAD +4.3, RSLAD +2.3, AKD +2.2.
     "method": "ard",
     # The digits have 17 grey levels (0..16): 16/255 is about one level, the smallest change a pixel can show.
     "eps": 16 / 255,
     "steps": 5,
-    "epochs": 10,
+    "epochs": 5,
     "batch_size": 64,
     "lr": 0.1,
     "eval_examples": 200,
@@ -56,9 +59,8 @@ SETTINGS: dict[str, Any] = {
 BASELINE_RECIPE = 1
 
 
-def cached_baseline(s: dict[str, Any], data: Any, common: dict[str, Any], kw: dict[str, Any],
-                    timings: dict[str, float]) -> tuple[dict[str, Any], bool]:
-    """The PGD-AT baseline's metrics and whether they came from the cache (its bundle is kept beside them).
+def baseline_folder(s: dict[str, Any], data: Any) -> Path:
+    """Where the PGD-AT baseline of these settings is cached (its bundle and evaluation.json).
 
     The baseline depends only on the student, the data and the training/evaluation settings, not on the method or
     the teachers, so it is cached like the teachers: a second quickstart (another method, another look) reuses it.
@@ -67,11 +69,25 @@ def cached_baseline(s: dict[str, Any], data: Any, common: dict[str, Any], kw: di
               "size": data.input_size, "torch": torch.__version__,
               **{k: s[k] for k in ("eps", "steps", "epochs", "batch_size", "lr", "seed", "attacks", "eval_examples")}}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    folder = cache_dir() / "quickstart" / f"baseline-{s['student']}-{digest}"
+    return cache_dir() / "quickstart" / f"baseline-{s['student']}-{digest}"
+
+
+def read_cached_baseline(folder: Path) -> dict[str, Any] | None:
+    """The cached baseline's metrics, or None when the folder holds no complete baseline."""
     metrics_file = folder / "evaluation.json"
     if is_bundle(folder) and metrics_file.is_file():
+        return json.loads(metrics_file.read_text())
+    return None
+
+
+def cached_baseline(s: dict[str, Any], data: Any, common: dict[str, Any], kw: dict[str, Any],
+                    timings: dict[str, float]) -> tuple[dict[str, Any], bool]:
+    """The PGD-AT baseline's metrics and whether they came from the cache (its bundle is kept beside them)."""
+    folder = baseline_folder(s, data)
+    cached = read_cached_baseline(folder)
+    if cached is not None:
         timings["baseline"] = 0.0
-        return json.loads(metrics_file.read_text()), True
+        return cached, True
     t0 = time.perf_counter()
     baseline = RobustCompressor([], s["student"], method="pgd-at", **common)
     baseline.fit(data)
@@ -81,8 +97,110 @@ def cached_baseline(s: dict[str, Any], data: Any, common: dict[str, Any], kw: di
     timings["evaluate_baseline"] = time.perf_counter() - t0
     baseline.save(folder)
     text = json.dumps(metrics, indent=2)
-    atomic_write(metrics_file, lambda tmp: Path(tmp).write_text(text))  # last: a folder with it is complete
+    atomic_write(folder / "evaluation.json", lambda tmp: Path(tmp).write_text(text))  # last: the folder is complete
     return metrics, False
+
+
+def quickstart_teachers(s: dict[str, Any], data: Any, device: torch.device, progress: bool) -> list[Any]:
+    """The quickstart's standard teachers (trained once, then from the teacher cache)."""
+    return [train_teacher(name, data, epochs=s["teacher_epochs"], lr=s["teacher_lr"], batch_size=s["batch_size"],
+                          seed=s["seed"], device=device, progress=progress) for name in s["teachers"]]
+
+
+def training_kwargs(s: dict[str, Any], device: str, progress: bool) -> dict[str, Any]:
+    """RobustCompressor arguments shared by the distilled student and the baseline."""
+    return dict(eps=s["eps"], steps=s["steps"], epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
+                seed=s["seed"], device=device, verify_attacks=(), progress=progress)
+
+
+def evaluation_kwargs(s: dict[str, Any], device: torch.device, progress: bool) -> dict[str, Any]:
+    """evaluate() arguments for every model of the quickstart's table."""
+    return dict(attacks=s["attacks"], eps=s["eps"], n_examples=s["eval_examples"], device=device, seed=s["seed"],
+                progress=progress)
+
+
+def reference_runs(s: dict[str, Any], data: Any, common: dict[str, Any], kw: dict[str, Any],
+                   teachers: list[Any]) -> dict[str, Any]:
+    """The references beside the student: the PGD-AT baseline (cached) and the teachers' own evaluation."""
+    timings: dict[str, float] = {}
+    baseline, cached = cached_baseline(s, data, common, kw, timings)
+    t0 = time.perf_counter()
+    # The teachers are the reference, not the product: their (cheaper) teacher attacks only.
+    teacher_metrics = [_metrics(evaluate(t, data.test, **{**kw, "attacks": s["teacher_attacks"]})) for t in teachers]
+    timings["evaluate_teachers"] = time.perf_counter() - t0
+    return {"baseline": baseline, "baseline_cached": cached, "teachers": teacher_metrics, "timings": timings}
+
+
+def references_main(folder: str) -> int:
+    """The second process of BackgroundReferences: settings.json in ``folder`` -> reference_runs -> result.json.
+
+    Everything is rebuilt from the settings (the digits, the teachers from the teacher cache the first process just
+    filled), so nothing is pickled between the processes and the caller's __main__ is never re-imported.
+    """
+    s = json.loads((Path(folder) / "settings.json").read_text())
+    torch.set_num_threads(1)
+    cpu = torch.device("cpu")
+    data = load_data(s["dataset"], s["input_size"])
+    teachers = quickstart_teachers(s, data, cpu, progress=False)
+    result = reference_runs(s, data, training_kwargs(s, "cpu", False), evaluation_kwargs(s, cpu, False), teachers)
+    text = json.dumps(result)
+    atomic_write(Path(folder) / "result.json", lambda tmp: Path(tmp).write_text(text))
+    return 0
+
+
+class BackgroundReferences:
+    """The baseline and the teachers' evaluation in a second process while this one distils and evaluates the student.
+
+    The student's steps barely use a second core (docs/results/quickstart_profile.md: tiny 8x8 models leave
+    intra-op threads idle), so on a CPU the two pipelines run side by side at one thread each; two one-thread
+    processes do about 1.5x the work of one two-thread process. Without a second thread, on a GPU, or when the
+    baseline is cached (the rest is seconds), start() returns False and the caller runs reference_runs in line.
+    """
+
+    def __init__(self, s: dict[str, Any]) -> None:
+        self.s = s
+        self.threads = torch.get_num_threads()
+        self.folder: Path | None = None
+        self.process: subprocess.Popen | None = None
+
+    def start(self, device: torch.device, data: Any) -> bool:
+        """Start the second process when it pays; the teachers must already be in the teacher cache."""
+        if device.type != "cpu" or self.threads < 2 or read_cached_baseline(baseline_folder(self.s, data)):
+            return False
+        self.folder = Path(tempfile.mkdtemp(prefix="robustcompress-references-"))
+        (self.folder / "settings.json").write_text(json.dumps(self.s))
+        code = ("import sys; from robustcompress.quickstart import references_main; "
+                "sys.exit(references_main(sys.argv[1]))")
+        env = {**os.environ, "ROBUSTCOMPRESS_CACHE": str(cache_dir()), "OMP_NUM_THREADS": "1"}
+        with open(self.folder / "log.txt", "w") as log_file:
+            self.process = subprocess.Popen([sys.executable, "-c", code, str(self.folder)], env=env,
+                                            stdout=log_file, stderr=subprocess.STDOUT)
+        torch.set_num_threads(self.threads - 1)  # leave the worker its core instead of oversubscribing both
+        return True
+
+    def result(self) -> dict[str, Any]:
+        """Wait for the second process; its result, or a RuntimeError with the end of its log when it failed."""
+        assert self.process is not None and self.folder is not None, "start() did not start a process"
+        try:
+            code = self.process.wait()
+            if code != 0:
+                lines = (self.folder / "log.txt").read_text(errors="replace").strip().splitlines()
+                raise RuntimeError(f"the quickstart's reference process (PGD-AT baseline, teacher evaluation) failed "
+                                   f"with exit code {code}: {lines[-1] if lines else 'no output'}")
+            return json.loads((self.folder / "result.json").read_text())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the second process (a no-op once it has finished) and give this process its threads back."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder)
+            self.folder = None
+        torch.set_num_threads(self.threads)
 
 
 def _metrics(report: Any) -> dict[str, Any]:
@@ -105,36 +223,36 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", device: str = "auto",
     data = load_data(s["dataset"], s["input_size"])
 
     t0 = time.perf_counter()
-    teachers = [
-        train_teacher(name, data, epochs=s["teacher_epochs"], lr=s["teacher_lr"], batch_size=s["batch_size"],
-                      seed=s["seed"], device=dev, progress=progress)
-        for name in s["teachers"]
-    ]
+    teachers = quickstart_teachers(s, data, dev, progress)
     timings["teachers"] = time.perf_counter() - t0
 
-    common = dict(eps=s["eps"], steps=s["steps"], epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
-                  seed=s["seed"], device=device, verify_attacks=(), progress=progress)
-    t0 = time.perf_counter()
-    method = create_method(s["method"])
-    outputs = s["teacher_outputs"] if method.clean_teacher_plan(len(teachers)) is not None else "live"
-    student = RobustCompressor(teachers, s["student"], method=s["method"], teacher_outputs=outputs, **common)
-    student.fit(data)
-    timings["distill"] = time.perf_counter() - t0
-    kw = dict(attacks=s["attacks"], eps=s["eps"], n_examples=s["eval_examples"], device=dev, seed=s["seed"],
-              progress=progress)
-    baseline_metrics, baseline_cached = cached_baseline(s, data, common, kw, timings)
+    common = training_kwargs(s, device, progress)
+    kw = evaluation_kwargs(s, dev, progress)
+    background = BackgroundReferences(s)
+    try:
+        in_parallel = background.start(dev, data)
+        if in_parallel and progress:
+            print("training and evaluating the PGD-AT baseline in a second process ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        method = create_method(s["method"])
+        outputs = s["teacher_outputs"] if method.clean_teacher_plan(len(teachers)) is not None else "live"
+        student = RobustCompressor(teachers, s["student"], method=s["method"], teacher_outputs=outputs, **common)
+        student.fit(data)
+        timings["distill"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    to_evaluate = [("student", student.student), *((f"teacher {name}", t) for name, t in zip(s["teachers"], teachers))]
-    reports = []
-    # The longest phase (AutoAttack): one bar over the models, with the attack bars beneath it.
-    bar = tqdm(to_evaluate, desc="evaluating", unit="model", disable=not progress)
-    for label, model in bar:
-        attacks = s["teacher_attacks"] if label.startswith("teacher") else s["attacks"]
-        bar.set_postfix_str(f"{label}: {', '.join(attacks)} on {s['eval_examples']} images")
-        reports.append(evaluate(model, data.test, **{**kw, "attacks": attacks}))
-    student_report, *teacher_reports = reports
-    timings["evaluate"] = time.perf_counter() - t0 + timings.pop("evaluate_baseline", 0.0)
+        t0 = time.perf_counter()
+        if progress:
+            print(f"evaluating the student: {', '.join(s['attacks'])} on {s['eval_examples']} images ...",
+                  file=sys.stderr, flush=True)
+        student_report = evaluate(student.student, data.test, **kw)
+        timings["evaluate"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        references = background.result() if in_parallel else reference_runs(s, data, common, kw, teachers)
+        timings["references" + (" (waiting)" if in_parallel else "")] = time.perf_counter() - t0
+    finally:
+        background.close()
+    timings.update({k + (" (in parallel)" if in_parallel else ""): v for k, v in references["timings"].items()})
+    baseline_metrics, baseline_cached = references["baseline"], references["baseline_cached"]
     student.metrics = student_report.to_dict()
 
     t0 = time.perf_counter()
@@ -161,7 +279,7 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", device: str = "auto",
         "seed": s["seed"],
         "metrics": _metrics(student_report),
         "baseline": {"method": "pgd-at", **baseline_metrics, "cached": baseline_cached},
-        "teachers_metrics": [{"name": n, **_metrics(r)} for n, r in zip(s["teachers"], teacher_reports)],
+        "teachers_metrics": [{"name": n, **m} for n, m in zip(s["teachers"], references["teachers"])],
         "onnx": {"path": onnx_info["path"], "max_abs_diff": onnx_info["max_abs_diff"],
                  "argmax_agreement": onnx_info["argmax_agreement"]},
         "bundle": str(out / "bundle"),

@@ -118,15 +118,14 @@ def _smoke_data(tmp_path: Path) -> Path:
     return path
 
 
-def test_smoke_run_writes_a_row_for_every_registered_method(tmp_path):
-    # The issue's --smoke run, end to end: about a minute on an idle 2-core CPU.
+def test_smoke_run_writes_a_row_for_every_registered_method(bench, tmp_path, monkeypatch, capsys):
+    # The issue's --smoke run, end to end in its own process as a user runs it: about a minute on an idle 2-core CPU.
     from robustcompress import list_methods
 
     bench_out, cache = tmp_path / "out", tmp_path / "cache"
     data = _smoke_data(tmp_path)
-    command = [sys.executable, str(SCRIPT), "--smoke", "--no-progress", "--out", str(bench_out), "--cache", str(cache),
-               "--data", str(data)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    args = ["--smoke", "--no-progress", "--out", str(bench_out), "--cache", str(cache), "--data", str(data)]
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((bench_out / "cifar10_subset.json").read_text())
     from_issue = ["pgd-at", "trades", "ard", "rslad", "iad", "mtard", "adaad", "akd", "sa-mdrad", "dual-path"]
@@ -143,17 +142,20 @@ def test_smoke_run_writes_a_row_for_every_registered_method(tmp_path):
     markdown = (bench_out / "cifar10_subset.md").read_text()
     assert "SMOKE RUN" in markdown and all(f"| {m} |" in markdown for m in registered)
     assert (bench_out / "cifar10_subset.png").stat().st_size > 0 and "cifar10_subset.png" in markdown
+
+    # The follow-up runs go through main() in this process: the same code without a second start-up (torch, timm).
+    monkeypatch.setenv("ROBUSTCOMPRESS_CACHE", str(cache))  # main() sets it from --cache; restored afterwards
+    capsys.readouterr()
     # A second run of no method builds no teacher and keeps the rows and teacher rows of the first.
-    again = subprocess.run(command + ["--methods", ""], capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "cached weights" not in again.stdout and "training" not in again.stdout
+    assert bench.main([*args, "--methods", ""]) == 0
+    printed = capsys.readouterr().out
+    assert "cached weights" not in printed and "training" not in printed
     kept = json.loads((bench_out / "cifar10_subset.json").read_text())
     assert kept["rows"] == results["rows"] and kept["teachers"] == results["teachers"]
     # A run of one distillation method reuses the cached teachers it needs; its saved bundle is student-only.
-    ard = subprocess.run(command + ["--methods", "ard", "--save-bundles", str(tmp_path / "bundles")],
-                         capture_output=True, text=True, timeout=600)
-    assert ard.returncode == 0, ard.stdout[-3000:] + ard.stderr[-3000:]
-    assert "robust: cached weights" in ard.stdout and "teacher2: cached weights" in ard.stdout
+    assert bench.main([*args, "--methods", "ard", "--save-bundles", str(tmp_path / "bundles")]) == 0
+    printed = capsys.readouterr().out
+    assert "robust: cached weights" in printed and "teacher2: cached weights" in printed
     from robustcompress.bundle import read_bundle
 
     saved = tmp_path / "bundles" / "ard"

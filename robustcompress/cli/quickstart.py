@@ -7,10 +7,11 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "quickstart",
-        help="train teachers, distil a robust student, verify and export it (about 2 minutes on a CPU)",
+        help="train teachers, distil a robust student, verify and export it (about a minute on a 2-core CPU)",
         description=(
             "Runs fit -> verify -> export on scikit-learn's handwritten digits: two standard teachers (cached), "
-            "a distilled student, a PGD-AT baseline, PGD-20 and AutoAttack evaluation, and an ONNX export. "
+            "a distilled student, a PGD-AT baseline (in a second process on a CPU), PGD-20 and AutoAttack "
+            "evaluation, and an ONNX export. "
             "Writes report.json, report.md, student.onnx and bundle/ to --out."
         ),
     )
