@@ -165,7 +165,9 @@ class BackgroundReferences:
 
     def start(self, device: torch.device, data: Any) -> bool:
         """Start the second process when it pays; the teachers must already be in the teacher cache."""
-        if device.type != "cpu" or self.threads < 2 or read_cached_baseline(baseline_folder(self.s, data)):
+        if device.type != "cpu" or self.threads < 2:
+            return False
+        if read_cached_baseline(baseline_folder(self.s, data)) is not None:
             return False
         self.folder = Path(tempfile.mkdtemp(prefix="robustcompress-references-"))
         (self.folder / "settings.json").write_text(json.dumps(self.s))
