@@ -1,11 +1,13 @@
 """Shared fixtures: small threads, a private teacher cache, tiny digits data and models."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 import pytest
 import torch
@@ -60,6 +62,32 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A folder that every xdist worker of this session shares, held under a lock while the block runs in it.
+
+    The first worker builds what the block builds (a trained model, a bundle); the others wait, then find it on disk
+    and load it, so a fixture several test files need is trained once per run instead of once per worker.
+    """
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if XDIST_WORKER else root  # the workers' folders sit side by side in this run's folder
+    with FileLock(str(root / f"{name}.lock")):
+        yield root / name
+
+
+@contextlib.contextmanager
+def teacher_cache(folder: Path) -> Iterator[None]:
+    """ROBUSTCOMPRESS_CACHE pointed at ``folder`` for the block (then back at the session's private cache)."""
+    previous = os.environ["ROBUSTCOMPRESS_CACHE"]
+    os.environ["ROBUSTCOMPRESS_CACHE"] = str(folder)
+    try:
+        yield
+    finally:
+        os.environ["ROBUSTCOMPRESS_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def digits16():
     from robustcompress import load_data
@@ -68,12 +96,13 @@ def digits16():
 
 
 @pytest.fixture(scope="session")
-def standard_model(digits16):
-    """A tiny standard (undefended) classifier trained briefly on digits at 16x16."""
+def standard_model(digits16, tmp_path_factory):
+    """A tiny standard (undefended) classifier trained briefly on digits at 16x16 (once per run: its teacher cache
+    is shared by the workers)."""
     from robustcompress import train_teacher
 
-    torch.manual_seed(0)
-    return train_teacher("test_resnet", digits16, epochs=3, lr=0.1, batch_size=64, progress=False)
+    with built_once(tmp_path_factory, "standard_model") as folder, teacher_cache(folder):
+        return train_teacher("test_resnet", digits16, epochs=3, lr=0.1, batch_size=64, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="the demo needs the 'demo' extra (gradio)")
 
+from conftest import built_once  # noqa: E402
 from robustcompress.apps.handler import (  # noqa: E402
     ATTACKS,
     MAX_PIXELS,
@@ -35,7 +36,7 @@ def build_tiny_bundle(root: Path, data) -> Path:
     """A standard model and a robust copy of it (one epoch of fast PGD-AT fine-tuning), saved with its ONNX export.
 
     Fine-tuning the standard model adversarially makes a robust student in a fraction of the time training one
-    from scratch takes. Built once per session under ``root``; a second caller (the browser test) finds it on disk.
+    from scratch takes. Built once per run under ``root``; a second caller (the browser test) finds it on disk.
     """
     from robustcompress import RobustCompressor, train_teacher
 
@@ -68,7 +69,8 @@ def running_demo(models: DemoModels) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def demo_bundle(tmp_path_factory, digits16) -> Path:
-    return build_tiny_bundle(tmp_path_factory.getbasetemp() / "demo", digits16)
+    with built_once(tmp_path_factory, "demo") as root:
+        return build_tiny_bundle(root, digits16)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from PIL import Image
 pytest.importorskip("gradio", reason="the demo needs the 'demo' extra (gradio)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs Playwright for Python")
 
-from test_demo import EPS_255, build_tiny_bundle, running_demo  # noqa: E402  (pytest puts tests/ on sys.path)
+from conftest import built_once  # noqa: E402  (pytest puts tests/ on sys.path)
+from test_demo import EPS_255, build_tiny_bundle, running_demo  # noqa: E402
 
 # Debian's package, never a Playwright browser download; .ci/run installs it.
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -28,7 +29,8 @@ pytestmark = pytest.mark.skipif(
 def models(tmp_path_factory, digits16):
     from robustcompress.apps.handler import load_demo_models
 
-    return load_demo_models(build_tiny_bundle(tmp_path_factory.getbasetemp() / "demo", digits16))
+    with built_once(tmp_path_factory, "demo") as root:
+        return load_demo_models(build_tiny_bundle(root, digits16))
 
 
 def top_label(page, elem_id: str) -> str:

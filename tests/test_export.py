@@ -130,6 +130,32 @@ def test_metadata_round_trips_and_carries_the_verification(exported: SimpleNames
     assert [e.key for e in proto.metadata_props].count("number") == 1
 
 
+def test_both_exporters_give_the_same_logits_and_auto_falls_back_to_dynamo(exported: SimpleNamespace,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import robustcompress.export.onnx as onnx_export
+
+    assert read_metadata(exported.fp32)["exporter"] == "torchscript"  # auto, while torch ships TorchScript
+    assert json.loads(exported.report_path.read_text())["versions"]["exporter"] == "torchscript"
+    student, batch = exported.rc.student, exported.data.test.tensors[0][:16]
+    dynamo = onnx_export.to_onnx(student, 16, exporter="dynamo")
+    assert read_metadata(dynamo)["exporter"] == "dynamo"
+    assert check_parity(student, dynamo, batch)["max_abs_diff"] < 1e-4
+    np.testing.assert_allclose(onnx_logits(dynamo, batch.numpy()), onnx_logits(exported.fp32, batch.numpy()),
+                               atol=1e-5)
+
+    def gone(*args, **kwargs):
+        raise RuntimeError("TorchScript export was removed")
+
+    dynamo_calls = []
+    monkeypatch.setattr(onnx_export, "_torchscript_export", gone)
+    monkeypatch.setattr(onnx_export, "_dynamo_export", lambda *a: dynamo_calls.append(a) or onnx.ModelProto())
+    assert read_metadata(onnx_export.to_onnx(student, 16))["exporter"] == "dynamo" and len(dynamo_calls) == 1
+    with pytest.raises(RuntimeError, match="was removed"):
+        onnx_export.to_onnx(student, 16, exporter="torchscript")
+    with pytest.raises(ValueError, match="exporter='onnx' is not one of auto, torchscript, dynamo"):
+        onnx_export.to_onnx(student, 16, exporter="onnx")
+
+
 def test_export_refuses_a_graph_that_does_not_match(exported: SimpleNamespace, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import robustcompress.export.verified as verified

@@ -67,11 +67,17 @@ def test_dry_run_fit_leaves_a_verified_bundle(dry_run):
 
 
 def test_a_hung_step_times_out_and_the_others_still_run(tmp_path):
-    proc = _run(tmp_path, T_PYTEST="1", T_THROUGHPUT="1", T_COMPILE="1", T_FIT="1")
+    # Every step's interpreter hangs (a stand-in for PYTHON that sleeps), except the summary's, which is real.
+    hanging = tmp_path / "hanging_python"
+    hanging.write_text(f'#!/usr/bin/env bash\ncase "$*" in *gpu_check_summary.py*) exec "{sys.executable}" "$@";; '
+                       f'esac\nexec sleep 60\n')
+    hanging.chmod(0o755)
+    proc = _run(tmp_path / "out", PYTHON=str(hanging), T_PYTEST="1", T_THROUGHPUT="1", T_COMPILE="1", T_FIT="1")
     assert proc.returncode == 1
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [(s["name"], s["status"]) for s in summary["steps"]] == [(name, "timeout") for name in STEPS]
-    assert not summary["passed"] and "SOME STEPS FAILED" in (tmp_path / "summary.md").read_text()
+    assert all(s["seconds"] <= 3 for s in summary["steps"])  # stopped at the limit, not when the sleep ended
+    assert not summary["passed"] and "SOME STEPS FAILED" in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_unknown_arguments_are_a_usage_error(tmp_path):

@@ -12,7 +12,8 @@ from torch.utils.data import TensorDataset
 from robustcompress.attacks import eval_mode, kl_div
 from robustcompress.methods import StepContext, create_method, list_methods
 from robustcompress.methods.common import teacher_probs
-from robustcompress.methods.dual_path import dual_paths, path_indices, path_weights, runner_up_class
+from robustcompress.methods.dual_path import (dual_paths, path_indices, path_weights, random_wrong_class,
+                                              runner_up_class)
 from robustcompress.methods.iad import introspection_weights
 from robustcompress.methods.mtard import teacher_roles
 from robustcompress.methods.sa_mdrad import fusion_weights, rectify_logits
@@ -191,6 +192,25 @@ def test_dual_path_uses_the_teachers_runner_up_and_every_selected_point(batch, t
     assert torch.equal(x_adv, ctx.cache["away"][-1])
     loss, logits = method.loss(ctx, x_adv)
     assert torch.isfinite(loss) and logits.shape == (len(y), 10)
+
+
+def test_dual_path_random_target_is_a_seeded_wrong_class_spread_over_the_others(batch, teachers):
+    x, y = batch
+    method = create_method("dual-path", path_points=1, target_class="random")
+    assert method.hparams()["target_class"] == "random"
+    targets = []
+    for seed in (0, 0, 1):
+        ctx = _ctx(x, y, _student(), teachers, steps=1)
+        torch.manual_seed(seed)  # after _student(), which seeds its own initial weights
+        method.perturb(ctx)
+        targets.append(ctx.cache["target_class"])
+    assert torch.equal(targets[0], targets[1]) and not torch.equal(targets[0], targets[2])
+    assert all((t != y).all() and t.min() >= 0 and t.max() < 10 for t in targets)
+    assert not torch.equal(targets[0], runner_up_class(teacher_probs(teachers, x), y))
+    draws = random_wrong_class(torch.zeros(5000, dtype=torch.long), 10)
+    assert draws.min() == 1 and draws.max() == 9 and torch.bincount(draws, minlength=10)[1:].min() > 400
+    with pytest.raises(ValueError, match="target_class='least' must be one of runner-up, random"):
+        create_method("dual-path", target_class="least")
 
 
 def test_dual_path_without_adaptive_weights_is_plain_distillation_along_both_paths(batch, teachers):

@@ -13,7 +13,8 @@ import onnx
 import onnxruntime
 import torch
 
-from robustcompress.export.onnx import PARITY_TOLERANCE, onnx_logits, save_onnx, set_metadata, to_onnx
+from robustcompress.export.onnx import (PARITY_TOLERANCE, onnx_logits, read_metadata, save_onnx, set_metadata,
+                                        to_onnx)
 from robustcompress.export.quantize import quantize_int8, verify_int8
 from robustcompress.export.verification import verify_onnx
 from robustcompress.models import ImageClassifier
@@ -88,7 +89,8 @@ def export_verified(
         "data": {**(data_description or {}), "eval_examples": len(x),
                  "calibration_examples": 0 if calibration_images is None or not int8 else len(calibration_images)},
         "fp32": fp32_section,
-        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                     "exporter": read_metadata(proto).get("exporter")},
     }
 
     if int8:

@@ -9,7 +9,8 @@ and the targeted descent towards another class c_j. RECONSTRUCTED here (see docs
 * both paths attack the student with cross-entropy, start from the clean image (no random start; with
   ``random_start=True`` both start from one uniform random point of the eps-ball, as FGSM-RS does against
   catastrophic overfitting when the trainer takes a single step), and take the trainer's step size and number of
-  steps; c_j is the teacher ensemble's runner-up class on the clean image;
+  steps; c_j is the teacher ensemble's runner-up class on the clean image (``target_class="random"``, an
+  ablation: a uniformly random wrong class);
 * ``path_points`` evenly spaced iterates per path are used (always including the last; None = every iterate);
 * weight of a point = drop of the teacher's true-class probability from the clean image to that point, zero where
   the teacher no longer predicts the true class (a noisy target), divided by the mean drop over the path's
@@ -27,9 +28,19 @@ from robustcompress.methods.common import require_teacher, teacher_probs
 from robustcompress.methods.registry import Method, StepContext, register_method
 
 
+#: How the targeted path's class c_j is chosen: the teacher's most probable wrong class (the reconstruction) or a
+#: uniformly random wrong class (an ablation).
+TARGET_CLASSES = ("runner-up", "random")
+
+
 def runner_up_class(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The most probable class other than the true one."""
     return probs.scatter(1, y.view(-1, 1), float("-inf")).argmax(dim=1)
+
+
+def random_wrong_class(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """A class drawn uniformly from the ``num_classes - 1`` classes other than ``y``."""
+    return (y + torch.randint(1, num_classes, y.shape, device=y.device)) % num_classes
 
 
 def path_indices(steps: int, points: int | None) -> list[int]:
@@ -80,8 +91,10 @@ class DualPath(Method):
     summary = "Dual-path: teacher-student KL on every intermediate sample of an untargeted and a targeted PGD path."
 
     def __init__(self, path_points: int | None = None, clean_weight: float = 1 / 6, random_start: bool = False,
-                 adaptive_weights: bool = True) -> None:
+                 adaptive_weights: bool = True, target_class: str = "runner-up") -> None:
         super().__init__()
+        if target_class not in TARGET_CLASSES:
+            raise ValueError(f"target_class={target_class!r} must be one of {', '.join(TARGET_CLASSES)}")
         if path_points is not None and path_points < 1:
             raise ValueError(f"path_points={path_points} must be at least 1 (or None for every PGD iterate)")
         if not 0 <= clean_weight <= 1:
@@ -90,13 +103,17 @@ class DualPath(Method):
         self.clean_weight = clean_weight
         self.random_start = bool(random_start)
         self.adaptive_weights = bool(adaptive_weights)
+        self.target_class = target_class
 
     def perturb(self, ctx: StepContext) -> torch.Tensor:
         require_teacher(self.name, ctx.teachers)
         if ctx.steps < 1:
             raise ValueError("dual-path distils along PGD paths and needs steps >= 1; raise steps (e.g. 10)")
         clean_probs = teacher_probs(ctx.teachers, ctx.x, ctx.teacher_weights)
-        target = runner_up_class(clean_probs, ctx.y)
+        if self.target_class == "runner-up":
+            target = runner_up_class(clean_probs, ctx.y)
+        else:
+            target = random_wrong_class(ctx.y, clean_probs.shape[1])
         away, towards = dual_paths(ctx.student, ctx.x, ctx.y, target, ctx.eps, ctx.step_size, ctx.steps,
                                    self.path_points, self.random_start)
         ctx.cache.update(clean_probs=clean_probs, away=away, towards=towards, target_class=target)
