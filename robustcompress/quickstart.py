@@ -43,7 +43,10 @@ SETTINGS: dict[str, Any] = {
     "epochs": 5,
     "batch_size": 64,
     "lr": 0.1,
-    "eval_examples": 200,
+    # 100 of the 360 held-out digits (one standard error of an accuracy near 0.6 is about 5 points; student and
+    # baseline are attacked on the same images, and quickstart_seeds.md pairs them over seeds): 200 cost 9 more
+    # seconds of AutoAttack on each process (docs/results/quickstart_profile.md).
+    "eval_examples": 100,
     "attacks": ["pgd20", "autoattack-fast"],
     # The teachers are the reference, not the product: PGD-20 only (an upper bound on their robust accuracy);
     # AutoAttack on them would double the quickstart's time.
@@ -119,30 +122,55 @@ def evaluation_kwargs(s: dict[str, Any], device: torch.device, progress: bool) -
                 progress=progress)
 
 
+def teacher_evaluation(s: dict[str, Any], data: Any, kw: dict[str, Any], teachers: list[Any],
+                       timings: dict[str, float]) -> list[dict[str, Any]]:
+    """The teachers' metrics: the reference, not the product, so their (cheaper) teacher attacks only."""
+    t0 = time.perf_counter()
+    metrics = [_metrics(evaluate(t, data.test, **{**kw, "attacks": s["teacher_attacks"]})) for t in teachers]
+    timings["evaluate_teachers"] = time.perf_counter() - t0
+    return metrics
+
+
 def reference_runs(s: dict[str, Any], data: Any, common: dict[str, Any], kw: dict[str, Any],
                    teachers: list[Any]) -> dict[str, Any]:
     """The references beside the student: the PGD-AT baseline (cached) and the teachers' own evaluation."""
     timings: dict[str, float] = {}
     baseline, cached = cached_baseline(s, data, common, kw, timings)
-    t0 = time.perf_counter()
-    # The teachers are the reference, not the product: their (cheaper) teacher attacks only.
-    teacher_metrics = [_metrics(evaluate(t, data.test, **{**kw, "attacks": s["teacher_attacks"]})) for t in teachers]
-    timings["evaluate_teachers"] = time.perf_counter() - t0
+    teacher_metrics = teacher_evaluation(s, data, kw, teachers, timings)
     return {"baseline": baseline, "baseline_cached": cached, "teachers": teacher_metrics, "timings": timings}
 
 
-def references_main(folder: str) -> int:
-    """The second process of BackgroundReferences: settings.json in ``folder`` -> reference_runs -> result.json.
+#: The file the first process writes into the shared folder once the teachers are in the teacher cache.
+TEACHERS_READY = "teachers.ready"
 
-    Everything is rebuilt from the settings (the digits, the teachers from the teacher cache the first process just
-    filled), so nothing is pickled between the processes and the caller's __main__ is never re-imported.
+
+def wait_for_teachers(folder: Path, parent_pid: int, poll_s: float = 0.05) -> None:
+    """Block until the first process says the teachers are cached; raise if that process is gone meanwhile."""
+    while not (folder / TEACHERS_READY).is_file():
+        if os.getppid() != parent_pid:
+            raise RuntimeError(f"the quickstart process {parent_pid} that started this one has gone")
+        time.sleep(poll_s)
+
+
+def references_main(folder: str, parent_pid: int | None = None) -> int:
+    """The second process of BackgroundReferences: settings.json in ``folder`` -> result.json.
+
+    It trains and evaluates the PGD-AT baseline (which needs no teacher) while the first process trains the teachers
+    and distils, then waits for TEACHERS_READY and evaluates the teachers from the teacher cache. Everything is
+    rebuilt from the settings, so nothing is pickled between the processes and the caller's __main__ is never
+    re-imported.
     """
     s = json.loads((Path(folder) / "settings.json").read_text())
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
     data = load_data(s["dataset"], s["input_size"])
-    teachers = quickstart_teachers(s, data, cpu, progress=False)
-    result = reference_runs(s, data, training_kwargs(s, "cpu", False), evaluation_kwargs(s, cpu, False), teachers)
+    kw = evaluation_kwargs(s, cpu, False)
+    timings: dict[str, float] = {}
+    baseline, cached = cached_baseline(s, data, training_kwargs(s, "cpu", False), kw, timings)
+    wait_for_teachers(Path(folder), os.getppid() if parent_pid is None else parent_pid)
+    teachers = quickstart_teachers(s, data, cpu, progress=False)  # from the cache the first process filled
+    result = {"baseline": baseline, "baseline_cached": cached,
+              "teachers": teacher_evaluation(s, data, kw, teachers, timings), "timings": timings}
     text = json.dumps(result)
     atomic_write(Path(folder) / "result.json", lambda tmp: Path(tmp).write_text(text))
     return 0
@@ -164,7 +192,8 @@ class BackgroundReferences:
         self.process: subprocess.Popen | None = None
 
     def start(self, device: torch.device, data: Any) -> bool:
-        """Start the second process when it pays; the teachers must already be in the teacher cache."""
+        """Start the second process when it pays (before the teachers: it trains the baseline first and evaluates
+        the teachers once teachers_ready() says they are cached)."""
         if device.type != "cpu" or self.threads < 2:
             return False
         if read_cached_baseline(baseline_folder(self.s, data)) is not None:
@@ -172,13 +201,18 @@ class BackgroundReferences:
         self.folder = Path(tempfile.mkdtemp(prefix="robustcompress-references-"))
         (self.folder / "settings.json").write_text(json.dumps(self.s))
         code = ("import sys; from robustcompress.quickstart import references_main; "
-                "sys.exit(references_main(sys.argv[1]))")
+                "sys.exit(references_main(sys.argv[1], int(sys.argv[2])))")
         env = {**os.environ, "ROBUSTCOMPRESS_CACHE": str(cache_dir()), "OMP_NUM_THREADS": "1"}
         with open(self.folder / "log.txt", "w") as log_file:
-            self.process = subprocess.Popen([sys.executable, "-c", code, str(self.folder)], env=env,
-                                            stdout=log_file, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen([sys.executable, "-c", code, str(self.folder), str(os.getpid())],
+                                            env=env, stdout=log_file, stderr=subprocess.STDOUT)
         torch.set_num_threads(self.threads - 1)  # leave the worker its core instead of oversubscribing both
         return True
+
+    def teachers_ready(self) -> None:
+        """Tell the second process that the teachers are in the teacher cache (a no-op without one)."""
+        if self.folder is not None:
+            atomic_write(self.folder / TEACHERS_READY, lambda tmp: Path(tmp).write_text("ready"))
 
     def result(self) -> dict[str, Any]:
         """Wait for the second process; its result, or a RuntimeError with the end of its log when it failed."""
@@ -224,17 +258,18 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", device: str = "auto",
     dev = resolve_device(device)
     data = load_data(s["dataset"], s["input_size"])
 
-    t0 = time.perf_counter()
-    teachers = quickstart_teachers(s, data, dev, progress)
-    timings["teachers"] = time.perf_counter() - t0
-
     common = training_kwargs(s, device, progress)
     kw = evaluation_kwargs(s, dev, progress)
     background = BackgroundReferences(s)
     try:
+        # The second process starts first: its start-up and the baseline overlap the teachers' training.
         in_parallel = background.start(dev, data)
         if in_parallel and progress:
             print("training and evaluating the PGD-AT baseline in a second process ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        teachers = quickstart_teachers(s, data, dev, progress)
+        timings["teachers"] = time.perf_counter() - t0
+        background.teachers_ready()
         t0 = time.perf_counter()
         method = create_method(s["method"])
         outputs = s["teacher_outputs"] if method.clean_teacher_plan(len(teachers)) is not None else "live"

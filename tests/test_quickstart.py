@@ -98,13 +98,14 @@ def test_the_references_run_in_a_second_one_thread_process_as_they_would_in_line
                                            read_cached_baseline, reference_runs)
 
     s, data, common, kw = _tiny_references(seed=7)
-    teachers = quickstart_teachers(s, data, torch.device("cpu"), progress=False)  # the second process loads these
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         background = BackgroundReferences(s)
-        assert background.start(torch.device("cpu"), data)
+        assert background.start(torch.device("cpu"), data)  # before the teachers, as run_quickstart does
         assert torch.get_num_threads() == 1  # this process leaves the worker its core
+        teachers = quickstart_teachers(s, data, torch.device("cpu"), progress=False)  # the second process loads these
+        background.teachers_ready()
         result = background.result()
         assert torch.get_num_threads() == 2
         torch.set_num_threads(1)  # as in the worker, so the teachers' numbers can be compared exactly
@@ -116,6 +117,15 @@ def test_the_references_run_in_a_second_one_thread_process_as_they_would_in_line
     assert in_line["baseline_cached"] and in_line["teachers"] == result["teachers"]
     assert not BackgroundReferences(s).start(torch.device("cpu"), data)  # the baseline is cached: in line
     assert not BackgroundReferences(_tiny_references(seed=8)[0]).start(torch.device("cuda"), data)
+
+
+def test_the_second_process_waits_for_the_teachers_and_stops_when_its_parent_is_gone(tmp_path):
+    from robustcompress.quickstart import TEACHERS_READY, wait_for_teachers
+
+    with pytest.raises(RuntimeError, match="quickstart process -1 that started this one has gone"):
+        wait_for_teachers(tmp_path, parent_pid=-1)
+    (tmp_path / TEACHERS_READY).write_text("ready")
+    wait_for_teachers(tmp_path, parent_pid=-1)  # ready: returns at once
 
 
 def test_an_error_in_the_reference_process_reaches_the_caller():
