@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -123,21 +123,19 @@ def evaluation_kwargs(s: dict[str, Any], device: torch.device, progress: bool) -
                 progress=progress)
 
 
-def teacher_evaluation(s: dict[str, Any], data: Any, kw: dict[str, Any], teachers: list[Any],
-                       timings: dict[str, float]) -> list[dict[str, Any]]:
-    """The teachers' metrics: the reference, not the product, so their (cheaper) teacher attacks only."""
-    t0 = time.perf_counter()
-    metrics = [_metrics(evaluate(t, data.test, **{**kw, "attacks": s["teacher_attacks"]})) for t in teachers]
-    timings["evaluate_teachers"] = time.perf_counter() - t0
-    return metrics
-
-
 def reference_runs(s: dict[str, Any], data: Any, common: dict[str, Any], kw: dict[str, Any],
-                   teachers: list[Any]) -> dict[str, Any]:
-    """The references beside the student: the PGD-AT baseline (cached) and the teachers' own evaluation."""
+                   teachers: list[Any] | Callable[[], list[Any]]) -> dict[str, Any]:
+    """The references beside the student: the PGD-AT baseline (cached) and the teachers' own evaluation.
+
+    ``teachers`` may be a function that returns them: it is called after the baseline, which needs no teacher.
+    """
     timings: dict[str, float] = {}
     baseline, cached = cached_baseline(s, data, common, kw, timings)
-    teacher_metrics = teacher_evaluation(s, data, kw, teachers, timings)
+    teachers = teachers() if callable(teachers) else teachers
+    t0 = time.perf_counter()
+    # The teachers are the reference, not the product: their (cheaper) teacher attacks only.
+    teacher_metrics = [_metrics(evaluate(t, data.test, **{**kw, "attacks": s["teacher_attacks"]})) for t in teachers]
+    timings["evaluate_teachers"] = time.perf_counter() - t0
     return {"baseline": baseline, "baseline_cached": cached, "teachers": teacher_metrics, "timings": timings}
 
 
@@ -165,13 +163,14 @@ def references_main(folder: str, parent_pid: int | None = None) -> int:
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
     data = load_data(s["dataset"], s["input_size"])
-    kw = evaluation_kwargs(s, cpu, False)
-    timings: dict[str, float] = {}
-    baseline, cached = cached_baseline(s, data, training_kwargs(s, "cpu", False), kw, timings)
-    wait_for_teachers(Path(folder), os.getppid() if parent_pid is None else parent_pid)
-    teachers = quickstart_teachers(s, data, cpu, progress=False)  # from the cache the first process filled
-    result = {"baseline": baseline, "baseline_cached": cached,
-              "teachers": teacher_evaluation(s, data, kw, teachers, timings), "timings": timings}
+    parent = os.getppid() if parent_pid is None else parent_pid
+
+    def cached_teachers() -> list[Any]:  # from the teacher cache, once the first process has filled it
+        wait_for_teachers(Path(folder), parent)
+        return quickstart_teachers(s, data, cpu, progress=False)
+
+    result = reference_runs(s, data, training_kwargs(s, "cpu", False), evaluation_kwargs(s, cpu, False),
+                            cached_teachers)
     text = json.dumps(result)
     atomic_write(Path(folder) / "result.json", lambda tmp: Path(tmp).write_text(text))
     return 0
