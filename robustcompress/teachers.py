@@ -130,43 +130,43 @@ def fit_and_select(
         val_set = None
     elif val_set is None:
         train_set, val_set = split_validation(train_set, val_fraction, config.seed)
-    curve: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"acc": -1.0, "epoch": None, "state": None}
-
-    def score(epoch: int) -> None:
+    selector = None
+    if val_set is not None:
+        from robustcompress.trainer.select import BestSnapshot
         from robustcompress.verify import evaluate
 
         attacks = (VALIDATION_ATTACK,) if criterion == VALIDATION_ATTACK else ()
-        report = evaluate(model, val_set, attacks=attacks, eps=val_eps, n_examples=val_examples, device=device,
-                          seed=config.seed, progress=False)
-        point = {"epoch": epoch, "val_clean_acc": report.clean_acc}
-        if attacks:
-            point["val_robust_acc"] = report.robust_acc[VALIDATION_ATTACK]
-        curve.append(point)
-        acc = point["val_robust_acc"] if attacks else report.clean_acc
-        if acc > best["acc"]:
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best.update(acc=acc, epoch=epoch, state=state)
+
+        def score(scored: nn.Module) -> dict[str, Any]:
+            report = evaluate(scored, val_set, attacks=attacks, eps=val_eps, n_examples=val_examples, device=device,
+                              seed=config.seed, progress=False)
+            point = {"val_clean_acc": report.clean_acc}
+            if attacks:
+                point["val_robust_acc"] = report.robust_acc[VALIDATION_ATTACK]
+            return {"score": point["val_robust_acc"] if attacks else report.clean_acc, **point}
+
+        selector = BestSnapshot(model, score)
 
     def on_epoch_end(epoch: int, record: dict[str, Any]) -> None:
-        if val_set is not None:
-            score(epoch + 1)
+        if selector is not None:
+            selector(epoch, record)
         elif isinstance(select, int) and epoch + 1 == select:
             raise _StopAfterSelectedEpoch
 
-    if val_set is not None and include_start:
-        score(0)
+    if selector is not None and include_start:
+        selector(-1, {})  # the starting weights, scored as epoch 0
     try:
         history = train(model, [], method, train_set, data.num_classes, config, device, on_epoch_end=on_epoch_end)
     except _StopAfterSelectedEpoch:
         history = None
     info: dict[str, Any] = {"select": select, "method": method.name, "epochs": config.epochs,
                             "eps": config.eps, "steps": config.steps, "step_size": config.step_size, "lr": config.lr}
-    if criterion is not None:
-        model.load_state_dict(best["state"])
+    if selector is not None:
+        selector.restore_best(config.epochs)
         key = "val_robust_acc" if criterion == VALIDATION_ATTACK else "val_clean_acc"
-        info.update({"epoch": best["epoch"], key: best["acc"], "val_attack": criterion, "val_eps": val_eps,
-                     "val_images": len(val_set), "validation_curve": curve})  # type: ignore[arg-type]
+        curve = [{k: v for k, v in point.items() if k != "score"} for point in selector.curve]
+        info.update({"epoch": selector.best["epoch"], key: selector.best["score"], "val_attack": criterion,
+                     "val_eps": val_eps, "val_images": len(val_set), "validation_curve": curve})  # type: ignore[arg-type]
     else:
         info["epoch"] = select if isinstance(select, int) else config.epochs
     if history is not None:
