@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import time
 from pathlib import Path
 from typing import Iterator
@@ -12,10 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("gradio", reason="the demo needs the 'demo' extra (gradio)")
-
-from conftest import built_once  # noqa: E402
-from robustcompress.apps.handler import (  # noqa: E402
+from conftest import built_once
+from robustcompress.apps.handler import (
     ATTACKS,
     MAX_PIXELS,
     DemoModels,
@@ -26,6 +25,10 @@ from robustcompress.apps.handler import (  # noqa: E402
     run_attack,
     upscale,
 )
+
+# find_spec, not importorskip: every xdist worker collects this file, and importing gradio there costs 3-5 s each.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("gradio") is None,
+                                reason="the demo needs the 'demo' extra (gradio)")
 
 # The bundle is trained for 16/255 (as the quickstart's is): at 8/255 even a standard digits model mostly holds.
 EPS_255 = 16.0

@@ -1,17 +1,15 @@
 """The demo in a real browser: Debian's headless Chromium driven by Playwright uploads a digit and attacks it."""
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-pytest.importorskip("gradio", reason="the demo needs the 'demo' extra (gradio)")
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs Playwright for Python")
-
-from conftest import built_once  # noqa: E402  (pytest puts tests/ on sys.path)
-from test_demo import EPS_255, build_tiny_bundle, running_demo  # noqa: E402
+from conftest import built_once  # pytest puts tests/ on sys.path
+from test_demo import EPS_255, build_tiny_bundle, running_demo
 
 # Debian's package, never a Playwright browser download; .ci/run installs it.
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -19,10 +17,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update"]
 TIMEOUT_MS = 60_000
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).is_file(),
-    reason="Chromium is not installed (Debian: apt-get install chromium); the browser test drives /usr/bin/chromium",
-)
+# find_spec, not importorskip: collecting this file (in every xdist worker) imports neither gradio nor Playwright.
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reason="the demo needs the 'demo' extra (gradio)"),
+    pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                       reason="the browser test needs Playwright for Python"),
+    pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Chromium is not installed (Debian: apt-get install "
+                       "chromium); the browser test drives /usr/bin/chromium"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,9 @@ def test_browser_uploads_a_picture_attacks_it_and_shows_both_models(models, tmp_
     # The page's defaults: PGD, 10 steps, computed on the undefended model; eps starts at the bundle's training eps.
     expected = run_attack(models, picture, attack="PGD", eps_255=EPS_255, steps=10, target="undefended")
 
-    with running_demo(models) as url, sync_api.sync_playwright() as playwright:
+    from playwright.sync_api import sync_playwright
+
+    with running_demo(models) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
