@@ -141,6 +141,10 @@ def reference_runs(s: dict[str, Any], data: Any, common: dict[str, Any], kw: dic
 
 #: The file the first process writes into the shared folder once the teachers are in the teacher cache.
 TEACHERS_READY = "teachers.ready"
+#: The file the second process writes once the teachers it trains (BackgroundReferences.its_teachers) are cached.
+ITS_TEACHERS_READY = "its_teachers.ready"
+#: The list of teachers the second process trains, in the shared folder beside settings.json.
+ITS_TEACHERS = "its_teachers.json"
 
 
 def wait_for_teachers(folder: Path, parent_pid: int, poll_s: float = 0.05) -> None:
@@ -154,16 +158,23 @@ def wait_for_teachers(folder: Path, parent_pid: int, poll_s: float = 0.05) -> No
 def references_main(folder: str, parent_pid: int | None = None) -> int:
     """The second process of BackgroundReferences: settings.json in ``folder`` -> result.json.
 
-    It trains and evaluates the PGD-AT baseline (which needs no teacher) while the first process trains the teachers
-    and distils, then waits for TEACHERS_READY and evaluates the teachers from the teacher cache. Everything is
-    rebuilt from the settings, so nothing is pickled between the processes and the caller's __main__ is never
-    re-imported.
+    It first trains the teachers listed in ITS_TEACHERS into the teacher cache (the first process trains the others
+    meanwhile) and says so with ITS_TEACHERS_READY, then trains and evaluates the PGD-AT baseline (which needs no
+    teacher) while the first process distils, then waits for TEACHERS_READY and evaluates every teacher from the
+    teacher cache. Everything is rebuilt from the settings, so nothing is pickled between the processes and the
+    caller's __main__ is never re-imported.
     """
     s = json.loads((Path(folder) / "settings.json").read_text())
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
     data = load_data(s["dataset"], s["input_size"])
     parent = os.getppid() if parent_pid is None else parent_pid
+    its_teachers_file = Path(folder) / ITS_TEACHERS
+    its_teachers = json.loads(its_teachers_file.read_text()) if its_teachers_file.is_file() else []
+    t0 = time.perf_counter()
+    quickstart_teachers({**s, "teachers": its_teachers}, data, cpu, progress=False)  # into the teacher cache
+    teachers_s = time.perf_counter() - t0
+    atomic_write(Path(folder) / ITS_TEACHERS_READY, lambda tmp: Path(tmp).write_text("ready"))
 
     def cached_teachers() -> list[Any]:  # from the teacher cache, once the first process has filled it
         wait_for_teachers(Path(folder), parent)
@@ -171,13 +182,16 @@ def references_main(folder: str, parent_pid: int | None = None) -> int:
 
     result = reference_runs(s, data, training_kwargs(s, "cpu", False), evaluation_kwargs(s, cpu, False),
                             cached_teachers)
+    if its_teachers:
+        result["timings"] = {"teachers": teachers_s, **result["timings"]}
     text = json.dumps(result)
     atomic_write(Path(folder) / "result.json", lambda tmp: Path(tmp).write_text(text))
     return 0
 
 
 class BackgroundReferences:
-    """The baseline and the teachers' evaluation in a second process while this one distils and evaluates the student.
+    """Teachers after the first, the baseline and the teachers' evaluation in a second process while this one trains
+    the first teacher, distils and evaluates the student.
 
     The student's steps barely use a second core (docs/results/quickstart_profile.md: tiny 8x8 models leave
     intra-op threads idle), so on a CPU the two pipelines run side by side at one thread each; two one-thread
@@ -190,6 +204,9 @@ class BackgroundReferences:
         self.threads = torch.get_num_threads()
         self.folder: Path | None = None
         self.process: subprocess.Popen | None = None
+        #: The teachers the second process trains while this one trains the first (the longest path starts at once;
+        #: the second process has time to spare before its baseline is needed). Empty when nothing runs beside.
+        self.its_teachers: list[str] = []
 
     def start(self, device: torch.device, data: Any) -> bool:
         """Start the second process when it pays (before the teachers: it trains the baseline first and evaluates
@@ -200,6 +217,8 @@ class BackgroundReferences:
             return False
         self.folder = Path(tempfile.mkdtemp(prefix="robustcompress-references-"))
         (self.folder / "settings.json").write_text(json.dumps(self.s))
+        self.its_teachers = list(self.s["teachers"][1:])
+        (self.folder / ITS_TEACHERS).write_text(json.dumps(self.its_teachers))
         code = ("import sys; from robustcompress.quickstart import references_main; "
                 "sys.exit(references_main(sys.argv[1], int(sys.argv[2])))")
         env = {**os.environ, "ROBUSTCOMPRESS_CACHE": str(cache_dir()), "OMP_NUM_THREADS": "1"}
@@ -208,6 +227,26 @@ class BackgroundReferences:
                                             env=env, stdout=log_file, stderr=subprocess.STDOUT)
         torch.set_num_threads(self.threads - 1)  # leave the worker its core instead of oversubscribing both
         return True
+
+    def own_teachers(self) -> list[str]:
+        """The teachers this process trains itself (all of them when nothing runs beside it)."""
+        return [name for name in self.s["teachers"] if name not in self.its_teachers]
+
+    def wait_for_its_teachers(self, poll_s: float = 0.05) -> None:
+        """Block until the second process has cached the teachers it trains (a no-op without one)."""
+        if self.folder is None or not self.its_teachers:
+            return
+        assert self.process is not None
+        while not (self.folder / ITS_TEACHERS_READY).is_file():
+            if self.process.poll() is not None:
+                self._raise_failure(self.process.returncode)
+            time.sleep(poll_s)
+
+    def _raise_failure(self, code: int) -> None:
+        assert self.folder is not None
+        lines = (self.folder / "log.txt").read_text(errors="replace").strip().splitlines()
+        raise RuntimeError(f"the quickstart's reference process (teachers, PGD-AT baseline, teacher evaluation) "
+                           f"failed with exit code {code}: {lines[-1] if lines else 'no output'}")
 
     def teachers_ready(self) -> None:
         """Tell the second process that the teachers are in the teacher cache (a no-op without one)."""
@@ -220,9 +259,7 @@ class BackgroundReferences:
         try:
             code = self.process.wait()
             if code != 0:
-                lines = (self.folder / "log.txt").read_text(errors="replace").strip().splitlines()
-                raise RuntimeError(f"the quickstart's reference process (PGD-AT baseline, teacher evaluation) failed "
-                                   f"with exit code {code}: {lines[-1] if lines else 'no output'}")
+                self._raise_failure(code)
             return json.loads((self.folder / "result.json").read_text())
         finally:
             self.close()
@@ -233,6 +270,7 @@ class BackgroundReferences:
             self.process.kill()
             self.process.wait()
         self.process = None
+        self.its_teachers = []
         if self.folder is not None:
             shutil.rmtree(self.folder)
             self.folder = None
@@ -267,7 +305,9 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", device: str = "auto",
         if in_parallel and progress:
             print("training and evaluating the PGD-AT baseline in a second process ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        teachers = quickstart_teachers(s, data, dev, progress)
+        quickstart_teachers({**s, "teachers": background.own_teachers()}, data, dev, progress)
+        background.wait_for_its_teachers()
+        teachers = quickstart_teachers(s, data, dev, progress)  # those of the second process from the teacher cache
         timings["teachers"] = time.perf_counter() - t0
         background.teachers_ready()
         t0 = time.perf_counter()

@@ -92,28 +92,37 @@ def _tiny_references(seed: int = 0, **changes):
 
 
 def test_the_references_run_in_a_second_one_thread_process_as_they_would_in_line():
-    """On a CPU with two threads the baseline and the teachers' evaluation run beside the distillation; the result
-    is the one the same work gives in this process, and the baseline lands in the cache."""
+    """On a CPU with two threads the second teacher, the baseline and the teachers' evaluation run beside the first
+    teacher and the distillation; the teachers and the results are the ones the same work gives in this process, and
+    the baseline lands in the cache."""
     from robustcompress.quickstart import (BackgroundReferences, baseline_folder, quickstart_teachers,
                                            read_cached_baseline, reference_runs)
+    from robustcompress.teachers import train_teacher
 
-    s, data, common, kw = _tiny_references(seed=7)
+    s, data, common, kw = _tiny_references(seed=7, teachers=["test_resnet", "test_efficientnet"])
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         background = BackgroundReferences(s)
         assert background.start(torch.device("cpu"), data)  # before the teachers, as run_quickstart does
         assert torch.get_num_threads() == 1  # this process leaves the worker its core
-        teachers = quickstart_teachers(s, data, torch.device("cpu"), progress=False)  # the second process loads these
-        background.teachers_ready()
+        assert background.own_teachers() == ["test_resnet"] and background.its_teachers == ["test_efficientnet"]
+        quickstart_teachers({**s, "teachers": background.own_teachers()}, data, torch.device("cpu"), progress=False)
+        background.wait_for_its_teachers()
+        teachers = quickstart_teachers(s, data, torch.device("cpu"), progress=False)  # the second one from the cache
+        background.teachers_ready()  # the second process evaluates both from the cache
         result = background.result()
-        assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 2 and background.own_teachers() == s["teachers"]
         torch.set_num_threads(1)  # as in the worker, so the teachers' numbers can be compared exactly
         in_line = reference_runs(s, data, common, kw, teachers)  # the baseline now comes from the cache
+        trained_here = train_teacher("test_efficientnet", data, epochs=1, lr=s["teacher_lr"], batch_size=64, seed=7,
+                                     device="cpu", use_cache=False, progress=False)
     finally:
         torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(trained_here.state_dict().values(), teachers[1].state_dict().values()))
     assert not result["baseline_cached"] and result["baseline"] == read_cached_baseline(baseline_folder(s, data))
-    assert result["timings"]["baseline"] > 0 and "evaluate_teachers" in result["timings"]
+    assert result["timings"]["teachers"] > 0 and result["timings"]["baseline"] > 0
+    assert "evaluate_teachers" in result["timings"]
     assert in_line["baseline_cached"] and in_line["teachers"] == result["teachers"]
     assert not BackgroundReferences(s).start(torch.device("cpu"), data)  # the baseline is cached: in line
     assert not BackgroundReferences(_tiny_references(seed=8)[0]).start(torch.device("cuda"), data)
@@ -131,13 +140,16 @@ def test_the_second_process_waits_for_the_teachers_and_stops_when_its_parent_is_
 def test_an_error_in_the_reference_process_reaches_the_caller():
     from robustcompress.quickstart import BackgroundReferences
 
-    s, data, _, _ = _tiny_references(seed=9, student="no_such_student", teachers=[])
+    s, data, _, _ = _tiny_references(seed=9, teachers=["test_resnet", "no_such_teacher"])
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         background = BackgroundReferences(s)
         assert background.start(torch.device("cpu"), data)
-        with pytest.raises(RuntimeError, match="reference process .* failed .*no_such_student"):
+        # The first process, waiting for the second one's teacher, hears of its failure instead of waiting forever.
+        with pytest.raises(RuntimeError, match="reference process .* failed .*no_such_teacher"):
+            background.wait_for_its_teachers()
+        with pytest.raises(RuntimeError, match="reference process .* failed .*no_such_teacher"):
             background.result()
         assert torch.get_num_threads() == 2 and background.folder is None  # threads back, temporary folder gone
     finally:
