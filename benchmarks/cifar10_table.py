@@ -31,7 +31,8 @@ import table_report
 from table_protocol import (AUTOATTACK, DATA_OF, FULL, ISSUE_METHODS, PROTOCOLS, REPO, RESULTS_OF, Setting,
                             calibration_unit, command_line, describe_device, first_images, load_benchmark_data,
                             read_json, reductions, teacher_attacks, today)
-from table_report import checks_cell, fmt, merge_results, same_setting, write_ablations, write_results
+from table_report import (checks_cell, fmt, merge_results, ordered_teacher_rows, place_teacher_row, same_setting,
+                          teacher_key, write_ablations, write_results)
 from table_students import Variant, run_method
 from table_teachers import evaluate_teacher, make_teachers, teacher_roles
 
@@ -183,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     variant = variant_from(args)  # before any work: a malformed --method-arg costs nothing
     if args.cache is not None:
         os.environ["ROBUSTCOMPRESS_CACHE"] = str(args.cache)
+    from robustcompress.teachers import weights_fingerprint
     from robustcompress.trainer.loop import resolve_device
 
     protocol = protocol_of(args)
@@ -226,13 +228,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = out / f"{results_name}.json"
     old = read_json(path)
     teachers = make_teachers(setting, data, device, progress, roles)
-    teacher_rows = {t["role"]: t for t in old.get("teachers", [])} if same_setting(
+    teacher_rows = {teacher_key(t): t for t in old.get("teachers", [])} if same_setting(
         old.get("setting"), json.loads(json.dumps(dataclasses.asdict(setting))), old.get("rows", [])) else {}
+    fingerprints = {role: weights_fingerprint(t.model) for role, t in teachers.items()}
+    remade: set[str] = set()
     for t in ([] if args.validation_only else teachers.values()):  # an ablation never looks at the test split
         row = evaluate_teacher(t, setting, data, device, progress)
-        teacher_rows[t.role] = {"role": t.role, "description": t.description, "train_time_s": t.train_time_s,
-                                "train_units": None if not (unit_s and t.train_time_s) else t.train_time_s / unit_s,
-                                **t.extra, **row}
+        row = {"role": t.role, "description": t.description, "train_time_s": t.train_time_s,
+               "train_units": None if not (unit_s and t.train_time_s) else t.train_time_s / unit_s,
+               "weights": fingerprints[t.role], **t.extra, **row}
+        if place_teacher_row(teacher_rows, row, today()):
+            remade.add(t.role)
+            print(f"note: {t.role} differs from the teacher the table's rows were trained with (re-made on another "
+                  f"machine?); its rows are marked", flush=True)
 
     val = setting.val_images or 0
     header = {
@@ -244,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data": {"source": str(data_path), "train_available": len(data.train),
                  "train_size": len(first_images(data.train, setting.train_images)) - val, "val_size": val,
                  "test_used": min(setting.test_images or len(data.test), len(data.test))},
-        "teachers": [teacher_rows[r] for r in ("teacher1", "teacher2", "robust") if r in teacher_rows],
+        "teachers": ordered_teacher_rows(teacher_rows),
         "teacher_attacks": teacher_attacks(setting),
         "teachers_of": {m: list(teacher_roles(m)) for m in ISSUE_METHODS if m not in unregistered},
         "missing_methods": unregistered,
@@ -269,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "device": describe_device(device), "date": today(), "command": command_line()}
             else:
                 student = row.pop("student")
+                row["teacher_weights"] = {role: fingerprints[role] for role in row["teachers"]}
+                if remade & set(row["teachers"]):
+                    row["teachers_remade"] = sorted(remade & set(row["teachers"]))
                 if args.save_bundles is not None and seed == 0 and variant is None and not args.validation_only:
                     # The committed bundles hold the selected (best-validation) student only, without teacher
                     # weights or the last epoch: a few MB each, enough for 'robustcompress evaluate BUNDLE DATA'.

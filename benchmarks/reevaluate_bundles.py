@@ -43,9 +43,10 @@ def compare(table: float, measured: float, n: int) -> dict[str, Any]:
 
 
 def table_row(results: dict[str, Any], method: str) -> dict[str, Any] | None:
-    """The seed-0 row of ``method`` under the protocol's own setting (no variant), if the table has one."""
-    return next((r for r in results["rows"] if r["method"] == method and r["seed"] == 0 and r["status"] == "ok"),
-                None)
+    """The seed-0 row of ``method`` under the protocol's own setting (no variant, the table's own teachers), if the
+    table has one."""
+    return next((r for r in results["rows"] if r["method"] == method and r["seed"] == 0 and r["status"] == "ok"
+                 and not r.get("teachers_remade")), None)
 
 
 def run_evaluate(bundle: Path, data: Path, attacks: Sequence[str], n_examples: int | None) -> dict[str, Any]:

@@ -39,12 +39,60 @@ def merge_results(path: Path, header: dict[str, Any], new_rows: list[dict[str, A
         kept = path.with_name(f"{path.stem}.replaced-{old.get('date', 'undated')}{path.suffix}")
         path.replace(kept)
         print(f"note: {path} was made with another setting or data; its rows are kept in {kept}", flush=True)
-    rows = {(r["method"], r["seed"]): r for r in (old.get("rows", []) if same else [])}
-    rows.update({(r["method"], r["seed"]): r for r in new_rows})
+    # A row trained with a re-made teacher sits beside the row of the same method and seed instead of replacing it.
+    rows = {(method_label(r), r["seed"]): r for r in (old.get("rows", []) if same else [])}
+    rows.update({(method_label(r), r["seed"]): r for r in new_rows})
     order = {m: i for i, m in enumerate(ISSUE_METHODS)}
-    merged_rows = sorted(rows.values(), key=lambda r: (order.get(r["method"], len(order)), r["method"], r["seed"]))
+    merged_rows = sorted(rows.values(), key=lambda r: (order.get(r["method"], len(order)), method_label(r), r["seed"]))
     commands = list(dict.fromkeys([*(old.get("commands", []) if same else []), command_line()]))
     return {**header, "rows": merged_rows, "commands": commands}
+
+
+#: The teacher roles of the protocol, in the order the table lists them.
+TEACHER_ROLES = ("teacher1", "teacher2", "robust")
+
+
+def teacher_key(row: dict[str, Any]) -> str:
+    """A teacher row's key among the table's teacher rows: its role, or 'role re-made DATE' for a re-made teacher."""
+    return f"{row['role']} re-made {row['remade_date']}" if row.get("remade_date") else row["role"]
+
+
+def same_teacher(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two teacher rows describe the same weights: by fingerprint where both have one, otherwise by their
+    test numbers (the same setting evaluates the same images with the same attacks and seed)."""
+    if old.get("weights") and new.get("weights"):
+        return old["weights"] == new["weights"]
+    return all(old.get(k) == new.get(k) for k in ("clean", "attacks", "autoattack", "worst_case", "n_test"))
+
+
+def place_teacher_row(teacher_rows: dict[str, dict[str, Any]], row: dict[str, Any], date: str) -> bool:
+    """Put a freshly evaluated teacher's row among the table's; True when it is a re-made teacher.
+
+    A teacher made again from the same recipe is not always the same teacher: another CPU (its kernels add floats
+    in another order) gives other weights. The table's row stays, since its rows were trained with it, and the new
+    teacher gets a row of its own, 're-made DATE', so rows trained with it are told apart (teachers_remade).
+    """
+    if row["role"] not in teacher_rows:
+        teacher_rows[row["role"]] = row
+        return False
+    for key, old in teacher_rows.items():  # the table's teacher of this role, or one re-made earlier
+        if old["role"] == row["role"] and same_teacher(old, row):
+            teacher_rows[key] = {**old, "weights": row.get("weights") or old.get("weights")}
+            return key != row["role"]
+    remade = {**row, "remade_date": date}
+    teacher_rows[teacher_key(remade)] = remade
+    return True
+
+
+def ordered_teacher_rows(teacher_rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table's teacher rows, the protocol's roles first, then any re-made teachers."""
+    return ([teacher_rows[r] for r in TEACHER_ROLES if r in teacher_rows]
+            + [t for key, t in teacher_rows.items() if key not in TEACHER_ROLES])
+
+
+def method_label(row: dict[str, Any]) -> str:
+    """A row's method as the tables show it: marked † when it was trained with a re-made teacher."""
+    return row["method"] + (" †" if row.get("teachers_remade") else "")
 
 
 def fmt(value: Any) -> str:
@@ -94,8 +142,8 @@ def difference_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float,
 def verdict_lines(results: dict[str, Any], metric: str = "autoattack") -> list[str]:
     """Win / tie / loss of each seed method against its baselines on ``metric``, with the Welch 95% interval."""
     values: dict[str, list[float]] = {}
-    for r in results["rows"]:
-        if r["status"] == "ok" and r.get(metric) is not None:
+    for r in results["rows"]:  # a row trained with a re-made teacher is not a seed of the same experiment
+        if r["status"] == "ok" and r.get(metric) is not None and not r.get("teachers_remade"):
             values.setdefault(r["method"], []).append(r[metric])
     lines = []
     for method, baselines in VERDICT_PAIRS.items():
@@ -182,13 +230,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         aa = [fmt(t["autoattack"]) + f" ({t['autoattack_version']})"] if t_aa else []
         cells = [fmt(t["clean"]), *(fmt(t["attacks"].get(a)) for a in t_attacks), *aa, fmt(t["worst_case"]),
                  str(t["n_test"]), "–" if t["train_time_s"] is None else f"{t['train_time_s']:.0f}"]
-        lines.append(f"| {t['role']}: {t['description']} | " + " | ".join(cells) + " |")
+        role = (f"{t['role']} re-made {t['remade_date']} (used only by the rows marked †)" if t.get("remade_date")
+                else t["role"])
+        lines.append(f"| {role}: {t['description']} | " + " | ".join(cells) + " |")
     header = ["teachers", "clean", *attacks, "AutoAttack", "worst case", "masking checks", "training time (s)", "seeds"]
     lines += ["", "## Students", "", "Accuracy in % on the test images; mean ± std where there are several seeds.", "",
               "| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     by_method: dict[str, list[dict[str, Any]]] = {}
     for r in results["rows"]:
-        by_method.setdefault(r["method"], []).append(r)
+        by_method.setdefault(method_label(r), []).append(r)
     for method, rows in by_method.items():
         ok = [r for r in rows if r["status"] == "ok"]
         if not ok:
@@ -208,6 +258,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", "Teachers: `robust` = the robust teacher, `teacher1` / `teacher2` = the standard ones, in the order the "
               "method receives them."]
+    if any(r.get("teachers_remade") for r in results["rows"]):
+        remade = [teacher_key(t) for t in results["teachers"] if t.get("remade_date")]
+        lines += ["", f"†: trained with teachers made again from the same recipes, whose weights differ from those the "
+                      f"other rows used ({', '.join(remade)}: their own rows are in the teachers' table; another CPU adds "
+                      f"floats in another order). These rows stay out of the seed means and the verdicts."]
     if any(r.get("last_epoch") or r.get("train_units") for r in results["rows"]):
         lines += selection_lines(by_method, attacks)
     if results.get("protocol") == "cpu-scale":
@@ -275,7 +330,7 @@ def render_plot(results: dict[str, Any], path: Path) -> Path | None:
     by_method: dict[str, list[dict[str, Any]]] = {}
     for r in results["rows"]:
         if r["status"] == "ok":
-            by_method.setdefault(r["method"], []).append(r)
+            by_method.setdefault(method_label(r), []).append(r)
     if not by_method:
         return None
     if results.get("protocol") == "cpu-scale":
@@ -352,7 +407,8 @@ def validation_of(row: dict[str, Any]) -> tuple[float, float] | None:
 
 def render_ablations(results: dict[str, Any], table: dict[str, Any]) -> str:
     """Ablations on the validation split beside the table's own rows of the same method and seed (and PGD-AT's)."""
-    reference = {(r["method"], r["seed"]): validation_of(r) for r in table.get("rows", []) if r["status"] == "ok"}
+    reference = {(r["method"], r["seed"]): validation_of(r) for r in table.get("rows", [])
+                 if r["status"] == "ok" and not r.get("teachers_remade")}
     val_n = results["data"].get("val_size") or 0
     se = 100 * (0.4 * 0.6 / val_n) ** 0.5 if val_n else float("nan")
     lines = [

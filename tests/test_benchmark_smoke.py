@@ -97,6 +97,34 @@ def test_split_runs_merge_and_a_new_setting_starts_over(protocol, report, tmp_pa
     assert "![accuracy per method](cifar10_subset.png)" in (tmp_path / "table" / "cifar10_subset.md").read_text()
 
 
+def test_a_teacher_made_again_with_other_weights_gets_its_own_row_and_marks_the_rows_it_trained(protocol, report,
+                                                                                                tmp_path):
+    # A new machine re-makes the cached teachers from their recipes; another CPU can give other weights.
+    rows: dict = {}
+    first = {"role": "robust", "description": "weakly adversarial", "clean": 0.63, "attacks": {"pgd20": 0.4},
+             "autoattack": None, "autoattack_version": None, "worst_case": 0.4, "n_test": 10, "train_time_s": 5.0}
+    assert not report.place_teacher_row(rows, first, "2026-12-01")
+    same = {**first, "weights": "aaa", "train_time_s": 9.0}  # the same test numbers: the same teacher
+    assert not report.place_teacher_row(rows, same, "2026-12-02")
+    assert rows["robust"]["train_time_s"] == 5.0 and rows["robust"]["weights"] == "aaa"
+    other = {**first, "weights": "bbb", "clean": 0.64}
+    assert report.place_teacher_row(rows, other, "2026-12-02")
+    assert report.place_teacher_row(rows, dict(other), "2026-12-03")  # that re-made teacher again: its own row
+    assert list(rows) == ["robust", "robust re-made 2026-12-02"]
+
+    setting = protocol.Setting(epochs=2, test_images=10, autoattack="fast")
+    header = {**_header(protocol, setting), "teachers": report.ordered_teacher_rows(rows)}
+    path = tmp_path / "cifar10_subset.json"
+    protocol.write_json(path, report.merge_results(path, header, [_row("akd", 0, 0.8), _row("akd", 1, 0.7)]))
+    merged = report.merge_results(path, header, [{**_row("akd", 0, 0.6), "teachers_remade": ["robust"]}])
+    assert [(report.method_label(r), r["seed"]) for r in merged["rows"]] == [("akd", 0), ("akd", 1), ("akd †", 0)]
+    markdown = report.render_markdown(merged)
+    assert "| robust re-made 2026-12-02 (used only by the rows marked †): weakly adversarial |" in markdown
+    akd_line = next(line for line in markdown.splitlines() if line.startswith("| akd |"))
+    assert "75.0 ± 7.1" in akd_line and "0, 1" in akd_line  # the marked row is not a third seed
+    assert any(line.startswith("| akd † |") for line in markdown.splitlines()) and "†: trained with teachers" in markdown
+
+
 def _smoke_data(tmp_path: Path) -> Path:
     """The CIFAR-10 subset when this checkout has it; otherwise real digit images in the same .npz layout.
 
