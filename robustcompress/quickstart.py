@@ -141,10 +141,14 @@ def reference_runs(s: dict[str, Any], data: Any, common: dict[str, Any], kw: dic
 
 #: The file the first process writes into the shared folder once the teachers are in the teacher cache.
 TEACHERS_READY = "teachers.ready"
-#: The file the second process writes once the teachers it trains (BackgroundReferences.its_teachers) are cached.
+#: The file the second process writes once the teachers it trains (second_process_teachers) are cached.
 ITS_TEACHERS_READY = "its_teachers.ready"
-#: The list of teachers the second process trains, in the shared folder beside settings.json.
-ITS_TEACHERS = "its_teachers.json"
+
+
+def second_process_teachers(s: dict[str, Any]) -> list[str]:
+    """The teachers the second process trains: all but the first, which the first process trains meanwhile (its
+    longest path starts at once; the second process has time to spare before its baseline is needed)."""
+    return list(s["teachers"][1:])
 
 
 def wait_for_teachers(folder: Path, parent_pid: int, poll_s: float = 0.05) -> None:
@@ -158,7 +162,7 @@ def wait_for_teachers(folder: Path, parent_pid: int, poll_s: float = 0.05) -> No
 def references_main(folder: str, parent_pid: int | None = None) -> int:
     """The second process of BackgroundReferences: settings.json in ``folder`` -> result.json.
 
-    It first trains the teachers listed in ITS_TEACHERS into the teacher cache (the first process trains the others
+    It first trains second_process_teachers into the teacher cache (the first process trains the others
     meanwhile) and says so with ITS_TEACHERS_READY, then trains and evaluates the PGD-AT baseline (which needs no
     teacher) while the first process distils, then waits for TEACHERS_READY and evaluates every teacher from the
     teacher cache. Everything is rebuilt from the settings, so nothing is pickled between the processes and the
@@ -169,8 +173,7 @@ def references_main(folder: str, parent_pid: int | None = None) -> int:
     cpu = torch.device("cpu")
     data = load_data(s["dataset"], s["input_size"])
     parent = os.getppid() if parent_pid is None else parent_pid
-    its_teachers_file = Path(folder) / ITS_TEACHERS
-    its_teachers = json.loads(its_teachers_file.read_text()) if its_teachers_file.is_file() else []
+    its_teachers = second_process_teachers(s)
     t0 = time.perf_counter()
     quickstart_teachers({**s, "teachers": its_teachers}, data, cpu, progress=False)  # into the teacher cache
     teachers_s = time.perf_counter() - t0
@@ -204,8 +207,7 @@ class BackgroundReferences:
         self.threads = torch.get_num_threads()
         self.folder: Path | None = None
         self.process: subprocess.Popen | None = None
-        #: The teachers the second process trains while this one trains the first (the longest path starts at once;
-        #: the second process has time to spare before its baseline is needed). Empty when nothing runs beside.
+        #: The teachers the second process trains (second_process_teachers); empty when nothing runs beside.
         self.its_teachers: list[str] = []
 
     def start(self, device: torch.device, data: Any) -> bool:
@@ -217,8 +219,7 @@ class BackgroundReferences:
             return False
         self.folder = Path(tempfile.mkdtemp(prefix="robustcompress-references-"))
         (self.folder / "settings.json").write_text(json.dumps(self.s))
-        self.its_teachers = list(self.s["teachers"][1:])
-        (self.folder / ITS_TEACHERS).write_text(json.dumps(self.its_teachers))
+        self.its_teachers = second_process_teachers(self.s)
         code = ("import sys; from robustcompress.quickstart import references_main; "
                 "sys.exit(references_main(sys.argv[1], int(sys.argv[2])))")
         env = {**os.environ, "ROBUSTCOMPRESS_CACHE": str(cache_dir()), "OMP_NUM_THREADS": "1"}
@@ -305,9 +306,12 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", device: str = "auto",
         if in_parallel and progress:
             print("training and evaluating the PGD-AT baseline in a second process ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        quickstart_teachers({**s, "teachers": background.own_teachers()}, data, dev, progress)
+        own, theirs = background.own_teachers(), background.its_teachers
+        trained = quickstart_teachers({**s, "teachers": own}, data, dev, progress)
         background.wait_for_its_teachers()
-        teachers = quickstart_teachers(s, data, dev, progress)  # those of the second process from the teacher cache
+        cached = quickstart_teachers({**s, "teachers": theirs}, data, dev, progress)  # from the teacher cache
+        by_name = dict(zip([*own, *theirs], [*trained, *cached]))
+        teachers = [by_name[name] for name in s["teachers"]]
         timings["teachers"] = time.perf_counter() - t0
         background.teachers_ready()
         t0 = time.perf_counter()
