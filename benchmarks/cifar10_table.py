@@ -171,12 +171,12 @@ def print_row(row: dict[str, Any]) -> None:
           flush=True)
 
 
-def write_any(out: Path, results: dict[str, Any], ablations: bool, table_name: str) -> None:
+def write_any(out: Path, results: dict[str, Any], ablations: bool, table_name: str, plot: bool = True) -> None:
     """The table, or the ablations file (which compares with the table's own rows of the same seeds)."""
     if ablations:
         write_ablations(out, results, read_json(out / f"{table_name}.json"))
     else:
-        write_results(out, results)
+        write_results(out, results, plot=plot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -286,9 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     student.save(args.save_bundles / method, teachers=False, last=False)
                 print_row(row)
             new_rows.append(row)
-            write_any(out, merge_results(path, header, new_rows), args.validation_only, table_name)
-    if not new_rows:
-        write_any(out, merge_results(path, header, []), args.validation_only, table_name)
+            # After every row, so an interrupted run keeps what it finished; the plot once, at the end.
+            write_any(out, merge_results(path, header, new_rows), args.validation_only, table_name, plot=False)
+    write_any(out, merge_results(path, header, new_rows), args.validation_only, table_name)
     print(f"wrote {path} and {path.with_suffix('.md')} in {time.perf_counter() - started:.0f}s", flush=True)
     return 1 if failures else 0
 

@@ -388,10 +388,11 @@ def render_scatter(by_method: dict[str, list[dict[str, Any]]], results: dict[str
     return path
 
 
-def write_results(out: Path, results: dict[str, Any]) -> None:
-    """The JSON, the plot and the Markdown table that shows it."""
+def write_results(out: Path, results: dict[str, Any], plot: bool = True) -> None:
+    """The JSON, the plot and the Markdown table that shows it (without the plot: JSON and table only, as after each
+    row of a run, where drawing the plot every time cost more than a smoke run's training)."""
     write_json(out / f"{RESULTS_NAME}.json", results)
-    plot = render_plot(results, out / f"{RESULTS_NAME}.png")
+    plot = render_plot(results, out / f"{RESULTS_NAME}.png") if plot else None
     markdown = render_markdown(results)
     if plot is not None:
         markdown = markdown.replace("\n## Teachers\n", f"\n![accuracy per method]({plot.name})\n\n## Teachers\n", 1)

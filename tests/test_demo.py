@@ -1,9 +1,12 @@
-"""The Gradio demo: the attack handler called directly, picture handling, the CLI, and a launched server via gradio_client."""
+"""The Gradio demo: the attack handler called directly, picture handling, the CLI, a launched server via gradio_client,
+and the page in a real browser (Debian's headless Chromium driven by Playwright). One file, so one xdist worker
+imports gradio and builds the demo's models."""
 from __future__ import annotations
 
 import contextlib
 import copy
 import importlib.util
+import shutil
 import time
 from pathlib import Path
 from typing import Iterator
@@ -317,3 +320,59 @@ def test_launched_server_answers_an_attack_and_reports_bad_input(models, labelle
             client.predict(handle_file(str(picture)), "PGD", 40, 10, "student", api_name="/attack")
         with pytest.raises(Exception, match="not an image"):
             client.predict(handle_file(str(not_a_picture)), "PGD", EPS_255, 10, "student", api_name="/attack")
+
+
+# Debian's package, never a Playwright browser download; .ci/run installs it.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
+TIMEOUT_MS = 60_000
+
+# find_spec: collecting this file (in every xdist worker) does not import Playwright.
+needs_browser = pytest.mark.skipif(
+    importlib.util.find_spec("playwright") is None or not Path(CHROMIUM).is_file(),
+    reason="the browser test needs Playwright for Python and Debian's Chromium (apt-get install chromium)")
+
+
+def top_label(page, elem_id: str) -> str:
+    """The headline class of a gr.Label, once the panel has one."""
+    heading = page.locator(f"#{elem_id} [data-testid='label-output-value']")
+    heading.wait_for(state="visible", timeout=TIMEOUT_MS)
+    return heading.inner_text().strip()
+
+
+@needs_browser
+def test_browser_uploads_a_picture_attacks_it_and_shows_both_models(models, tmp_path):
+    x, _ = gallery_images(models.dataset, models.input_size)
+    picture = tmp_path / "digit.png"
+    Image.fromarray(upscale(x[:1], 128)).save(picture)
+    # The page's defaults: PGD, 10 steps, computed on the undefended model; eps starts at the bundle's training eps.
+    expected = run_attack(models, picture, attack="PGD", eps_255=EPS_255, steps=10, target="undefended")
+
+    from playwright.sync_api import sync_playwright
+
+    with running_demo(models) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url)
+            page.locator("#attack-button").wait_for(state="visible")
+            assert page.locator("#gallery img").count() == 10  # one test digit per class
+            page.locator("#picture input[type='file']").set_input_files(str(picture))
+            page.locator("#picture img").first.wait_for(state="visible")
+            page.locator("#attack-button").click()
+
+            assert top_label(page, "student-adv") == expected.prediction("student_adv")
+            assert top_label(page, "undefended-adv") == expected.prediction("undefended_adv")
+            assert top_label(page, "student-clean") == expected.prediction("student_clean")
+            assert top_label(page, "undefended-clean") == expected.prediction("undefended_clean")
+            assert top_label(page, "onnx-adv") == expected.prediction("onnx_adv")
+            verdict = page.locator("#verdict textarea")
+            page.wait_for_function("el => el.value.length > 0", arg=verdict.element_handle())
+            assert verdict.input_value() == expected.verdict
+            assert page.locator("#adv-image img").first.is_visible()
+            page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
