@@ -41,7 +41,7 @@ def merge_throughput(out: Path) -> dict[str, Any] | None:
               # False when a run was stopped by its timeout: its finished rows are kept, the rest are missing.
               "complete": all(part.get("complete", True) for part in parts)}
     merged.pop("command", None)
-    from throughput import table  # a sibling script: benchmarks/ is on sys.path when this one runs
+    from throughput_table import table  # a sibling module: benchmarks/ is on sys.path when this one runs
 
     text = table(rows)
     (out / "throughput.json").write_text(json.dumps(merged, indent=2))

@@ -38,6 +38,7 @@ from robustcompress.models import build_model
 from robustcompress.trainer import TrainConfig
 from robustcompress.trainer.fast import plan_speed, speed_context, to_memory_format
 from robustcompress.trainer.loop import TrainStep, resolve_device
+from throughput_table import run_key, table  # a sibling module: benchmarks/ is on sys.path
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Issue 7's setting: MobileNetV2- and ResNet-18-class students, a ResNet-50 teacher, CIFAR-size images,
@@ -184,43 +185,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def run_key(row: dict[str, Any]) -> str:
-    """What a row measures apart from its mode: the student, and the method when several were timed."""
-    if "method" not in row:
-        return row["student"]
-    cached = " (cached teacher outputs)" if row.get("teacher_outputs") == "cached" else ""
-    return f"{row['student']} {row['method']}{cached}"
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of the rows, each row's speed-up over its reference row and its cost over PGD-AT's step."""
-    several = len({r.get("method") for r in rows}) > 1
-    key = run_key if several else (lambda r: r["student"])
-    reference = {key(r): r["images_per_s"] for r in rows if r["mode"] == "reference"}
-    pgd_at = {(r["student"], r["mode"]): r["step_ms"] for r in rows if r.get("method") == "pgd-at"}
-    lines = [
-        "| student | mode | method | teachers | precision | channels_last | compile | images/s | step ms "
-        "| student f+b ms | teachers ms | ideal ms | efficiency | speed-up vs reference | step cost vs PGD-AT |",
-        "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        s = r["settings"]
-        # "–" when the run had no reference row (or no PGD-AT row) to compare with.
-        speedup = f"{r['images_per_s'] / reference[key(r)]:.2f}x" if key(r) in reference else "–"
-        base = pgd_at.get((r["student"], r["mode"]))
-        cost = f"{r['step_ms'] / base:.2f}x" if base else "–"
-        teachers = ", ".join(r.get("teachers") or []) or "–"
-        if r.get("teacher_outputs") == "cached":
-            teachers += " (outputs cached)"
-        lines.append(
-            f"| {r['student']} | {r['mode']} | {r.get('method', '–')} | {teachers} | {s['precision']} "
-            f"| {s['channels_last']} | {s['compile']} "
-            f"| {r['images_per_s']:.1f} | {r['step_ms']:.1f} | {r['student_fwd_bwd_ms']:.2f} "
-            f"| {r['teachers_fwd_ms']:.2f} | {r['ideal_ms']:.1f} | {r['efficiency']:.2f} | {speedup} | {cost} |"
-        )
-    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

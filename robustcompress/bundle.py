@@ -7,13 +7,15 @@ import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from robustcompress.io import atomic_write, save_safetensors, writable_dir
-from robustcompress.models import ImageClassifier, load_weights, model_from_spec
-from robustcompress.trainer.loop import TrainConfig
+from robustcompress.trainer.config import TrainConfig
+
+if TYPE_CHECKING:  # the record is read without torch (benchmarks/gpu_check_summary.py); weights need it
+    import torch
+
+    from robustcompress.models import ImageClassifier
 
 BUNDLE_VERSION = 2
 CONFIG_NAME = "config.json"
@@ -132,6 +134,8 @@ class Bundle:
         return [str(n) for n in self.get("teacher_names")]
 
     def _load(self, spec: dict[str, Any], stem: str, device: torch.device | str) -> ImageClassifier:
+        from robustcompress.models import load_weights, model_from_spec
+
         path = self.directory / f"{stem}.safetensors"
         if not path.is_file():
             raise FileNotFoundError(f"bundle {self.directory} lacks {path.name}; the bundle is incomplete: re-save "

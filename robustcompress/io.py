@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def cache_dir() -> Path:
@@ -69,6 +70,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save through atomic_write; obj must hold only tensors and plain Python values."""
+    import torch  # here, not at the top: this bottom layer is also imported where torch is not (a bundle's record)
+
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -85,6 +88,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train first or pass resume=False")
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -4,11 +4,11 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn as nn
 from torch.utils.data import TensorDataset
 
@@ -72,7 +72,7 @@ class AdapterKD(Method):
             ctx.student(ctx.x) if not self.bypass else ctx.student.net(ctx.x), ctx.y), logits
 
 
-def _run_all(out_dir, rank_suffix=""):
+def run_all(out_dir, rank_suffix=""):
     """What each process (and the single-process baseline) computes."""
     results = {}
     for variant in ("ddp", "bypass", "ard"):
@@ -89,21 +89,6 @@ def _run_all(out_dir, rank_suffix=""):
     return results
 
 
-def _worker(rank, world, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    from robustcompress.trainer.loop import resolve_device
-
-    assert resolve_device("cpu").type == "cpu"  # joins the gloo group, as under torchrun
-    try:
-        results = _run_all(out_dir)
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        # Spawned children leave through os._exit, skipping the atexit hook that torchrun processes run.
-        torch.distributed.destroy_process_group()
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,9 +99,33 @@ def _close(a, b, atol=2e-5):
     return all(torch.allclose(a[k].float(), b[k].float(), atol=atol) for k in a)
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    single = _run_all(str(tmp_path), rank_suffix="-single")
+@pytest.fixture(scope="module")
+def torchrun(tmp_path_factory):
+    """One torchrun launch of two CPU processes (gloo): ranks.py trains and evaluates as run_all, then runs
+    `robustcompress fit` on a tiny .npz; returns the finished process and the folders."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, x_train=rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), y_train=rng.integers(0, 3, 64),
+             x_test=rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8), y_test=rng.integers(0, 3, 20))
+    config = tmp_path / "fit.json"
+    config.write_text(json.dumps({"verify_attacks": ["fgsm"], "verify_examples": 20, "progress": False,
+                                  "augment": False}))
+    bundle = tmp_path / "bundle"
+    fit = ["fit", str(npz), "--config", str(config), "--student", "test_efficientnet", "--method", "pgd-at",
+           "--epochs", "1", "--steps", "1", "--batch-size", "32", "--device", "cpu", "--out", str(bundle)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), str(Path(__file__).with_name("ddp_ranks.py")), str(tmp_path),
+               "--", *fit]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return done, tmp_path, bundle
+
+
+def test_two_gloo_processes_match_one_process(torchrun):
+    done, tmp_path, _ = torchrun
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = run_all(str(tmp_path), rank_suffix="-single")
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     for variant in ("ddp", "bypass", "ard"):
         expected = single[variant]
@@ -135,21 +144,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         assert result["eval"]["robust_acc"]["fgsm"] == pytest.approx(single["eval"]["robust_acc"]["fgsm"])
 
 
-def test_torchrun_cli_fit_trains_on_two_processes_and_rank0_saves(tmp_path):
-    rng = np.random.default_rng(0)
-    npz = tmp_path / "tiny.npz"
-    np.savez(npz, x_train=rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), y_train=rng.integers(0, 3, 64),
-             x_test=rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8), y_test=rng.integers(0, 3, 20))
-    config = tmp_path / "fit.json"
-    config.write_text(json.dumps({"verify_attacks": ["fgsm"], "verify_examples": 20, "progress": False,
-                                  "augment": False}))
-    bundle = tmp_path / "bundle"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(_free_port()), "-m", "robustcompress", "fit", str(npz), "--config", str(config),
-               "--student", "lcnet_050", "--method", "pgd-at", "--epochs", "1", "--steps", "1", "--batch-size", "32",
-               "--device", "cpu", "--out", str(bundle)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+def test_torchrun_cli_fit_trains_on_two_processes_and_rank0_saves(torchrun):
+    done, _, bundle = torchrun
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("bundle saved to") == 1  # rank 0 reports, rank 1 stays quiet
     saved = json.loads((bundle / "config.json").read_text())

@@ -38,6 +38,26 @@ def test_the_runtime_never_imports_torch_or_robustcompress():
     assert "robustcompress_runtime.runtime" in help_run.stdout, help_run.stderr
 
 
+def test_a_bundle_record_and_the_training_settings_are_read_without_torch(tmp_path):
+    # benchmarks/gpu_check_summary.py reports a fit's bundle in a fraction of a second instead of importing torch.
+    record = {"bundle_version": 2, "method": "pgd-at", "method_hparams": {}, "student": {"name": "s"},
+              "teachers": [], "train_config": {"epochs": 3}, "method_kwargs": {}, "teacher_epochs": 1,
+              "verify_attacks": [], "verify_examples": 1}
+    (tmp_path / "config.json").write_text(__import__("json").dumps(record))
+    run = _run("import sys\nsys.modules['torch'] = None\nfrom robustcompress.bundle import read_bundle\n"
+               f"bundle = read_bundle({str(tmp_path)!r})\n"
+               "assert bundle.train_config.epochs == 3 and bundle.method == 'pgd-at', bundle.record\n")
+    assert run.returncode != 0 and "lacks train_config." in run.stderr  # checked against TrainConfig's fields
+    from robustcompress.trainer import TrainConfig
+
+    record["train_config"] = {**TrainConfig().__dict__, "epochs": 3}
+    (tmp_path / "config.json").write_text(__import__("json").dumps(record))
+    run = _run("import sys\nsys.modules['torch'] = None\nfrom robustcompress.bundle import read_bundle\n"
+               f"bundle = read_bundle({str(tmp_path)!r})\n"
+               "assert bundle.train_config.epochs == 3 and bundle.method == 'pgd-at', bundle.record\n")
+    assert run.returncode == 0, run.stderr
+
+
 def _imports(path: Path) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):

@@ -10,12 +10,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset, TensorDataset
 
+from robustcompress.trainer.config import PRECISIONS, SPEEDS
+
 log = logging.getLogger("robustcompress")
 
-#: "fast": channels_last, plus bf16 autocast and GPU-resident data on CUDA; "compile": fast plus torch.compile;
-#: "reference": fp32, NCHW, eager, data copied per batch (how the field's reference implementations run).
-SPEEDS = ("fast", "compile", "reference")
-PRECISIONS = ("auto", "bf16", "fp32")
 #: Move an in-memory dataset onto the GPU only while it takes at most this share of the free GPU memory.
 DATA_ON_GPU_MAX_SHARE = 0.25
 #: In fast mode the host reads losses back (NaN guard, progress bar) once every this many steps.

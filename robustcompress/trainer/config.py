@@ -1,0 +1,86 @@
+"""The training settings (TrainConfig) and their checks: no torch, so a bundle's record is read without it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Speed modes (robustcompress.trainer.fast implements them): "fast": channels_last, plus bf16 autocast and
+#: GPU-resident data on CUDA; "compile": fast plus torch.compile; "reference": fp32, NCHW, eager, data copied per
+#: batch (how the field's reference implementations run).
+SPEEDS = ("fast", "compile", "reference")
+PRECISIONS = ("auto", "bf16", "fp32")
+SCHEDULES = ("cosine", "step")
+TEACHER_OUTPUTS = ("live", "cached")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and attack budget shared by all methods, so comparisons are fair."""
+
+    epochs: int = 10
+    batch_size: int = 128  # the global batch: split across processes under torchrun
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # or "step": x0.1 at 50% and 75% of training
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 10
+    seed: int = 0
+    augment: bool = True
+    crop_padding: int = 4
+    flip: bool = True
+    progress: bool = True
+    #: "fast" (channels_last; bf16 autocast and GPU-resident data on CUDA), "compile" (fast + torch.compile) or
+    #: "reference" (fp32, NCHW, eager); see robustcompress.trainer.fast.
+    speed: str = "fast"
+    precision: str = "auto"  # "auto": bf16 on CUDA in fast mode, else fp32; "bf16" or "fp32" force it
+    channels_last: bool | None = None  # None: on in fast mode (CPU and CUDA)
+    #: "live" (teachers run on every batch) or "cached": the outputs of teachers that a method queries on clean
+    #: images only are computed once on the un-cropped training images and their mirror images, then looked up
+    #: (robustcompress.methods.teacher_outputs; the teacher sees the image before the random crop).
+    teacher_outputs: str = "live"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            require_int(name, getattr(self, name), least=1)
+        for name in ("steps", "crop_padding"):
+            require_int(name, getattr(self, name), least=0)
+        require_int("seed", self.seed)
+        require_number("lr", self.lr, above=0)
+        require_number("momentum", self.momentum, least=0, below=1)
+        require_number("weight_decay", self.weight_decay, least=0)
+        require_number("eps", self.eps, least=0, most=1, hint="eps is in pixel units, e.g. 8/255 = 0.0314")
+        require_number("step_size", self.step_size, least=0, most=1, hint="the attack step, e.g. eps / 4")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule '{self.schedule}'; use one of {list(SCHEDULES)}")
+        if self.speed not in SPEEDS:
+            raise ValueError(f"unknown speed '{self.speed}'; use one of {list(SPEEDS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision '{self.precision}'; use one of {list(PRECISIONS)}")
+        if self.teacher_outputs not in TEACHER_OUTPUTS:
+            raise ValueError(f"unknown teacher_outputs '{self.teacher_outputs}'; use one of {list(TEACHER_OUTPUTS)}")
+
+
+def require_int(name: str, value: Any, least: int | None = None) -> None:
+    """Raise a ValueError naming ``name`` unless value is a whole number (not a bool) and at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a whole number; got {value!r} ({type(value).__name__})")
+    if least is not None and value < least:
+        raise ValueError(f"{name}={value} is too small: it must be at least {least}")
+
+
+def require_number(name: str, value: Any, *, least: float | None = None, above: float | None = None,
+                   most: float | None = None, below: float | None = None, hint: str = "") -> None:
+    """Raise a ValueError naming ``name`` unless value is a finite real number inside the given bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value}")
+    bounds = [(least, lambda v, b: v >= b, "at least"), (above, lambda v, b: v > b, "above"),
+              (most, lambda v, b: v <= b, "at most"), (below, lambda v, b: v < b, "below")]
+    for bound, holds, words in bounds:
+        if bound is not None and not holds(value, bound):
+            raise ValueError(f"{name}={value} must be {words} {bound:g}" + (f"; {hint}" if hint else ""))
