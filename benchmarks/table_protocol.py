@@ -90,10 +90,10 @@ FULL = Setting()
 # teacher 2 are timm's test models (0.1M and 0.4M parameters): on a CPU a step at batch 1 costs a third of
 # lcnet_050's, and APGD's 100 iterations on the few images an untrained student gets right are such steps.
 SMOKE = Setting(
-    student="test_efficientnet", epochs=1, batch_size=64, steps=2, step_size=4 / 255, train_images=64,
+    student="test_efficientnet", epochs=1, batch_size=32, steps=2, step_size=4 / 255, train_images=32,
     test_images=32, attacks=("pgd5",), autoattack="apgd-ce", checks="quick", teacher_test_images=32,
     teacher_attacks=(), teacher2="test_resnet", teacher2_epochs=1, robust_steps=1, robust_epochs=1,
-    robust_train_images=64, robust_source="teacher2", cached_teacher_outputs_for=("sa-mdrad", "mtard"),
+    robust_train_images=32, robust_source="teacher2", cached_teacher_outputs_for=("sa-mdrad", "mtard"),
 )
 #: The CPU-scale protocol (issue "Prove it on real CIFAR-10"): real CIFAR-10 JPEGs, a 1.2M-parameter student,
 #: budgets that fit a 2-core CPU; every choice and its reason is in docs/results/cifar10_cpu.md.

@@ -13,8 +13,7 @@ from robustcompress.bundle import read_bundle, write_bundle
 from robustcompress.data import DataBundle
 from robustcompress.data.core import held_out_split, load_train_data
 from robustcompress.distill import initial_student, train_student
-from robustcompress.export.onnx import PARITY_TOLERANCE
-from robustcompress.export.student import export_student, labelled_data, onnx_output_path
+from robustcompress.export import PARITY_TOLERANCE  # the export code itself (and onnx) loads when used
 from robustcompress.io import check_writable, writable_dir
 from robustcompress.methods import create_method
 from robustcompress.models import ImageClassifier
@@ -246,6 +245,8 @@ class RobustCompressor:
         ``tolerance``. Returns path, max_abs_diff, argmax_agreement, clean_acc, robust_acc, report_path (plus
         int8_path) and the full report.
         """
+        from robustcompress.export.student import export_student, labelled_data, onnx_output_path
+
         student = self._require_student()
         check_writable(onnx_output_path(path).parent, "export folder")  # before the data is reloaded
         data = labelled_data(parity_data, self._data, self.data_info, self.input_size, self.config.progress)

@@ -259,14 +259,14 @@ def test_validation_only_ablation_never_touches_the_test_split(bench, students, 
     (out / "cifar10_subset.json").write_text(json.dumps({"rows": [table_row]}))
     evaluated = []
     monkeypatch.setattr(students, "evaluate_student", lambda *a, **k: evaluated.append(a) or ({}, None))
-    code = bench.main([*common, "--validation-only", "--val-images", "32", "--methods", "trades", "--variant",
+    code = bench.main([*common, "--validation-only", "--val-images", "16", "--methods", "trades", "--variant",
                        "beta 1", "--method-arg", "beta=1"])
     assert code == 0 and not evaluated
     results = json.loads((out / "cifar10_subset_ablations.json").read_text())
     [row] = results["rows"]
     assert row["method"] == "trades [beta 1]" and row["split"] == "validation" and row["method_hparams"]["beta"] == 1
     assert 0 <= row["val_pgd10"] <= row["val_clean"] <= 1 and "clean" not in row and "autoattack" not in row
-    assert row["selection"]["val_images"] == 32 and len(row["selection"]["curve"]) == 1
+    assert row["selection"]["val_images"] == 16 and len(row["selection"]["curve"]) == 1
     markdown = (out / "cifar10_subset_ablations.md").read_text()
     line = next(x for x in markdown.splitlines() if x.startswith("| trades [beta 1] |"))
     assert "beta=1" in line and f"{100 * (row['val_pgd10'] - 0.25):+.1f} (PGD-10)" in line

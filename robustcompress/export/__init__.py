@@ -1,24 +1,44 @@
-"""ONNX export with normalisation baked in, verified parity and robustness in the metadata, and optional INT8."""
-from robustcompress.export.classifier import OnnxClassifier
-from robustcompress.export.onnx import ParityError, check_parity, export_onnx, read_metadata
-from robustcompress.export.quantize import fake_quant_twin, quantize_int8, verify_int8
-from robustcompress.export.verification import craft_adversarial, verify_onnx
-from robustcompress.export.student import export_student, onnx_output_path
-from robustcompress.export.verified import export_verified, output_paths
+"""ONNX export with normalisation baked in, verified parity and robustness in the metadata, and optional INT8.
 
-__all__ = [
-    "OnnxClassifier",
-    "ParityError",
-    "check_parity",
-    "craft_adversarial",
-    "export_onnx",
-    "export_student",
-    "export_verified",
-    "fake_quant_twin",
-    "onnx_output_path",
-    "output_paths",
-    "quantize_int8",
-    "read_metadata",
-    "verify_int8",
-    "verify_onnx",
-]
+The names below are imported on first use: importing the package (or PARITY_TOLERANCE) loads neither onnx (about
+a second) nor onnxruntime, so code that may export later, such as RobustCompressor, starts without them.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: The largest |logit difference| between PyTorch and onnxruntime an export may show.
+PARITY_TOLERANCE = 1e-4
+
+#: public name -> the module that defines it
+_LAZY = {
+    "OnnxClassifier": "robustcompress.export.classifier",
+    "ParityError": "robustcompress.export.onnx",
+    "check_parity": "robustcompress.export.onnx",
+    "craft_adversarial": "robustcompress.export.verification",
+    "export_onnx": "robustcompress.export.onnx",
+    "export_student": "robustcompress.export.student",
+    "export_verified": "robustcompress.export.verified",
+    "fake_quant_twin": "robustcompress.export.quantize",
+    "onnx_output_path": "robustcompress.export.student",
+    "output_paths": "robustcompress.export.verified",
+    "quantize_int8": "robustcompress.export.quantize",
+    "read_metadata": "robustcompress.export.onnx",
+    "verify_int8": "robustcompress.export.quantize",
+    "verify_onnx": "robustcompress.export.verification",
+}
+
+__all__ = ["PARITY_TOLERANCE", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'robustcompress.export' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
