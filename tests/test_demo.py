@@ -358,7 +358,9 @@ def test_browser_uploads_a_picture_attacks_it_and_shows_both_models(models, tmp_
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(url)
             page.locator("#attack-button").wait_for(state="visible")
-            assert page.locator("#gallery img").count() == 10  # one test digit per class
+            gallery = page.locator("#gallery img")
+            gallery.nth(9).wait_for(state="visible")  # the gallery may render after the button on a busy machine
+            assert gallery.count() == 10  # one test digit per class
             page.locator("#picture input[type='file']").set_input_files(str(picture))
             page.locator("#picture img").first.wait_for(state="visible")
             page.locator("#attack-button").click()
