@@ -21,6 +21,24 @@ def test_digits_split_is_fixed():
     assert torch.equal(a.test.tensors[0], b.test.tensors[0])
 
 
+def test_digits_and_their_split_are_scikit_learns_without_importing_it():
+    # Read from scikit-learn's file and split by its algorithm re-done in numpy: the same images, labels and split
+    # (so every cached teacher and reported number stays valid), without scikit-learn's 1.2 s import.
+    sklearn = pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from robustcompress.data.core import read_digits, stratified_split
+
+    images, labels = read_digits()
+    digits = load_digits()
+    assert np.array_equal(images, digits.images) and np.array_equal(labels, digits.target)
+    for fraction, seed in ((0.2, 0), (0.2, 1), (0.1, 7), (0.33, 123)):
+        expected = train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels)
+        got = stratified_split(labels, fraction, seed)
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected)), (fraction, seed, sklearn.__version__)
+
+
 def test_npz_dataset_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "tiny.npz"
