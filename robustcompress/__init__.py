@@ -11,8 +11,7 @@ alone (not onnx, onnxruntime or the training code).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from robustcompress.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -41,13 +40,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module 'robustcompress' has no attribute '{name}'")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

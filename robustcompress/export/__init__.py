@@ -5,8 +5,7 @@ a second) nor onnxruntime, so code that may export later, such as RobustCompress
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from robustcompress.lazy import lazy_names
 
 #: The largest |logit difference| between PyTorch and onnxruntime an export may show.
 PARITY_TOLERANCE = 1e-4
@@ -32,13 +31,4 @@ _LAZY = {
 __all__ = ["PARITY_TOLERANCE", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module 'robustcompress.export' has no attribute '{name}'")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
