@@ -10,12 +10,13 @@ from robustcompress.quickstart import render_table, run_quickstart
 @pytest.fixture(scope="module")
 def quickstart_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart")
-    # The default's second teacher alone, four of the five student epochs and PGD-20 only: 17 s with one thread, as
-    # under xdist, where the default's first teacher (resnet10t, 9 s) made it 26 s. The student reached 0.85 clean /
-    # 0.61 PGD-20 and its teacher 0.96 clean; with two teacher and three student epochs the default teachers' student
-    # fell to 0.83 / 0.51, too close to the bounds below. Two teachers in two processes: the tests further down.
+    # The default's second teacher alone, four of the five student epochs with PGD-3 instead of PGD-5, and PGD-20
+    # only: 12 s with one thread, as under xdist (the default's settings took 26 s, its first teacher resnet10t 9 s
+    # of them). The student reached 0.92 clean / 0.61 PGD-20 and its teacher 0.96 clean (with PGD-5: 0.85 / 0.61);
+    # with two teacher and three student epochs the default teachers' student fell to 0.83 / 0.51, too close to the
+    # bounds below. Two teachers in two processes: the tests further down.
     report = run_quickstart(out, device="cpu", progress=False, eval_examples=100, attacks=["pgd20"], epochs=4,
-                            teacher_epochs=3, teachers=["test_resnet"])
+                            steps=3, teacher_epochs=3, teachers=["test_resnet"])
     return out, report
 
 
