@@ -21,8 +21,9 @@ def read_steps(out: Path) -> list[dict[str, Any]]:
     path = out / "steps.tsv"
     for line in path.read_text().splitlines() if path.is_file() else []:
         name, status, rc, seconds, limit = line.split("\t")
+        limit_s = float(limit)  # coreutils' timeout takes fractions of a second too
         steps.append({"name": name, "status": status, "rc": int(rc), "seconds": int(seconds),
-                      "timeout_s": int(limit), "log": f"logs/{name}.log"})
+                      "timeout_s": int(limit_s) if limit_s.is_integer() else limit_s, "log": f"logs/{name}.log"})
     return steps
 
 

@@ -72,11 +72,13 @@ def test_a_hung_step_times_out_and_the_others_still_run(tmp_path):
     hanging.write_text(f'#!/usr/bin/env bash\ncase "$*" in *gpu_check_summary.py*) exec "{sys.executable}" "$@";; '
                        f'esac\nexec sleep 60\n')
     hanging.chmod(0o755)
-    proc = _run(tmp_path / "out", PYTHON=str(hanging), T_PYTEST="1", T_THROUGHPUT="1", T_COMPILE="1", T_FIT="1")
+    limits = {key: "0.2" for key in ("T_PYTEST", "T_THROUGHPUT", "T_COMPILE", "T_FIT")}
+    proc = _run(tmp_path / "out", PYTHON=str(hanging), **limits)
     assert proc.returncode == 1
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert [(s["name"], s["status"]) for s in summary["steps"]] == [(name, "timeout") for name in STEPS]
-    assert all(s["seconds"] <= 3 for s in summary["steps"])  # stopped at the limit, not when the sleep ended
+    assert [(s["name"], s["status"], s["timeout_s"]) for s in summary["steps"]] == [
+        (name, "timeout", 0.2) for name in STEPS]
+    assert all(s["seconds"] <= 2 for s in summary["steps"])  # stopped at the limit, not when the sleep ended
     assert not summary["passed"] and "SOME STEPS FAILED" in (tmp_path / "out" / "summary.md").read_text()
 
 
