@@ -84,15 +84,16 @@ class Setting:
 
 FULL = Setting()
 # A plumbing check that runs in the default test suite: every method trains one batch and is evaluated on 32 images
-# with one attack of each kind (PGD, APGD-CE) and the quick masking checks; sizes beyond that only cost time. As in
+# with PGD and the quick masking checks, and with APGD-CE on the first 16 of them (the CPU-scale protocol's split
+# evaluation, whose worst case counts the AutoAttack images); sizes beyond that only cost time. As in
 # the CPU-scale protocol, the robust teacher is made from the small teacher 2: made from the ResNet-18 it cost a third
 # of the smoke run (its fine-tuning and its forwards at every step of the six robust-teacher methods). The student and
 # teacher 2 are timm's test models (0.1M and 0.4M parameters): on a CPU a step at batch 1 costs a third of
 # lcnet_050's, and APGD's 100 iterations on the few images an untrained student gets right are such steps.
 SMOKE = Setting(
     student="test_efficientnet", epochs=1, batch_size=32, steps=2, step_size=4 / 255, train_images=32,
-    test_images=32, attacks=("pgd5",), autoattack="apgd-ce", checks="quick", teacher_test_images=32,
-    teacher_attacks=(), teacher2="test_resnet", teacher2_epochs=1, robust_steps=1, robust_epochs=1,
+    test_images=32, attacks=("pgd5",), autoattack="apgd-ce", aa_test_images=16, checks="quick",
+    teacher_test_images=32, teacher_attacks=(), teacher2="test_resnet", teacher2_epochs=1, robust_steps=1, robust_epochs=1,
     robust_train_images=32, robust_source="teacher2", cached_teacher_outputs_for=("sa-mdrad", "mtard"),
 )
 #: The CPU-scale protocol (issue "Prove it on real CIFAR-10"): real CIFAR-10 JPEGs, a 1.2M-parameter student,
