@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 import torch
 
+from robustcompress.process_exit import exit_process
+
 # The protocol, its teachers, its students and the results table live beside this script (on sys.path when it runs);
 # this file parses arguments, runs them and prints.
 import table_report
@@ -294,4 +296,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -37,6 +37,7 @@ from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
 from robustcompress.models import build_model
 from robustcompress.trainer import TrainConfig
 from robustcompress.trainer.fast import plan_speed, speed_context, to_memory_format
+from robustcompress.process_exit import exit_process
 from robustcompress.trainer.loop import TrainStep, resolve_device
 from throughput_table import run_key, table  # a sibling module: benchmarks/ is on sys.path
 
@@ -274,3 +275,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     main()
+    exit_process(0)

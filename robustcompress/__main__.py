@@ -1,6 +1,4 @@
 """python -m robustcompress (also what torchrun launches)."""
-import sys
+from robustcompress.cli import entry
 
-from robustcompress.cli import main
-
-sys.exit(main())
+entry()

@@ -220,8 +220,9 @@ class BackgroundReferences:
         self.folder = Path(tempfile.mkdtemp(prefix="robustcompress-references-"))
         (self.folder / "settings.json").write_text(json.dumps(self.s))
         self.its_teachers = second_process_teachers(self.s)
-        code = ("import sys; from robustcompress.quickstart import references_main; "
-                "sys.exit(references_main(sys.argv[1], int(sys.argv[2])))")
+        code = ("import sys; from robustcompress.process_exit import exit_process; "
+                "from robustcompress.quickstart import references_main; "
+                "exit_process(references_main(sys.argv[1], int(sys.argv[2])))")
         env = {**os.environ, "ROBUSTCOMPRESS_CACHE": str(cache_dir()), "OMP_NUM_THREADS": "1"}
         with open(self.folder / "log.txt", "w") as log_file:
             self.process = subprocess.Popen([sys.executable, "-c", code, str(self.folder), str(os.getpid())],

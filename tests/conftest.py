@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import os
 import sys
@@ -47,6 +48,13 @@ def load_benchmark(filename: str, name: str) -> ModuleType:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: file order kept otherwise
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every result is reported by now: exempt what is alive from the final garbage collection of this process (and
+    of each xdist worker), as robustcompress.process_exit does for the CLI, a second or more of each one's end."""
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from robustcompress.cli import main
+from robustcompress.cli import entry
 from robustcompress.trainer.loop import resolve_device
 from test_ddp import run_all  # tests/ is this script's folder, so it is on sys.path
 
@@ -20,4 +20,4 @@ if __name__ == "__main__":
     assert resolve_device("cpu").type == "cpu"  # joins the gloo group, as the CLI does under torchrun
     rank = int(os.environ["RANK"])
     torch.save(run_all(out_dir), os.path.join(out_dir, f"rank{rank}.pt"))
-    sys.exit(main(fit_args))
+    entry(fit_args)  # `robustcompress fit`, to the end of the process

@@ -5,9 +5,10 @@ import argparse
 import errno
 import logging
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from robustcompress.cli import demo, evaluate, export, fit, quickstart
+from robustcompress.process_exit import exit_process
 
 COMMANDS = (quickstart, fit, evaluate, export, demo)
 
@@ -54,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def entry(argv: Sequence[str] | None = None) -> NoReturn:
+    """The `robustcompress` console script and `python -m robustcompress`: main(), then the end of the process."""
+    exit_process(main(argv))
+
+
 def _resume_hint(args: argparse.Namespace) -> str:
     if args.command == "fit":
         return ("rerun the same command to resume from the last finished epoch" if args.resume else
@@ -87,4 +93,4 @@ def _one_line(text: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
