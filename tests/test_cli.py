@@ -42,3 +42,19 @@ def test_fit_from_config_file_then_evaluate_and_export(tmp_path, capsys):
     assert report["n_examples"] == 16 and "fgsm" in report["robust_acc"]
     assert main(["export", str(bundle), "--out", str(tmp_path / "s.onnx")]) == 0
     assert (tmp_path / "s.onnx").is_file()
+
+
+def test_a_process_ends_with_its_code_its_output_and_its_atexit_handlers(tmp_path):
+    # exit_process skips only the interpreter's last garbage collection: what a caller relies on still happens.
+    import subprocess
+    import sys
+
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: open(sys.argv[1], 'w').write('atexit ran'))\n"
+            "print('buffered output', end='')\n"
+            "from robustcompress.process_exit import exit_process\n"
+            "exit_process(3)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "atexit.txt")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 3 and done.stdout == "buffered output"
+    assert (tmp_path / "atexit.txt").read_text() == "atexit ran"
