@@ -35,9 +35,9 @@ from robustcompress.methods import create_method
 from robustcompress.methods.common import teacher_logits
 from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
 from robustcompress.models import build_model
+from robustcompress.process_exit import exit_process
 from robustcompress.trainer import TrainConfig
 from robustcompress.trainer.fast import plan_speed, speed_context, to_memory_format
-from robustcompress.process_exit import exit_process
 from robustcompress.trainer.loop import TrainStep, resolve_device
 from throughput_table import run_key, table  # a sibling module: benchmarks/ is on sys.path
 

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import torch
 
@@ -244,7 +244,7 @@ class BackgroundReferences:
                 self._raise_failure(self.process.returncode)
             time.sleep(poll_s)
 
-    def _raise_failure(self, code: int) -> None:
+    def _raise_failure(self, code: int) -> NoReturn:
         assert self.folder is not None
         lines = (self.folder / "log.txt").read_text(errors="replace").strip().splitlines()
         raise RuntimeError(f"the quickstart's reference process (teachers, PGD-AT baseline, teacher evaluation) "

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from robustcompress.methods import Method
-from robustcompress.trainer.loop import require_int, require_number
+from robustcompress.trainer.config import require_int, require_number
 
 
 def check_arguments(*, eps: Any, teacher_epochs: Any, teacher_finetune_epochs: Any, verify_examples: Any,

@@ -101,7 +101,7 @@ def _close(a, b, atol=2e-5):
 
 @pytest.fixture(scope="module")
 def torchrun(tmp_path_factory):
-    """One torchrun launch of two CPU processes (gloo): ranks.py trains and evaluates as run_all, then runs
+    """One torchrun launch of two CPU processes (gloo): ddp_ranks.py trains and evaluates as run_all, then runs
     `robustcompress fit` on a tiny .npz; returns the finished process and the folders."""
     tmp_path = tmp_path_factory.mktemp("ddp")
     rng = np.random.default_rng(0)

@@ -13,6 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 STEPS = ["pytest_gpu", "throughput", "throughput_compile", "fit"]
+#: The environment variables that set each step's timeout in seconds.
+STEP_LIMITS = ("T_PYTEST", "T_THROUGHPUT", "T_COMPILE", "T_FIT")
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                                 reason="needs bash and coreutils' timeout")
@@ -21,7 +23,7 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ti
 def _run(out: Path, **env: str) -> subprocess.CompletedProcess:
     # Generous step limits: this checks the plumbing end to end, not speed, and a busy CI machine may be slow
     # (test_a_hung_step_times_out_and_the_others_still_run checks the limits themselves).
-    limits = {name: "900" for name in ("T_PYTEST", "T_THROUGHPUT", "T_COMPILE", "T_FIT")}
+    limits = {name: "900" for name in STEP_LIMITS}
     environment = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", **limits, **env}
     return subprocess.run(["bash", str(SCRIPT), "--dry-run", "--out", str(out)], cwd=ROOT, env=environment,
                           capture_output=True, text=True, timeout=3700)
@@ -72,8 +74,7 @@ def test_a_hung_step_times_out_and_the_others_still_run(tmp_path):
     hanging.write_text(f'#!/usr/bin/env bash\ncase "$*" in *gpu_check_summary.py*) exec "{sys.executable}" "$@";; '
                        f'esac\nexec sleep 60\n')
     hanging.chmod(0o755)
-    limits = {key: "0.2" for key in ("T_PYTEST", "T_THROUGHPUT", "T_COMPILE", "T_FIT")}
-    proc = _run(tmp_path / "out", PYTHON=str(hanging), **limits)
+    proc = _run(tmp_path / "out", PYTHON=str(hanging), **{name: "0.2" for name in STEP_LIMITS})
     assert proc.returncode == 1
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [(s["name"], s["status"], s["timeout_s"]) for s in summary["steps"]] == [

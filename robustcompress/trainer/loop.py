@@ -20,7 +20,7 @@ from robustcompress.data.tensors import as_float_images
 from robustcompress.methods.registry import Method, StepContext
 from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
 from robustcompress.trainer.checkpoint import atomic_save, load_checkpoint
-from robustcompress.trainer.config import SCHEDULES, TrainConfig, require_int, require_number
+from robustcompress.trainer.config import SCHEDULES, TrainConfig
 from robustcompress.trainer.distributed import (
     DistributedStudent,
     all_reduce_,
