@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "method_kwargs": {}, "method_hparams": {}, "teacher_epochs": 10, "verify_attacks": ["pgd20"],
     "verify_examples": 500, "teacher_names": [], "teacher_weights": None, "teacher_finetune_epochs": 0,
     "teachers_info": [], "data": {}, "metrics": {}, "history": [], "timings_s": {}, "select": "last",
-    "val_size": 1000, "selection": {}, "teachers_saved": True,
+    "val_size": 1000, "selection": {}, "teachers_saved": True, "training_speed": {},
 }
 _WHO_WRITES = "the folder 'robustcompress fit' / 'quickstart' (its bundle/) or RobustCompressor.save wrote"
 

@@ -22,6 +22,7 @@ from robustcompress.settings import check_arguments, check_teachers, teacher_lis
 from robustcompress.teachers import pick_model, prepare_teachers, teacher_references
 from robustcompress.trainer import TrainConfig
 from robustcompress.trainer.distributed import is_main_process
+from robustcompress.trainer.fast import plan_speed
 from robustcompress.trainer.loop import check_attack_budget, resolve_device
 from robustcompress.trainer.select import check_select_mode
 from robustcompress.verify import CheckSettings, EvalReport, Verification, evaluate, verify_model, write_report
@@ -54,8 +55,8 @@ class RobustCompressor:
         num_classes: int | None = None, input_size: int | None = None, teacher_weights: Sequence[float] | None = None,
         teacher_epochs: int = 10, teacher_finetune_epochs: int = 0, method_kwargs: dict[str, Any] | None = None,
         out_dir: str | os.PathLike | None = None, verify_attacks: Sequence[str] = ("pgd20",),
-        verify_examples: int = 500, progress: bool = True, speed: str = "fast", teacher_outputs: str = "live",
-        select: str = "last",
+        verify_examples: int = 500, progress: bool = True, speed: str = "fast", precision: str = "auto",
+        teacher_outputs: str = "live", select: str = "last",
         val_size: int | float = 1000,
     ) -> None:
         check_arguments(eps=eps, teacher_epochs=teacher_epochs, teacher_finetune_epochs=teacher_finetune_epochs,
@@ -69,7 +70,8 @@ class RobustCompressor:
         self.config = TrainConfig(
             epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
             schedule=schedule, eps=eps, step_size=eps / 4 if step_size is None else step_size, steps=steps,
-            seed=seed, augment=augment, progress=progress, speed=speed, teacher_outputs=teacher_outputs,
+            seed=seed, augment=augment, progress=progress, speed=speed, precision=precision,
+            teacher_outputs=teacher_outputs,
         )
         check_attack_budget(self.method, self.config)
         self.device = resolve_device(device)
@@ -90,6 +92,8 @@ class RobustCompressor:
         self.history: list[dict[str, Any]] = []
         self.metrics: dict[str, Any] = {}
         self.timings_s: dict[str, float] = {}
+        #: How training ran: the resolved precision, layout and compile, and on a CPU its model and flags.
+        self.training_speed: dict[str, Any] = {}
         self._data: DataBundle | None = None
 
     def _build(self, data: DataBundle) -> None:
@@ -101,7 +105,7 @@ class RobustCompressor:
         self.teachers = prepare_teachers(
             self.teacher_specs, data, num_classes=classes, input_size=size, train_epochs=self.teacher_epochs,
             finetune_epochs=self.teacher_finetune_epochs, batch_size=self.config.batch_size, seed=self.config.seed,
-            device=self.device, progress=self.config.progress,
+            device=self.device, progress=self.config.progress, precision=self.config.precision,
         )
         self.teachers_info = [dict(getattr(t, "teacher_info", {}) or {}) for t in self.teachers]
         if self.student is None:
@@ -129,6 +133,8 @@ class RobustCompressor:
         self._build(data)
         self.timings_s["teachers"] = time.perf_counter() - t0
         checkpoint_dir = writable_dir(self.out_dir / "checkpoints") if self.out_dir else None
+        self.training_speed = plan_speed(self.config.speed, self.device, self.config.precision,
+                                         self.config.channels_last).describe()
         t1 = time.perf_counter()
         run = train_student(
             self._require_student(), self.teachers, self.method, data.train, self.num_classes, self.config,

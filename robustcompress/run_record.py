@@ -33,7 +33,7 @@ def run_record(rc: Any) -> dict[str, Any]:
         "selection": rc.selection or {"select": "last"}, "eps": rc.config.eps, "norm": "Linf",
         "data": rc.data_info, "metrics": rc.metrics, "history": rc.history, "timings_s": rc.timings_s,
         "teacher_epochs": rc.teacher_epochs, "verify_attacks": list(rc.verify_attacks),
-        "verify_examples": rc.verify_examples,
+        "verify_examples": rc.verify_examples, "training_speed": rc.training_speed,
     }
 
 
@@ -77,5 +77,6 @@ def restore_run(cls: type, bundle: Bundle, device: str) -> Any:
     rc.num_classes, rc.input_size = bundle.num_classes, bundle.input_size
     rc.data_info, rc.metrics, rc.history, rc.timings_s = map(get, ("data", "metrics", "history", "timings_s"))
     rc.select, rc.val_size = get("select"), get("val_size")
+    rc.training_speed = get("training_speed")
     rc.selection = get("selection") if get("selection").get("select", "last") != "last" else {}
     return rc

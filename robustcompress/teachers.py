@@ -34,6 +34,7 @@ from robustcompress.models.sources import (
 )
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.io import atomic_write, cache_dir, save_safetensors
+from robustcompress.trainer.fast import plan_speed
 from robustcompress.trainer.loop import resolve_device, seed_everything
 
 log = logging.getLogger("robustcompress")
@@ -208,6 +209,13 @@ def _store(path: Path, model: nn.Module, info: dict[str, Any]) -> None:
     atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
 
 
+def precision_key(config: TrainConfig, device: torch.device) -> dict[str, str]:
+    """The cache-key entry of a teacher trained in bf16 autocast ({} in fp32, so fp32 caches keep their keys): the
+    same recipe in another precision is another teacher."""
+    plan = plan_speed(config.speed, device, config.precision, config.channels_last)
+    return {} if plan.amp_dtype is None else {"precision": str(plan.amp_dtype).removeprefix("torch.")}
+
+
 def train_teacher(
     name: str,
     data: DataBundle,
@@ -221,21 +229,24 @@ def train_teacher(
     select: Select = "last",
     val_fraction: float = 0.1,
     val_eps: float = 8 / 255,
+    precision: str = "auto",
 ) -> ImageClassifier:
     """A standard (non-robust) timm teacher trained on ``data`` with clean cross-entropy; cached on disk.
 
     ``select`` picks the snapshot: "last", an epoch number (early stopping at that epoch of the ``epochs``-epoch
     schedule) or "best_robust" (best PGD-10 accuracy at ``val_eps`` on a held-out ``val_fraction`` of the training
-    images; the rest is trained on). The result's ``teacher_info`` says which epoch was kept.
+    images; the rest is trained on). The result's ``teacher_info`` says which epoch was kept. ``precision`` is the
+    training precision (TrainConfig.precision).
     """
     check_select(select, epochs)
     device = resolve_device(device)
     config = TrainConfig(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eps=0.0, steps=0,
-        crop_padding=data.crop_padding, flip=data.flip, progress=progress,
+        crop_padding=data.crop_padding, flip=data.flip, progress=progress, precision=precision,
     )
     recipe: dict[str, Any] = {"name": name, "data": data_fingerprint(data), "size": data.input_size,
-                              "classes": data.num_classes, "epochs": epochs, "lr": lr, "bs": batch_size, "seed": seed}
+                              "classes": data.num_classes, "epochs": epochs, "lr": lr, "bs": batch_size, "seed": seed,
+                              **precision_key(config, device)}
     if select != "last":  # "last" keeps the original key, so teachers cached before select= existed are reused
         recipe.update(select=select, val_fraction=val_fraction, val_eps=val_eps)
     key = json.dumps(recipe)
@@ -274,6 +285,7 @@ def weak_adversarial_finetune(
     val_fraction: float = 0.1,
     val_eps: float = 8 / 255,
     use_cache: bool = True,
+    precision: str = "auto",
 ) -> ImageClassifier:
     """PGD adversarial fine-tuning of a (standard) teacher with a weak attack: a reduced ``eps`` and/or few ``steps``.
 
@@ -292,11 +304,12 @@ def weak_adversarial_finetune(
     step = 2.5 * eps / steps if step_size is None else step_size
     config = TrainConfig(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eps=eps, steps=steps, step_size=step,
-        crop_padding=data.crop_padding, flip=data.flip, progress=progress,
+        crop_padding=data.crop_padding, flip=data.flip, progress=progress, precision=precision,
     )
     recipe = {"start": weights_fingerprint(teacher), "arch": teacher.name, "data": data_fingerprint(data),
               "eps": eps, "steps": steps, "step_size": step, "epochs": epochs, "lr": lr, "bs": batch_size,
-              "seed": seed, "select": select, "val_fraction": val_fraction, "val_eps": val_eps}
+              "seed": seed, "select": select, "val_fraction": val_fraction, "val_eps": val_eps,
+              **precision_key(config, device)}
     path = _cache_path(teacher, "weakat", recipe)
     if use_cache and (hit := _load_cached(path, teacher, "weak adversarial teacher")) is not None:
         return hit
@@ -323,6 +336,7 @@ def finetune_teacher(
     val_fraction: float = 0.02,
     val_examples: int | None = 1000,
     use_cache: bool = True,
+    precision: str = "auto",
 ) -> ImageClassifier:
     """Clean fine-tuning of a pre-trained teacher on the user's data, early-stopped on validation clean accuracy.
 
@@ -338,11 +352,11 @@ def finetune_teacher(
     device = resolve_device(device)
     teacher = create_model(copy.deepcopy(model), data.num_classes, data.input_size, data.channels, role="teacher")
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eps=0.0, steps=0,
-                         crop_padding=data.crop_padding, flip=data.flip, progress=progress)
+                         crop_padding=data.crop_padding, flip=data.flip, progress=progress, precision=precision)
     recipe = {"start": weights_fingerprint(teacher), "arch": teacher.name, "data": data_fingerprint(data),
               "val": None if val_set is None else data_fingerprint(DataBundle("val", val_set, None, 0, 0)),
               "val_fraction": val_fraction, "epochs": epochs, "lr": lr, "bs": batch_size, "seed": seed,
-              "val_examples": val_examples}
+              "val_examples": val_examples, **precision_key(config, device)}
     path = _cache_path(teacher, "finetuned", recipe)
     if use_cache and (hit := _load_cached(path, teacher, "fine-tuned teacher")) is not None:
         return hit
@@ -402,6 +416,7 @@ def prepare_teachers(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    precision: str = "auto",
 ) -> list[ImageClassifier]:
     """The teachers ``specs`` name, ready for distillation on ``data``, each with a ``teacher_info`` dict.
 
@@ -425,7 +440,8 @@ def prepare_teachers(
                                  f"({', '.join(PRETRAINED_ALIASES)}), a (name, checkpoint_path) pair or an "
                                  f"nn.Module; got {spec!r}")
             # A bare name has no weights we may download: train it as a standard teacher on this data.
-            model = train_teacher(spec, data, epochs=train_epochs, seed=seed, device=device, progress=progress)
+            model = train_teacher(spec, data, epochs=train_epochs, seed=seed, device=device, progress=progress,
+                                  precision=precision)
             model = create_model(model, classes, size, data.channels, role=role)
             model.teacher_info = {"source": "trained", **getattr(model, "teacher_info", {})}
             teachers.append(model)
@@ -433,7 +449,7 @@ def prepare_teachers(
         model = _pretrained_teacher(spec, data, classes, size, finetune_epochs > 0, seed, role)
         if finetune_epochs > 0:
             model = finetune_teacher(model, data, finetune_epochs, finetune_lr, device, seed, progress,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, precision=precision)
             log.info("%s: %s", role, finetune_summary(model.teacher_info))
             model.teacher_info = {"source": "pre-trained, fine-tuned", **model.teacher_info}
         else:

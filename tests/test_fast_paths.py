@@ -1,4 +1,6 @@
 """The fast path (bf16 autocast, channels_last, inference-mode teachers, few host syncs) against the fp32 reference."""
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ from robustcompress.methods import create_method
 from robustcompress.methods.common import teacher_logits, teacher_probs, teacher_probs_batched
 from robustcompress.models import create_model
 from robustcompress.trainer import TrainConfig, train
+from robustcompress.trainer.cpu import CpuInfo, parse_cpuinfo
 from robustcompress.trainer.fast import plan_speed
 from robustcompress.trainer.loop import TrainStep, iterate_shards
 
@@ -33,14 +36,40 @@ def _model(seed=0):
     return create_model(net, 10, 16)
 
 
+AVX2 = "fpu sse2 avx avx2 fma"
+ZEN4 = AVX2 + " avx512f avx512_vnni avx512_bf16"
+SAPPHIRE_RAPIDS = AVX2 + " avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8"
+
+
+def _cpuinfo_text(flags: str, model: str = "Some CPU") -> str:
+    return "".join(f"processor\t: {i}\nmodel name\t: {model}\nflags\t\t: {flags}\n\n" for i in range(2))
+
+
+def test_cpu_flags_decide_native_bf16():
+    assert parse_cpuinfo(_cpuinfo_text(AVX2)).native_bf16 is None
+    assert parse_cpuinfo(_cpuinfo_text(ZEN4, "AMD EPYC 9654")).describe() == {
+        "model": "AMD EPYC 9654", "flags": ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"],
+        "native_bf16": "avx512_bf16"}
+    assert parse_cpuinfo(_cpuinfo_text(SAPPHIRE_RAPIDS)).native_bf16 == "amx_bf16"
+    assert "bf16 autocast" in plan_speed("fast", CPU, cpu=CpuInfo("X", ("amx_bf16",))).summary()
+    assert "fp32" in plan_speed("fast", CPU, cpu=CpuInfo("X", ("avx2",))).summary()
+
+
 def test_speed_plans():
     reference = plan_speed("reference", CPU)
     assert reference.amp_dtype is None and not reference.channels_last and not reference.compile
     assert reference.sync_every == 1
-    # On CPU "fast" is fp32 channels_last by default (bf16 is slower there, NHWC faster); bf16 can be forced.
-    assert plan_speed("fast", CPU).amp_dtype is None and plan_speed("fast", CPU).channels_last
+    # On a CPU without native bf16 "fast" is fp32 channels_last (bf16 is slower there, NHWC faster); on one with
+    # AMX-BF16 or AVX512-BF16 it is bf16 autocast; either can be forced.
+    for flags, dtype in [(AVX2, None), (ZEN4, torch.bfloat16), (SAPPHIRE_RAPIDS, torch.bfloat16)]:
+        cpu = parse_cpuinfo(_cpuinfo_text(flags))
+        plan = plan_speed("fast", CPU, cpu=cpu)
+        assert plan.amp_dtype is dtype and plan.channels_last, flags
+        assert plan.describe()["cpu"]["flags"] == list(cpu.flags)
+        assert plan_speed("fast", CPU, precision="fp32", cpu=cpu).amp_dtype is None
+        assert plan_speed("reference", CPU, cpu=cpu).amp_dtype is None
     assert not plan_speed("fast", CPU, channels_last=False).channels_last
-    forced = plan_speed("fast", CPU, precision="bf16", channels_last=True)
+    forced = plan_speed("fast", CPU, precision="bf16", channels_last=True, cpu=parse_cpuinfo(_cpuinfo_text(AVX2)))
     assert forced.amp_dtype == torch.bfloat16 and forced.channels_last and forced.sync_every > 1
     assert plan_speed("compile", CPU).compile
     with pytest.raises(ValueError, match="reference' is fp32"):
@@ -229,3 +258,51 @@ def test_compiled_training_runs_on_cuda(digits16):
     history = train(_model(), [_model(1)], create_method("akd"), _subset(digits16, 256), 10,
                     TrainConfig(**CONFIG, speed="compile"), torch.device("cuda"))
     assert torch.isfinite(torch.tensor(history[-1]["loss"]))
+
+
+class AutocastSpy:
+    """Forward pre-hook that records, per call, whether CPU autocast was on and the input's dtype."""
+
+    def __init__(self, module):
+        self.calls = []
+        module.register_forward_pre_hook(self)
+
+    def __call__(self, module, inputs):
+        self.calls.append((torch.is_autocast_enabled("cpu"), inputs[0].dtype))
+
+
+def test_bf16_training_is_recorded_and_every_evaluation_attack_runs_in_fp32(digits16, tmp_path):
+    """precision='bf16' autocasts the training attack and loss, but evaluate() and the best-epoch selection attack
+    the student in fp32 (an attack in bf16 can under-report robustness), and the bundle records the choice."""
+    from robustcompress import RobustCompressor
+
+    train_set, test_set = _subset(digits16, 96), TensorDataset(*(t[:32] for t in digits16.test.tensors))
+    rc = RobustCompressor([], _model(), method="pgd-at", epochs=1, steps=2, batch_size=32, device="cpu",
+                          precision="bf16", verify_attacks=(), progress=False, out_dir=tmp_path / "run",
+                          select="best-robust", val_size=32)
+    spy = AutocastSpy(rc.student_spec.net[0])
+    original_train_epoch = __import__("robustcompress.trainer.loop", fromlist=["_train_epoch"])._train_epoch
+    marks = []
+
+    def marking(*args, **kwargs):  # where the epoch's training starts and ends in the call log
+        marks.append(len(spy.calls))
+        record = original_train_epoch(*args, **kwargs)
+        marks.append(len(spy.calls))
+        return record
+
+    import robustcompress.trainer.loop as loop
+    loop._train_epoch, saved = marking, loop._train_epoch
+    try:
+        rc.fit(train_set, val_data=test_set)
+    finally:
+        loop._train_epoch = saved
+    training, selection = spy.calls[marks[0]:marks[1]], spy.calls[marks[1]:]
+    assert training and all(autocast for autocast, _ in training)
+    assert selection and not any(autocast for autocast, _ in selection)  # the validation PGD-10 of best-robust
+    before = len(spy.calls)
+    rc.evaluate(test_set, attacks=("pgd5", "apgd-ce"), n_examples=16)
+    evaluation = spy.calls[before:]
+    assert evaluation and all(not autocast and dtype == torch.float32 for autocast, dtype in evaluation)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["train_config"]["precision"] == "bf16"
+    assert record["training_speed"]["precision"] == "bfloat16" and "flags" in record["training_speed"]["cpu"]

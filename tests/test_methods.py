@@ -37,7 +37,8 @@ def teachers(digits16):
     """Two heterogeneous tiny teachers (different widths and feature channels), briefly trained on digits."""
     x, y = digits16.train.tensors
     data = TensorDataset(x[:192], y[:192])
-    config = TrainConfig(epochs=1, batch_size=64, lr=0.2, progress=False, augment=False)
+    # fp32 on every CPU, so the fixture is the same model on machines with and without native bf16.
+    config = TrainConfig(epochs=1, batch_size=64, lr=0.2, progress=False, augment=False, precision="fp32")
     models = []
     for seed, name in enumerate(["lcnet_050", "mobilenetv3_small_050"]):
         torch.manual_seed(seed)

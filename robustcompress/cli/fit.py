@@ -51,8 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--seed", type=int)
     p.add_argument("--speed", choices=["fast", "compile", "reference"],
-                   help="fast (default: bf16 autocast + channels_last on CUDA), compile (fast + torch.compile) or "
+                   help="fast (default: channels_last, with --precision auto), compile (fast + torch.compile) or "
                         "reference (fp32, NCHW, eager). Multi-GPU: torchrun --nproc_per_node N -m robustcompress fit ...")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
+                   help="training precision of --speed fast: auto (default) is bf16 autocast on GPUs with bf16 and on "
+                        "CPUs with AMX-BF16 or AVX512-BF16, fp32 elsewhere; evaluation always runs in fp32")
     p.add_argument("--teacher-outputs", choices=["live", "cached"],
                    help="live (default): teachers run on every batch; cached: teachers that see only clean images "
                         "(sa-mdrad's, mtard's clean one) run once over the training set, a cheaper setting")
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "input_size": args.input_size,
         "teacher_epochs": args.teacher_epochs, "teacher_finetune_epochs": args.teacher_finetune_epochs,
         "teacher_weights": args.teacher_weights, "device": args.device, "seed": args.seed,
-        "speed": args.speed, "teacher_outputs": args.teacher_outputs,
+        "speed": args.speed, "precision": args.precision, "teacher_outputs": args.teacher_outputs,
     }
     cfg.update({k: v for k, v in flags.items() if v is not None})
     if args.method_arg:

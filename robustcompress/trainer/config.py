@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-#: Speed modes (robustcompress.trainer.fast implements them): "fast": channels_last, plus bf16 autocast and
-#: GPU-resident data on CUDA; "compile": fast plus torch.compile; "reference": fp32, NCHW, eager, data copied per
+#: Speed modes (robustcompress.trainer.fast implements them): "fast": channels_last, bf16 autocast where the
+#: hardware has native bf16 (precision="auto") and GPU-resident data on CUDA; "compile": fast plus torch.compile; "reference": fp32, NCHW, eager, data copied per
 #: batch (how the field's reference implementations run).
 SPEEDS = ("fast", "compile", "reference")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -33,10 +33,12 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     progress: bool = True
-    #: "fast" (channels_last; bf16 autocast and GPU-resident data on CUDA), "compile" (fast + torch.compile) or
+    #: "fast" (channels_last; native bf16 autocast; GPU-resident data on CUDA), "compile" (fast + torch.compile) or
     #: "reference" (fp32, NCHW, eager); see robustcompress.trainer.fast.
     speed: str = "fast"
-    precision: str = "auto"  # "auto": bf16 on CUDA in fast mode, else fp32; "bf16" or "fp32" force it
+    #: "auto": in fast mode, bf16 autocast where the hardware has native bf16 (CUDA; CPUs with AMX-BF16 or
+    #: AVX512-BF16), else fp32; "bf16" or "fp32" force it. Evaluation is always fp32.
+    precision: str = "auto"
     channels_last: bool | None = None  # None: on in fast mode (CPU and CUDA)
     #: "live" (teachers run on every batch) or "cached": the outputs of teachers that a method queries on clean
     #: images only are computed once on the un-cropped training images and their mirror images, then looked up

@@ -11,6 +11,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset, TensorDataset
 
 from robustcompress.trainer.config import PRECISIONS, SPEEDS
+from robustcompress.trainer.cpu import CpuInfo, cpu_info
 
 log = logging.getLogger("robustcompress")
 
@@ -30,6 +31,7 @@ class SpeedPlan:
     compile: bool
     data_on_device: bool
     sync_every: int  # steps between host reads of the loss; 1 = every step, as reference code does
+    cpu: CpuInfo | None = None  # the CPU that decided the precision (None on CUDA)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """Autocast for the forwards (attack included); a no-op context in fp32."""
@@ -46,18 +48,31 @@ class SpeedPlan:
             "compile": self.compile,
             "data_on_device": self.data_on_device,
             "sync_every": self.sync_every,
+            **({"cpu": self.cpu.describe()} if self.cpu is not None else {}),
         }
+
+    def summary(self) -> str:
+        """One line for the start of a run, e.g. 'bf16 autocast, channels_last (CPU: AMD EPYC, avx512_bf16)'."""
+        parts = ["bf16 autocast" if self.amp_dtype is not None else "fp32"]
+        parts += [name for name, on in (("channels_last", self.channels_last), ("torch.compile", self.compile)) if on]
+        where = ""
+        if self.cpu is not None:
+            where = f" (CPU: {self.cpu.model}, {self.cpu.native_bf16 or 'no native bf16'})"
+        return f"training precision: {', '.join(parts)}{where}"
 
 
 def plan_speed(
-    speed: str, device: torch.device, precision: str = "auto", channels_last: bool | None = None
+    speed: str, device: torch.device, precision: str = "auto", channels_last: bool | None = None,
+    cpu: CpuInfo | None = None,
 ) -> SpeedPlan:
-    """Resolve a speed setting for a device.
+    """Resolve a speed setting for a device (``cpu``: the CPU to plan for, default this machine's).
 
-    On CUDA "fast" means bf16 autocast, channels_last and GPU-resident data. On CPU it means channels_last in
-    fp32: oneDNN's NHWC convolutions made an adversarial training step (PGD-2, batch 128, 32x32) 1.4-1.5x faster
-    on the 2-core AVX2 machine for resnet10t, resnet18, mobilenetv2_050 and regnetx_002, while bf16 autocast is
-    slower than fp32 on processors without native bf16; ``precision="bf16"`` or ``channels_last=False`` override.
+    "fast" means channels_last everywhere, GPU-resident data on CUDA, and with ``precision="auto"`` bf16 autocast
+    for the training forwards and the training attack where the hardware has native bf16: CUDA GPUs that support it,
+    and CPUs with AMX-BF16 or AVX512-BF16 (robustcompress.trainer.cpu). Elsewhere auto is fp32: on CPUs without
+    native bf16 autocast is slower than fp32, while oneDNN's NHWC convolutions made an adversarial training step
+    1.4-1.5x faster on a 2-core AVX2 machine. ``precision="bf16"``/``"fp32"`` or ``channels_last=False`` override.
+    Evaluation never autocasts, whatever training used (an attack in bf16 can under-report).
     """
     if speed not in SPEEDS:
         raise ValueError(f"unknown speed '{speed}'; use one of {list(SPEEDS)}")
@@ -69,10 +84,14 @@ def plan_speed(
             raise ValueError(
                 "speed='reference' is fp32 and NCHW by definition; drop precision/channels_last or use speed='fast'"
             )
-        return SpeedPlan("reference", None, False, False, False, 1)
+        return SpeedPlan("reference", None, False, False, False, 1, None if cuda else cpu or cpu_info())
+    if not cuda:
+        cpu = cpu or cpu_info()
     if precision == "auto":
-        # bf16 needs no loss scaling, so it is safe to switch on by default; GPUs without bf16 (pre-Ampere) stay fp32.
-        amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+        # bf16 needs no loss scaling, so it is safe to switch on by default where the hardware runs it natively;
+        # GPUs without bf16 (pre-Ampere) and CPUs without AMX-BF16 / AVX512-BF16 stay fp32.
+        native = torch.cuda.is_bf16_supported() if cuda else cpu.native_bf16 is not None
+        amp_dtype = torch.bfloat16 if native else None
     else:
         amp_dtype = torch.bfloat16 if precision == "bf16" else None
     return SpeedPlan(
@@ -82,6 +101,7 @@ def plan_speed(
         compile=speed == "compile",
         data_on_device=cuda,
         sync_every=FAST_SYNC_EVERY,
+        cpu=cpu,
     )
 
 

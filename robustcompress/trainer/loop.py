@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -236,6 +237,9 @@ def train(
     check_attack_budget(method, config)
     plan = plan_speed(config.speed, device, config.precision, config.channels_last)
     main_process = rank() == 0
+    log.info(plan.summary())
+    if main_process and config.progress:
+        tqdm.write(plan.summary(), file=sys.stderr)  # once per run, so a user sees what precision trains
     student.to(device)
     for t in teachers:
         t.to(device).eval().requires_grad_(False)
