@@ -33,8 +33,8 @@ import table_report
 from table_protocol import (AUTOATTACK, DATA_OF, FULL, ISSUE_METHODS, PROTOCOLS, REPO, RESULTS_OF, Setting,
                             calibration_unit, command_line, describe_device, first_images, load_benchmark_data,
                             read_json, reductions, teacher_attacks, today)
-from table_report import (checks_cell, fmt, merge_results, ordered_teacher_rows, place_teacher_row, same_setting,
-                          teacher_key, write_ablations, write_results)
+from table_report import (checks_cell, fmt, merge_results, method_label, ordered_teacher_rows, place_teacher_row,
+                          same_setting, teacher_key, write_ablations, write_results)
 from table_students import Variant, run_method
 from table_teachers import evaluate_teacher, make_teachers, teacher_roles
 
@@ -77,10 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --variant: a method hyperparameter, e.g. feature_weight=0 (repeatable)")
     p.add_argument("--teacher-outputs", choices=("live", "cached"),
                    help="with --variant: run clean-image teachers at every step (live) or once before training (cached)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                   help="with --variant: the students' training precision instead of the protocol's (evaluation is "
+                        "always fp32)")
     p.add_argument("--validation-only", action="store_true",
                    help="an ablation on the validation split: train with best-robust selection and record each "
                         "epoch's validation clean / PGD-10 accuracy, never touching the test split; rows go to "
                         "<results>_ablations.json/.md beside the table")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="resumable runs: each student checkpoints every epoch in DIR/<method>-seed<S> (with --variant: "
+                        "<method>-<label>-seed<S>) and a rerun continues it, or loads it when it finished training")
+    p.add_argument("--skip-done", action="store_true",
+                   help="leave out every method and seed whose row the results file already holds (status ok): a "
+                        "queue of runs re-issued after an interruption does only what is missing")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite the .md and .png from the existing .json in --out without running anything")
     g = p.add_argument_group("changes to the fixed setting (recorded in the results as reductions)")
@@ -124,11 +133,11 @@ def variant_from(args: argparse.Namespace) -> Variant | None:
             raise SystemExit(f"--method-arg {item!r} must look like KEY=VALUE, e.g. feature_weight=0")
         kwargs[key] = parse_value(value)
     if args.variant is None:
-        if kwargs or args.teacher_outputs:
-            raise SystemExit("--method-arg and --teacher-outputs change a method: name the variant with --variant LABEL "
-                             "so its rows sit beside the protocol's instead of replacing them")
+        if kwargs or args.teacher_outputs or args.precision:
+            raise SystemExit("--method-arg, --teacher-outputs and --precision change a method: name the variant with "
+                             "--variant LABEL so its rows sit beside the protocol's instead of replacing them")
         return None
-    return Variant(args.variant, kwargs, args.teacher_outputs)
+    return Variant(args.variant, kwargs, args.teacher_outputs, args.precision)
 
 
 def parse_value(text: str) -> Any:
@@ -266,12 +275,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     new_rows: list[dict[str, Any]] = []
     failures = 0
+    comparable = same_setting(old.get("setting"), header["setting"], old.get("rows", []))
+    done = {(method_label(r), r["seed"]) for r in old.get("rows", []) if r.get("status") == "ok" and comparable}
     for method in run:
         for seed in args.seeds:
+            label = method if variant is None else f"{method} [{variant.label}]"
+            if args.skip_done and (label, seed) in done:
+                print(f"== {label} seed {seed}: in {path.name} already (--skip-done)", flush=True)
+                continue
             print(f"== {method} seed {seed}", flush=True)
             try:
+                work = None if args.work_dir is None else args.work_dir / "-".join(
+                    [method, *([variant.label] if variant else []), f"seed{seed}"])
                 row = run_method(method, seed, setting, data, teachers, device, progress, unit_s, variant,
-                                 test_split=not args.validation_only)
+                                 test_split=not args.validation_only, work_dir=work)
             except Exception as exc:  # reported in the table and the exit code; the other methods still run
                 traceback.print_exc()
                 failures += 1

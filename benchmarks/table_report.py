@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from table_protocol import AUTOATTACK, CPU_SCALE_NOTES, ISSUE_METHODS, command_line, read_json, write_json, write_text
+from table_protocol import AUTOATTACK, CPU_PROTOCOL_NOTES, ISSUE_METHODS, command_line, read_json, write_json, write_text
 
 #: The results file (without suffix) write_results writes; cifar10_table.main sets it to its protocol's RESULTS_OF.
 RESULTS_NAME = "cifar10_subset"
@@ -15,6 +15,10 @@ RESULTS_NAME = "cifar10_subset"
 #: Setting fields added after tables were made. Each names the methods it changes; a table written before the
 #: field existed still merges when none of its rows is of those methods.
 METHOD_LIST_FIELDS_ADDED = ("cached_teacher_outputs_for",)
+#: Setting fields added later whose default is what every table written before them did: a table without the field
+#: merges with a setting that keeps the default.
+FIELDS_ADDED_WITH_DEFAULT = {"precision": "fp32", "aa_block_per_seed": False, "autoattack_column": "fast",
+                             "robust_step_size": None, "robust_select": "last"}
 
 
 def same_setting(old: dict[str, Any] | None, new: dict[str, Any], old_rows: Sequence[dict[str, Any]] = ()) -> bool:
@@ -22,6 +26,8 @@ def same_setting(old: dict[str, Any] | None, new: dict[str, Any], old_rows: Sequ
     if old is None:
         return False
     old = dict(old)
+    for key, default in FIELDS_ADDED_WITH_DEFAULT.items():
+        old.setdefault(key, default)
     for key in METHOD_LIST_FIELDS_ADDED:
         if key in new and key not in old:
             if {r["method"] for r in old_rows} & set(new[key]):
@@ -186,8 +192,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [f"# {title}", ""]
     if results.get("note"):
         lines += [results["note"], ""]
-    if results.get("protocol") == "cpu-scale":
-        lines += [CPU_SCALE_NOTES, ""]
+    if results.get("protocol") in CPU_PROTOCOL_NOTES:
+        lines += [CPU_PROTOCOL_NOTES[results["protocol"]], ""]
     if results["reduced_from_fixed_setting"]:
         lines += ["**This is not the benchmark's fixed setting.** Changed for this run (fixed → used):", ""]
         lines += [f"- `{k}`: {fmt_setting(k, v[0])} → {fmt_setting(k, v[1])}"
@@ -265,9 +271,11 @@ def render_markdown(results: dict[str, Any]) -> str:
                       f"floats in another order). These rows stay out of the seed means and the verdicts."]
     if any(r.get("last_epoch") or r.get("train_units") for r in results["rows"]):
         lines += selection_lines(by_method, attacks)
-    if results.get("protocol") == "cpu-scale":
+    if results.get("protocol") in CPU_PROTOCOL_NOTES:
+        version = "standard: APGD-CE, APGD-T, FAB-T, Square" if s.get("autoattack_column") == "standard" else (
+            "APGD-CE + APGD-T")
         lines += ["", "## Do the seed methods earn their place?", "",
-                  "AutoAttack accuracy (APGD-CE + APGD-T) of the best-validation checkpoint, seed method minus "
+                  f"AutoAttack accuracy ({version}) of the best-validation checkpoint, seed method minus "
                   "baseline, in points, with a 95% Welch interval over the seeds (t distribution, Welch–Satterthwaite "
                   "degrees of freedom). Win: the whole interval above 0; loss: below 0; tie: it contains 0.", "",
                   "| seed method | baseline | verdict | difference [95% CI] |", "|---|---|---|---|",
@@ -333,7 +341,7 @@ def render_plot(results: dict[str, Any], path: Path) -> Path | None:
             by_method.setdefault(method_label(r), []).append(r)
     if not by_method:
         return None
-    if results.get("protocol") == "cpu-scale":
+    if results.get("protocol") in CPU_PROTOCOL_NOTES:
         return render_scatter(by_method, results, path)
     attacks = {a: (lambda r, a=a: r["attacks"].get(a)) for a in results["setting"]["attacks"]}
     series = {"clean": lambda r: r["clean"], **attacks, "AutoAttack": lambda r: r["autoattack"], "worst case": lambda r: r["worst_case"]}

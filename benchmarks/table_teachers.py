@@ -38,8 +38,11 @@ def benchmark_cache() -> Path:
 
 
 def cached_teacher(role: str, recipe: dict[str, Any], data: Any, device: torch.device, build: Callable[[], Any],
-                   train: Callable[[], torch.nn.Module], description: str) -> Teacher:
-    """Train a teacher once per (recipe, training images) and keep its weights and training time in the cache."""
+                   train: Callable[[Path], torch.nn.Module], description: str) -> Teacher:
+    """Train a teacher once per (recipe, training images) and keep its weights and training time in the cache.
+
+    ``train(checkpoint_dir)`` may checkpoint there, so a long training interrupted by the end of a session goes on
+    from its last epoch when the benchmark runs again (its time then counts the epochs of this run only)."""
     from robustcompress.models import load_weights
     from robustcompress.teachers import data_fingerprint
     from robustcompress.io import save_safetensors
@@ -53,7 +56,7 @@ def cached_teacher(role: str, recipe: dict[str, Any], data: Any, device: torch.d
     else:
         print(f"{role}: training ({recipe})", flush=True)
         t0 = time.perf_counter()
-        model = train()
+        model = train(weights_path.with_name(weights_path.stem + "-checkpoints"))
         meta = {"train_time_s": time.perf_counter() - t0, "trained_on": describe_device(device), "date": today(),
                 "recipe": recipe, "train_images": len(data.train)}
         save_safetensors(model.state_dict(), weights_path)
@@ -80,13 +83,13 @@ def make_teachers(setting: Setting, data: Any, device: torch.device, progress: b
     train_data = data
     epochs2 = f"{setting.teacher2_epochs} epoch{'s' * (setting.teacher2_epochs != 1)}"
     recipe2 = {"name": setting.teacher2, "epochs": setting.teacher2_epochs, "lr": setting.teacher2_lr,
-               "batch_size": setting.batch_size, "seed": 0}
+               "batch_size": setting.batch_size, "seed": 0, **precision_entry(setting)}
     teachers["teacher2"] = cached_teacher(
         "teacher2", recipe2, train_data, device,
         build=lambda: build_model(setting.teacher2, 10, 32),
-        train=lambda: train_teacher(setting.teacher2, train_data, epochs=setting.teacher2_epochs,
+        train=lambda _: train_teacher(setting.teacher2, train_data, epochs=setting.teacher2_epochs,
                                     lr=setting.teacher2_lr, batch_size=setting.batch_size, seed=0, device=device,
-                                    use_cache=False, progress=progress),
+                                    use_cache=False, progress=progress, precision=setting.precision),
         description=f"{setting.teacher2}: standard training by robustcompress.train_teacher, {epochs2}, "
         f"{len(train_data.train)} images",
     )
@@ -96,16 +99,25 @@ def make_teachers(setting: Setting, data: Any, device: torch.device, progress: b
     robust_data = with_train(data, setting.robust_train_images or setting.train_images)
     source = teachers[setting.robust_source]
     recipe = {"source": setting.robust_source, "eps": setting.robust_eps, "steps": setting.robust_steps,
-              "epochs": setting.robust_epochs, "lr": setting.robust_lr, "seed": 0}
+              "epochs": setting.robust_epochs, "lr": setting.robust_lr, "seed": 0, **precision_entry(setting)}
     if setting.robust_source != "teacher1" or setting.teacher1_finetune_epochs:
         recipe["start"] = weights_of(source.model)  # a changed starting point is another robust teacher
+    if setting.robust_step_size is not None:
+        recipe["step_size"] = setting.robust_step_size
+    # best_robust keeps the epoch with the best PGD-10 at the students' eps on as many held-out training images as
+    # the students' validation split has (AKD's early-stopped robust teacher)
+    val_fraction = (setting.val_images or 1000) / len(robust_data.train)
+    if setting.robust_select != "last":
+        recipe.update(select=setting.robust_select, val_eps=setting.eps, val_fraction=val_fraction)
 
-    def finetune() -> torch.nn.Module:
+    def finetune(checkpoint_dir: Path) -> torch.nn.Module:
         from robustcompress.teachers import weak_adversarial_finetune
 
         return weak_adversarial_finetune(
             source.model, robust_data, setting.robust_eps, steps=setting.robust_steps,
             epochs=setting.robust_epochs, lr=setting.robust_lr, device=device, seed=0, progress=progress,
+            step_size=setting.robust_step_size, select=setting.robust_select, val_fraction=val_fraction,
+            val_eps=setting.eps, precision=setting.precision, checkpoint_dir=checkpoint_dir,
             use_cache=False,  # cached below, with its training time
         )
 
@@ -120,6 +132,11 @@ def make_teachers(setting: Setting, data: Any, device: torch.device, progress: b
         f"{len(robust_data.train)} images)",
     )
     return {r: t for r, t in teachers.items() if r in roles}
+
+
+def precision_entry(setting: Setting) -> dict[str, str]:
+    """A teacher recipe's precision entry: none in fp32, so the caches made before precision existed stay valid."""
+    return {} if setting.precision == "fp32" else {"precision": setting.precision}
 
 
 def weights_of(model: torch.nn.Module) -> str:
@@ -151,7 +168,7 @@ def make_teacher1(setting: Setting, data: Any, device: torch.device, progress: b
     fraction = (setting.val_images or 1000) / len(data.train)
     model = finetune_teacher(pretrained, data, setting.teacher1_finetune_epochs, setting.teacher1_finetune_lr,
                              device, VALIDATION_SPLIT_SEED, progress, batch_size=setting.batch_size,
-                             val_fraction=fraction)
+                             val_fraction=fraction, precision=setting.precision)
     info = model.teacher_info
     epochs = setting.teacher1_finetune_epochs
     return Teacher(

@@ -37,9 +37,10 @@ from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
 from robustcompress.models import build_model
 from robustcompress.process_exit import exit_process
 from robustcompress.trainer import TrainConfig
+from robustcompress.trainer.cpu import cpu_info
 from robustcompress.trainer.fast import plan_speed, speed_context, to_memory_format
 from robustcompress.trainer.loop import TrainStep, resolve_device
-from throughput_table import run_key, table  # a sibling module: benchmarks/ is on sys.path
+from throughput_table import group_key, run_key, table  # a sibling module: benchmarks/ is on sys.path
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Issue 7's setting: MobileNetV2- and ResNet-18-class students, a ResNet-50 teacher, CIFAR-size images,
@@ -60,6 +61,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds of one call, GPU work included."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - t0
 
 
 def time_per_call(fn: Callable[[], Any], device: torch.device, iters: int, warmup: int) -> float:
@@ -88,20 +98,33 @@ def build_teachers(names: list[str], args: argparse.Namespace, device: torch.dev
     return teachers
 
 
+def resident_mb() -> float | None:
+    """This process's resident memory (MB) now, from /proc (None where there is none)."""
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return None
+    line = next((line for line in status.read_text().splitlines() if line.startswith("VmRSS:")), None)
+    return None if line is None else int(line.split()[1]) / 1024
+
+
 def measure(student_name: str, mode: str, args: argparse.Namespace, device: torch.device,
             method_name: str | None = None, teacher_names: list[str] | None = None,
-            teacher_outputs: str = "live") -> dict[str, Any]:
-    """Full-step and isolated timings of one student, method and teacher set in one mode."""
+            teacher_outputs: str = "live", precision: str | None = None, steps: int | None = None) -> dict[str, Any]:
+    """Full-step and isolated timings of one student, method and teacher set in one mode and precision.
+
+    The first step is timed on its own (with torch.compile it includes the compilation), then ``warmup`` untimed
+    and ``iters`` timed steps."""
     method_name = method_name or args.method
     teacher_names = list(args.teachers if teacher_names is None else teacher_names)
+    steps = args.steps[0] if steps is None else steps
     torch.manual_seed(0)
-    plan = plan_speed(mode, device, "auto" if mode == "reference" else args.precision)
+    plan = plan_speed(mode, device, "auto" if mode == "reference" else precision or args.precision)
     student = build_model(student_name, args.num_classes, args.input_size).to(device)
     teachers = build_teachers(teacher_names, args, device)
     method = create_method(method_name)
     method.setup(student, teachers, args.num_classes, args.input_size)
     method.to(device)
-    config = TrainConfig(batch_size=args.batch_size, steps=args.steps, eps=8 / 255, step_size=2 / 255,
+    config = TrainConfig(batch_size=args.batch_size, steps=steps, eps=8 / 255, step_size=2 / 255,
                          crop_padding=4, flip=True, progress=False, speed=mode, teacher_outputs=teacher_outputs)
     generator = torch.Generator().manual_seed(0)
     x_host = torch.rand(args.batch_size, 3, args.input_size, args.input_size, generator=generator)
@@ -140,18 +163,22 @@ def measure(student_name: str, mode: str, args: argparse.Namespace, device: torc
             with plan.autocast(device):
                 teacher_logits(teacher_fwds, x)
 
+        first_step = timed(full_step, device)
         t_step = time_per_call(full_step, device, args.iters, args.warmup)
         t_student = time_per_call(student_forward_backward, device, args.iters, args.warmup)
         live_teachers = teachers and teacher_outputs == "live"
         t_teachers = time_per_call(teachers_forward, device, args.iters, args.warmup) if live_teachers else 0.0
-    ideal = (args.steps + 1) * t_student + t_teachers
+    ideal = (steps + 1) * t_student + t_teachers
     return {
         "student": student_name,
         "method": method_name,
         "teachers": teacher_names,
         "teacher_outputs": teacher_outputs,
         "mode": mode,
+        "steps": steps,
         "settings": plan.describe(),
+        "first_step_s": first_step,
+        "rss_mb": resident_mb(),
         "images_per_s": args.batch_size / t_step,
         "step_ms": 1000 * t_step,
         "student_fwd_bwd_ms": 1000 * t_student,
@@ -173,7 +200,7 @@ def protocol_runs(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
     robust = setting.teacher2 if setting.robust_source == "teacher2" else teacher1
     architecture = {"teacher1": teacher1, "teacher2": setting.teacher2, "robust": robust}
     runs = []
-    for method in protocol.ISSUE_METHODS:
+    for method in args.only or protocol.ISSUE_METHODS:
         names = [architecture[role] for role in protocol.TEACHERS_OF[method]]
         cached = method in setting.cached_teacher_outputs_for
         runs.append((method, names, "cached" if cached else "live"))
@@ -196,13 +223,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--teachers", nargs="*", help="timm names of the teachers (default resnet50; none for pgd-at)")
     p.add_argument("--method", help="training method (default ard: K PGD steps + 1 training pass + teachers); 'all': "
                    "every method of the CPU-scale CIFAR-10 protocol with its teachers there (preset cpu-scale)")
+    p.add_argument("--only", type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
+                   help="with --method all: only these methods of the protocol, e.g. pgd-at,rslad,sa-mdrad,dual-path")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--steps", type=int, help="PGD steps K of the training attack")
+    p.add_argument("--steps", type=int, nargs="+", help="PGD steps K of the training attack (several: each is timed)")
     p.add_argument("--input-size", type=int)
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--modes", nargs="+", choices=["reference", "fast", "compile"], default=["reference", "fast"])
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="autocast of the non-reference modes (auto: bf16 on CUDA, fp32 on CPU)")
+                   help="autocast of the non-reference modes (auto: bf16 on CUDA and on CPUs with native bf16)")
+    p.add_argument("--precisions", nargs="+", choices=["auto", "bf16", "fp32"],
+                   help="time every non-reference mode in each of these precisions (default: --precision alone)")
     p.add_argument("--iters", type=int, help="timed iterations per measurement (median reported)")
     p.add_argument("--warmup", type=int, help="untimed iterations before each measurement")
     p.add_argument("--device", help="auto (default), cpu or cuda")
@@ -215,7 +246,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in {**defaults, **preset}.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.steps = [args.steps] if isinstance(args.steps, int) else list(args.steps)
+    args.precisions = args.precisions or [args.precision]
     return args
+
+
+def variants(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(mode, precision) pairs to time: the reference once (fp32 by definition), every other mode per precision."""
+    return [(mode, precision) for mode in args.modes
+            for precision in (["auto"] if mode == "reference" else args.precisions)]
 
 
 def summarise(args: argparse.Namespace, argv: list[str] | None, device: torch.device,
@@ -228,20 +267,27 @@ def summarise(args: argparse.Namespace, argv: list[str] | None, device: torch.de
         "torch": torch.__version__,
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "setting": {k: getattr(args, k) for k in ("teachers", "method", "batch_size", "steps", "input_size",
-                                                   "num_classes", "iters", "warmup", "precision")},
+                                                   "num_classes", "iters", "warmup", "precision", "precisions")},
+        "cpu": None if device.type == "cuda" else cpu_info().describe(),
         "rows": rows,
-        "complete": len(rows) == len(args.students) * len(args.modes) * len(protocol_runs(args)),
-        "speedup_fast_vs_reference": speedups(rows, several=len(protocol_runs(args)) > 1),
+        "complete": len(rows) == len(args.students) * len(variants(args)) * len(protocol_runs(args)) * len(args.steps),
+        "speedup_fast_vs_reference": speedups(rows),
     }
 
 
-def speedups(rows: list[dict[str, Any]], several: bool) -> dict[str, float]:
-    """Fast over reference images/s for every student (and method, when several were timed) that has both."""
-    key = run_key if several else (lambda r: r["student"])
+def speedups(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Fast over reference images/s for every student (and method and steps, when several were timed) that has
+    both; a fast row in another precision than the first one timed is keyed '<key> <precision>'."""
+    key = group_key(rows)
+    first_precision = next((r["settings"]["precision"] for r in rows if r["mode"] == "fast"), None)
     by_mode: dict[str, dict[str, float]] = {}
     for r in rows:
-        by_mode.setdefault(key(r), {})[r["mode"]] = r["images_per_s"]
-    return {k: m["fast"] / m["reference"] for k, m in by_mode.items() if {"fast", "reference"} <= set(m)}
+        precision = r["settings"]["precision"]
+        name = key(r) if r["mode"] == "reference" or precision == first_precision else f"{key(r)} {precision}"
+        by_mode.setdefault(name, {})[r["mode"]] = r["images_per_s"]
+    reference = {k: m["reference"] for k, m in by_mode.items() if "reference" in m}
+    return {name: m["fast"] / reference[base] for name, m in by_mode.items() if "fast" in m
+            for base in [next((k for k in reference if name == k or name.startswith(k + " ")), None)] if base}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -251,12 +297,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for student in args.students:
-        for method, teachers, outputs in protocol_runs(args):
-            for mode in args.modes:
-                row = measure(student, mode, args, device, method, teachers, outputs)
-                rows.append(row)
-                print(f"{run_key(row)} {mode}: {row['images_per_s']:.1f} images/s, efficiency "
-                      f"{row['efficiency']:.2f}", file=sys.stderr)
+        for steps in args.steps:
+            for method, teachers, outputs in protocol_runs(args):
+                for mode, precision in variants(args):
+                    row = measure(student, mode, args, device, method, teachers, outputs, precision, steps)
+                    rows.append(row)
+                    print(f"{run_key(row)} PGD-{steps} {mode} {row['settings']['precision']}: "
+                          f"{row['images_per_s']:.1f} images/s, efficiency {row['efficiency']:.2f}, first step "
+                          f"{row['first_step_s']:.1f} s", file=sys.stderr, flush=True)
                 # After every row, so a run stopped by a timeout (benchmarks/gpu_check.sh) keeps what it measured.
                 out.write_text(json.dumps(summarise(args, argv, device, rows), indent=2))
     result = summarise(args, argv, device, rows)
@@ -266,8 +314,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.markdown:
         md = Path(args.markdown)
         md.parent.mkdir(parents=True, exist_ok=True)
+        cpu = result["cpu"]
+        flags = f" ({cpu['model']}; flags {', '.join(cpu['flags'])})" if cpu else ""
         md.write_text(
-            f"Device: {result['device']}; torch {result['torch']}; date {result['date']}; seed 0 (synthetic data).\n\n"
+            f"Device: {result['device']}{flags}; torch {result['torch']}; date {result['date']}; seed 0 (synthetic "
+            f"data).\n\n"
             f"Command: `{result['command']}`\n\n{text}\n"
         )
     return result

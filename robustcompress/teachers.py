@@ -35,7 +35,7 @@ from robustcompress.models.sources import (
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.io import atomic_write, cache_dir, save_safetensors
 from robustcompress.trainer.fast import plan_speed
-from robustcompress.trainer.loop import resolve_device, seed_everything
+from robustcompress.trainer.loop import CHECKPOINT_NAME, resolve_device, seed_everything
 
 log = logging.getLogger("robustcompress")
 
@@ -114,6 +114,7 @@ def fit_and_select(
     val_examples: int | None = 1000,
     val_set: Dataset | None = None,
     include_start: bool = False,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` with ``method`` and leave the selected snapshot in it; returns what was kept and why.
 
@@ -122,7 +123,8 @@ def fit_and_select(
     held-out ``val_fraction`` of the training images (or on all of them when ``val_set`` is given), measures
     PGD-10 accuracy at ``val_eps`` (clean accuracy) on up to ``val_examples`` validation images after every epoch,
     and keeps the best epoch; ``include_start`` also scores the weights before training, as epoch 0, so
-    fine-tuning that only hurts keeps the starting point.
+    fine-tuning that only hurts keeps the starting point. With a ``checkpoint_dir`` every epoch is checkpointed
+    there (and the best snapshot), and a call with the same arguments continues after the last saved epoch.
     """
     check_select(select, config.epochs)
     train_set: Dataset = data.train  # type: ignore[assignment]
@@ -146,7 +148,7 @@ def fit_and_select(
                 point["val_robust_acc"] = report.robust_acc[VALIDATION_ATTACK]
             return {"score": point["val_robust_acc"] if attacks else report.clean_acc, **point}
 
-        selector = BestSnapshot(model, score)
+        selector = BestSnapshot(model, score, checkpoint_dir)
 
     def on_epoch_end(epoch: int, record: dict[str, Any]) -> None:
         if selector is not None:
@@ -154,10 +156,12 @@ def fit_and_select(
         elif isinstance(select, int) and epoch + 1 == select:
             raise _StopAfterSelectedEpoch
 
-    if selector is not None and include_start:
+    resume = checkpoint_dir is not None and (Path(checkpoint_dir) / CHECKPOINT_NAME).is_file()
+    if selector is not None and include_start and not resume:
         selector(-1, {})  # the starting weights, scored as epoch 0
     try:
-        history = train(model, [], method, train_set, data.num_classes, config, device, on_epoch_end=on_epoch_end)
+        history = train(model, [], method, train_set, data.num_classes, config, device, on_epoch_end=on_epoch_end,
+                        checkpoint_dir=checkpoint_dir, resume=resume)
     except _StopAfterSelectedEpoch:
         history = None
     info: dict[str, Any] = {"select": select, "method": method.name, "epochs": config.epochs,
@@ -286,6 +290,7 @@ def weak_adversarial_finetune(
     val_eps: float = 8 / 255,
     use_cache: bool = True,
     precision: str = "auto",
+    checkpoint_dir: Path | None = None,
 ) -> ImageClassifier:
     """PGD adversarial fine-tuning of a (standard) teacher with a weak attack: a reduced ``eps`` and/or few ``steps``.
 
@@ -293,6 +298,8 @@ def weak_adversarial_finetune(
     (Madry et al.'s rule, so the few steps can reach the eps-ball's surface). ``select`` works as in
     train_teacher; with "best_robust" the validation attack uses ``val_eps`` (the budget the student will face),
     not the reduced training eps. Results are cached per (starting weights, data, settings) unless use_cache=False.
+    ``checkpoint_dir``: checkpoint every epoch there, and continue from it when called again (a long fine-tuning
+    survives an interruption).
     """
     if not 0 < eps <= 1:
         raise ValueError(f"eps={eps} must lie in (0, 1] (pixel units, e.g. 2/255 = {2 / 255:.4f})")
@@ -314,7 +321,8 @@ def weak_adversarial_finetune(
     if use_cache and (hit := _load_cached(path, teacher, "weak adversarial teacher")) is not None:
         return hit
     log.info("weak adversarial fine-tuning: eps %.4f, %d PGD steps, %d epochs", eps, steps, epochs)
-    info = fit_and_select(teacher, create_method("pgd-at"), data, config, device, select, val_fraction, val_eps)
+    info = fit_and_select(teacher, create_method("pgd-at"), data, config, device, select, val_fraction, val_eps,
+                          checkpoint_dir=checkpoint_dir)
     info["start"] = recipe["start"]
     if use_cache:
         _store(path, teacher, info)

@@ -19,8 +19,10 @@ def test_smoke_run_writes_reference_and_fast_rows(tmp_path, capsys):
     rows = {row["mode"]: row for row in result["rows"]}
     assert set(rows) == {"reference", "fast"}
     assert rows["reference"]["settings"]["precision"] == "fp32" and not rows["reference"]["settings"]["channels_last"]
-    steps = result["setting"]["steps"]
+    assert result["setting"]["steps"] == [row["steps"] for row in rows.values()][:1]
     for row in rows.values():
+        steps = row["steps"]
+        assert row["first_step_s"] > 0
         assert row["images_per_s"] == pytest.approx(result["setting"]["batch_size"] / (row["step_ms"] / 1000))
         assert row["ideal_ms"] == pytest.approx((steps + 1) * row["student_fwd_bwd_ms"] + row["teachers_fwd_ms"])
         assert row["efficiency"] == pytest.approx(row["ideal_ms"] / row["step_ms"])
@@ -30,6 +32,17 @@ def test_smoke_run_writes_reference_and_fast_rows(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| lcnet_050 | reference |" in printed and "| lcnet_050 | fast |" in printed
     assert "Command:" in md.read_text() and "| lcnet_050 | fast |" in md.read_text()
+
+
+def test_several_precisions_and_step_counts_each_get_a_row_and_a_speed_up(tmp_path):
+    out = tmp_path / "throughput.json"
+    result = _load_benchmark().main(["--smoke", "--steps", "1", "2", "--precisions", "fp32", "bf16", "--iters", "1",
+                                     "--json", str(out)])
+    got = {(r["steps"], r["mode"], r["settings"]["precision"]) for r in result["rows"]}
+    assert got == {(k, m, p) for k in (1, 2) for m, p in
+                   [("reference", "fp32"), ("fast", "fp32"), ("fast", "bfloat16")]}
+    assert result["complete"] and set(result["speedup_fast_vs_reference"]) == {
+        "lcnet_050 PGD-1", "lcnet_050 PGD-1 bfloat16", "lcnet_050 PGD-2", "lcnet_050 PGD-2 bfloat16"}
 
 
 def test_the_cpu_scale_preset_times_every_method_with_its_protocol_teachers():

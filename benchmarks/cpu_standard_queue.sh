@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The resumable queue of the CPU-standard CIFAR-10 table (8/255, PGD-5 training) and of the bf16-vs-fp32 evidence on
+# the CPU-scale protocol, in the order the plan in docs/results/cifar10_cpu_standard.md gives.
+#
+#     bash benchmarks/cpu_standard_queue.sh [WORK_DIR]     # default runs/queue; run it again after any interruption
+#
+# Every step is a benchmarks/cifar10_table.py call with --skip-done (rows already in the results file are left out)
+# and --work-dir (each student checkpoints every epoch; teachers checkpoint in the teacher cache), so re-running the
+# script after a stop (the end of a session, a reboot) continues where it was. It runs the steps one after another
+# and never two at once: on a 2-core machine two torch processes slow each other several-fold, and the table records
+# each run's time. Nothing else should run on the machine meanwhile.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+WORK="${1:-runs/queue}"
+mkdir -p "$WORK"
+LOG="$WORK/queue.log"
+TABLE=(python benchmarks/cifar10_table.py --skip-done --no-progress)
+STANDARD=("${TABLE[@]}" --protocol cpu-standard --work-dir "$WORK/cpu_standard"
+          --save-bundles docs/results/cifar10_cpu_standard)
+SCALE_BF16=("${TABLE[@]}" --protocol cpu-scale --work-dir "$WORK/cpu_scale" --variant bf16 --precision bf16)
+
+step() {  # step LABEL COMMAND...: run one step, log its start, end and exit code; a failed step does not stop the queue
+    local label=$1
+    shift
+    echo "$(date -u +%FT%TZ) start $label: $*" | tee -a "$LOG"
+    "$@" 2>&1 | tee -a "$WORK/$label.log"
+    echo "$(date -u +%FT%TZ) end $label: exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+}
+
+# 1. The protocol's floor: PGD-AT, seed 0 (the pilot of the epoch count; its row is the table's).
+step pgd-at-0 "${STANDARD[@]}" --methods pgd-at --seeds 0
+# 2. bf16 training against the CPU-scale table's fp32 rows (the bf16 issue's evidence): PGD-AT needs no teacher.
+step scale-bf16-pgd-at "${SCALE_BF16[@]}" --methods pgd-at --seeds 0,1,2
+# 3. The robust teacher (made and cached on the first robust-teacher method) and AKD, seed 0.
+step akd-0 "${STANDARD[@]}" --methods akd --seeds 0
+# 4. The six methods the verdicts rest on, the rest of their seeds.
+step sa-mdrad "${STANDARD[@]}" --methods sa-mdrad --seeds 0,1,2
+step pgd-at "${STANDARD[@]}" --methods pgd-at --seeds 1,2
+step trades "${STANDARD[@]}" --methods trades --seeds 0,1,2
+step rslad "${STANDARD[@]}" --methods rslad --seeds 0,1,2
+step akd "${STANDARD[@]}" --methods akd --seeds 1,2
+step dual-path "${STANDARD[@]}" --methods dual-path --seeds 0,1,2
+# 5. The other baselines, one seed each.
+step baselines "${STANDARD[@]}" --methods ard,iad,adaad,mtard --seeds 0
+echo "$(date -u +%FT%TZ) queue finished" | tee -a "$LOG"
