@@ -165,6 +165,54 @@ def verdict_lines(results: dict[str, Any], metric: str = "autoattack") -> list[s
     return lines
 
 
+def paired_bootstrap(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], draws: int = 10_000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """(mean difference, lower, upper): a 95% percentile interval of mean(a) - mean(b) by a two-level bootstrap.
+
+    ``a[s]`` and ``b[s]`` are the per-image verdicts (robust or not) of two methods for seed s on the same images
+    (that seed's block). Each draw resamples the seeds, then within each drawn seed its images, the same images
+    for both methods (paired), so the interval carries both training noise (seeds) and image-sampling noise.
+    """
+    import numpy as np
+
+    if len(a) != len(b) or not a or any(len(x) != len(y) for x, y in zip(a, b)):
+        raise ValueError("paired_bootstrap needs the same seeds and images for both methods")
+    diffs = [np.asarray(x, dtype=float) - np.asarray(y, dtype=float) for x, y in zip(a, b)]
+    rng = np.random.default_rng(seed)
+    means = np.empty(draws)
+    for i in range(draws):
+        chosen = rng.integers(0, len(diffs), len(diffs))
+        means[i] = np.mean([diffs[s][rng.integers(0, len(diffs[s]), len(diffs[s]))].mean() for s in chosen])
+    estimate = float(np.mean([d.mean() for d in diffs]))
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return estimate, float(lo), float(hi)
+
+
+def paired_verdict_lines(results: dict[str, Any], draws: int = 10_000) -> list[str]:
+    """Seed method vs baseline on the seeds both ran: AutoAttack per image (each seed's block), the paired
+    difference with its two-level bootstrap interval (images and seeds) and, beside it, the Welch interval over
+    the seeds' means (seed noise only when every seed attacks its own block, both noises here)."""
+    verdicts: dict[str, dict[int, list[bool]]] = {}
+    for r in results["rows"]:
+        if r["status"] == "ok" and (r.get("per_image") or {}).get("autoattack") and not r.get("teachers_remade"):
+            verdicts.setdefault(r["method"], {})[r["seed"]] = r["per_image"]["autoattack"]
+    lines = []
+    for method, baselines in VERDICT_PAIRS.items():
+        for base in baselines:
+            seeds = sorted(set(verdicts.get(method, {})) & set(verdicts.get(base, {})))
+            if len(seeds) < 2:
+                lines.append(f"| {method} | {base} | not yet (needs ≥ 2 seeds of both; have {len(seeds)}) | | |")
+                continue
+            a, b = [verdicts[method][s] for s in seeds], [verdicts[base][s] for s in seeds]
+            diff, lo, hi = paired_bootstrap(a, b, draws)
+            welch = difference_ci([sum(x) / len(x) for x in a], [sum(x) / len(x) for x in b])
+            word = "**win**" if lo > 0 else ("**loss**" if hi < 0 else "tie")
+            welch_cell = "" if welch is None else f"[{100 * welch[1]:+.1f}, {100 * welch[2]:+.1f}]"
+            lines.append(f"| {method} | {base} | {word} | {100 * diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] "
+                         f"| {welch_cell} |")
+    return lines
+
+
 def fmt_setting(name: str, value: Any) -> str:
     if name in ("eps", "step_size", "robust_eps") and isinstance(value, float):
         return f"{value * 255:g}/255"
@@ -274,12 +322,21 @@ def render_markdown(results: dict[str, Any]) -> str:
     if results.get("protocol") in CPU_PROTOCOL_NOTES:
         version = "standard: APGD-CE, APGD-T, FAB-T, Square" if s.get("autoattack_column") == "standard" else (
             "APGD-CE + APGD-T")
-        lines += ["", "## Do the seed methods earn their place?", "",
-                  f"AutoAttack accuracy ({version}) of the best-validation checkpoint, seed method minus "
-                  "baseline, in points, with a 95% Welch interval over the seeds (t distribution, Welch–Satterthwaite "
-                  "degrees of freedom). Win: the whole interval above 0; loss: below 0; tie: it contains 0.", "",
-                  "| seed method | baseline | verdict | difference [95% CI] |", "|---|---|---|---|",
-                  *verdict_lines(results)]
+        lines += ["", "## Do the seed methods earn their place?", ""]
+        if s.get("aa_block_per_seed"):
+            lines += [f"AutoAttack accuracy ({version}) of the best-validation checkpoint, seed method minus "
+                      "baseline, in points, paired image by image (both methods of a seed attack the same block; "
+                      "every seed its own block), with a 95% interval from a bootstrap over seeds and, within "
+                      "each, over images (10,000 draws), and the 95% Welch interval over the seeds' means beside "
+                      "it. Win: the bootstrap interval above 0; loss: below 0; tie: it contains 0.", "",
+                      "| seed method | baseline | verdict | difference [95% bootstrap CI] | Welch 95% CI |",
+                      "|---|---|---|---|---|", *paired_verdict_lines(results)]
+        else:
+            lines += [f"AutoAttack accuracy ({version}) of the best-validation checkpoint, seed method minus "
+                      "baseline, in points, with a 95% Welch interval over the seeds (t distribution, "
+                      "Welch–Satterthwaite degrees of freedom). Win: the whole interval above 0; loss: below 0; tie: "
+                      "it contains 0.", "", "| seed method | baseline | verdict | difference [95% CI] |",
+                      "|---|---|---|---|", *verdict_lines(results)]
     failed = [r for r in results["rows"] if r["status"] != "ok"]
     if failed:
         lines += ["", "**Failed runs**:", ""] + [f"- {r['method']} seed {r['seed']}: {r['status']}" for r in failed]

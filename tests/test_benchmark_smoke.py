@@ -272,3 +272,34 @@ def test_validation_only_ablation_never_touches_the_test_split(bench, students, 
     assert "beta=1" in line and f"{100 * (row['val_pgd10'] - 0.25):+.1f} (PGD-10)" in line
     assert json.loads((out / "cifar10_subset.json").read_text()) == {"rows": [table_row]}  # the table is untouched
     assert not (out / "cifar10_subset.md").exists()
+
+
+def test_cpu_standard_attacks_a_block_of_its_own_per_seed_and_pairs_the_verdicts(protocol, report, students):
+    setting = protocol.CPU_STANDARD
+    assert setting.eps == 8 / 255 and setting.steps == 5 and setting.autoattack == "standard"
+    assert [students.autoattack_block(setting, s) for s in (0, 1, 2)] == [slice(0, 1000), slice(1000, 2000),
+                                                                          slice(2000, 3000)]
+    assert students.autoattack_block(protocol.CPU_SCALE, 2) == slice(0, 1000)  # one block for every seed there
+    # Two seeds, 400 images each: method A robust on 10 more images per seed than B; the paired interval excludes 0.
+    a = [[True] * 110 + [False] * 290, [True] * 130 + [False] * 270]
+    b = [[True] * 100 + [False] * 300, [True] * 120 + [False] * 280]
+    diff, lo, hi = report.paired_bootstrap(a, b, draws=2000)
+    assert diff == pytest.approx(10 / 400) and 0 < lo <= diff <= hi
+    # The same marginal accuracies on unrelated images: the difference is no longer sure.
+    shuffled = [[True] * 100 + [False] * 300, [True] * 120 + [False] * 280]
+    unpaired = [x[::-1] for x in a]
+    _, lo_u, hi_u = report.paired_bootstrap(unpaired, shuffled, draws=2000)
+    assert lo_u < 0 < hi_u
+    with pytest.raises(ValueError, match="same seeds and images"):
+        report.paired_bootstrap(a, b[:1])
+
+
+def test_a_cpu_scale_table_from_before_the_precision_field_still_merges(protocol, report):
+    import dataclasses
+
+    old = json.loads(json.dumps(dataclasses.asdict(protocol.CPU_SCALE)))
+    for field in report.FIELDS_ADDED_WITH_DEFAULT:
+        old.pop(field)
+    new = json.loads(json.dumps(dataclasses.asdict(protocol.CPU_SCALE)))
+    assert report.same_setting(old, new)
+    assert not report.same_setting(old, {**new, "precision": "bf16"})
