@@ -21,6 +21,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from robustcompress.data import DataBundle
+from robustcompress.data.core import dataset_digest
 from robustcompress.data.tensors import subset_tensors
 from robustcompress.methods import Method, create_method
 from robustcompress.models import ImageClassifier, build_model
@@ -47,16 +48,7 @@ VALIDATION_ATTACK = "pgd10"
 
 def data_fingerprint(data: DataBundle) -> str:
     """A short hash of the training images and labels, so a cached teacher is only reused on the same data."""
-    digest = hashlib.sha256()
-    ds = data.train
-    tensors = getattr(ds, "tensors", None)
-    if tensors is not None:
-        digest.update(tensors[0].numpy().tobytes()[: 1 << 22])
-        digest.update(tensors[1].numpy().tobytes())
-    else:
-        digest.update(f"{data.name}:{len(ds)}".encode())  # type: ignore[arg-type]
-    digest.update(str(len(ds)).encode())  # type: ignore[arg-type]
-    return digest.hexdigest()[:16]
+    return dataset_digest(data.train)
 
 
 def weights_fingerprint(model: nn.Module) -> str:

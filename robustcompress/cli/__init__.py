@@ -62,8 +62,10 @@ def entry(argv: Sequence[str] | None = None) -> NoReturn:
 
 def _resume_hint(args: argparse.Namespace) -> str:
     if args.command == "fit":
-        return ("rerun the same command to resume from the last finished epoch" if args.resume else
-                "rerun the same command with --resume to continue from the last finished epoch")
+        if args.resume:
+            return "rerun the same command to resume from the last finished epoch"
+        instead = " instead of --overwrite" if getattr(args, "overwrite", False) else ""
+        return f"rerun the same command with --resume{instead} to continue from the last finished epoch"
     if args.command == "evaluate" and getattr(args, "out", None) and not getattr(args, "no_resume", False):
         return "rerun the same command to resume (finished AutoAttack batches are kept in --out)"
     return "rerun the same command to start it again"
