@@ -13,7 +13,7 @@ from robustcompress.bundle import read_bundle, write_bundle
 from robustcompress.data import DataBundle
 from robustcompress.data.core import held_out_split, load_train_data
 from robustcompress.distill import initial_student, train_student
-from robustcompress.export import PARITY_TOLERANCE  # the export code itself (and onnx) loads when used
+from robustcompress.export import PARITY_TOLERANCE, check_export_arguments  # onnx itself loads when used
 from robustcompress.io import check_writable
 from robustcompress.methods import create_method
 from robustcompress.models import ImageClassifier
@@ -272,6 +272,8 @@ class RobustCompressor:
         from robustcompress.export.student import export_student, labelled_data, onnx_output_path
 
         student = self._require_student()
+        check_export_arguments(n_parity=n_parity, calibration_examples=calibration_examples, attack_steps=attack_steps,
+                               tolerance=tolerance, latency_runs=latency_runs)
         check_writable(onnx_output_path(path).parent, "export folder")  # before the data is reloaded
         data = labelled_data(parity_data, self._data, self.data_info, self.input_size, self.config.progress)
         try:

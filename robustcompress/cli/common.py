@@ -52,6 +52,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def parity_tolerance(text: str) -> float:
+    """argparse type for --tolerance: above 0 and at most MAX_PARITY_TOLERANCE (more is no rounding error)."""
+    from robustcompress.export import MAX_PARITY_TOLERANCE
+
+    value = positive_float(text)
+    if value > MAX_PARITY_TOLERANCE:
+        raise argparse.ArgumentTypeError(f"{text} must be at most {MAX_PARITY_TOLERANCE:g}: a larger |logit "
+                                         "difference| is no rounding error, the graph computes something else")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """argparse type for quantities that may be 0 but not negative (teacher weights)."""
     try:
