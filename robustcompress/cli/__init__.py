@@ -77,6 +77,8 @@ def describe_error(exc: BaseException) -> str:
         where = f" ({exc.filename})" if exc.filename else ""
         hint = {
             errno.ENOSPC: "free some disk space or pass --out on another disk, then rerun",
+            errno.EFBIG: "the file system's or the shell's file size limit (ulimit -f) was reached; raise it or "
+                         "pass --out on another disk",
             errno.EACCES: "pass a path you may write to",
             errno.EROFS: "the file system is read-only; pass a writable path",
             errno.EISDIR: "a folder was given where a file was expected; pass a file path",
