@@ -99,10 +99,10 @@ else
     --json "$OUT/throughput_compile.json"
 fi
 
-# 3. a short real training run, verified at the end (bundle in OUT/fit)
+# 3. a short real training run, verified at the end (bundle in OUT/fit, replacing an earlier check's: --overwrite)
 printf "method: pgd-at\n$VERIFY" > "$OUT/fit_config.yaml"
 run_step fit "$T_FIT" "$PY" -m robustcompress fit "$FIT_DATA" --config "$OUT/fit_config.yaml" "${FIT_ARGS[@]}" \
-  --out "$OUT/fit"
+  --out "$OUT/fit" --overwrite
 
 "$PY" benchmarks/gpu_check_summary.py "$OUT" --dry-run "$DRY_RUN" --data "$FIT_DATA" \
   --seconds "$(( $(date +%s) - START ))"

@@ -13,10 +13,13 @@ from robustcompress.bundle import read_bundle, write_bundle
 from robustcompress.data import DataBundle
 from robustcompress.data.core import held_out_split, load_train_data
 from robustcompress.distill import initial_student, train_student
-from robustcompress.export import PARITY_TOLERANCE  # the export code itself (and onnx) loads when used
-from robustcompress.io import check_writable, writable_dir
+from robustcompress.export import PARITY_TOLERANCE, check_export_arguments  # onnx itself loads when used
+from robustcompress.io import check_writable
 from robustcompress.methods import create_method
 from robustcompress.models import ImageClassifier
+from robustcompress.output_folder import (
+    CHECKPOINTS, VERIFICATION, check_output_folder, folder_lock, remove_outputs, stale_after_resume,
+)
 from robustcompress.run_record import restore_run, run_identity, run_record, run_weights
 from robustcompress.settings import check_arguments, check_teachers, teacher_list
 from robustcompress.teachers import pick_model, prepare_teachers, teacher_references
@@ -59,9 +62,9 @@ class RobustCompressor:
         teacher_outputs: str = "live", select: str = "last",
         val_size: int | float = 1000,
     ) -> None:
-        check_arguments(eps=eps, teacher_epochs=teacher_epochs, teacher_finetune_epochs=teacher_finetune_epochs,
-                        verify_examples=verify_examples, num_classes=num_classes, input_size=input_size,
-                        teacher_weights=teacher_weights)
+        check_arguments(eps=eps, step_size=step_size, teacher_epochs=teacher_epochs,
+                        teacher_finetune_epochs=teacher_finetune_epochs, verify_examples=verify_examples,
+                        num_classes=num_classes, input_size=input_size, teacher_weights=teacher_weights)
         self.teacher_specs = teacher_list(teachers)
         self.method = create_method(method, **(method_kwargs or {}))  # fails early on unknown names
         self.method_name, self.method_kwargs = method, dict(method_kwargs or {})
@@ -113,46 +116,67 @@ class RobustCompressor:
         self.num_classes, self.input_size = classes, size
         self.data_info = data.describe()
 
-    def fit(self, train_data: Any, val_data: Any = None, resume: bool = False, force: bool = False
-            ) -> "RobustCompressor":
+    def fit(self, train_data: Any, val_data: Any = None, resume: bool = False, force: bool = False,
+            overwrite: bool = False) -> "RobustCompressor":
         """Train the student with the chosen method, then verify it on the held-out split.
 
         ``train_data``: 'digits', 'cifar10', an image folder (class folders, or train/ and test/ of them), an .npz
         path, a torch Dataset, a DataLoader or a DataBundle.
         ``val_data``: the held-out split when train_data is a Dataset (named datasets bring their own).
         ``resume``: continue from out_dir's last checkpoint; it must have been trained with the same settings
-        (method, student, steps, lr, ...), else ValueError names the differences. ``force=True`` resumes anyway and
-        records the changed settings in the bundle's history.
+        (method, student, steps, lr, selection, training data, ...), else ValueError names the differences.
+        ``force=True`` resumes anyway and records the changed settings in the bundle's history.
+        ``overwrite``: out_dir may hold an earlier run's outputs (bundle, checkpoints, exports), which are removed
+        before training; without it such a folder is refused (robustcompress.output_folder). out_dir is locked for
+        the whole run: a second run into it stops at once, naming this one.
         """
+        if resume and self.out_dir is None:
+            raise ValueError("resume=True needs out_dir=..., the folder whose checkpoint to continue (CLI: --out)")
+        if force and not resume:
+            raise ValueError("force=True only applies to resume=True (CLI: --force to --resume); add resume=True, or "
+                             "drop force to start a fresh run")
+        if self.out_dir is None or not is_main_process():  # under torchrun rank 0 owns the folder
+            return self._fit(train_data, val_data, resume, force, [])
+        check_writable(self.out_dir)  # a read-only --out is refused now, not after teachers and training
+        with folder_lock(self.out_dir):
+            earlier = check_output_folder(self.out_dir, resume=resume, overwrite=overwrite)
+            return self._fit(train_data, val_data, resume, force, earlier)
+
+    def _fit(self, train_data: Any, val_data: Any, resume: bool, force: bool, earlier: list[Path]
+             ) -> "RobustCompressor":
+        """fit() once its output folder is checked and locked; ``earlier``: outputs to remove before training."""
         t0 = time.perf_counter()
-        if self.out_dir is not None:  # a read-only --out is refused now, not after teachers and training
-            check_writable(self.out_dir)
         data = load_train_data(train_data, val_data, self.input_size, self.num_classes, self.config.progress)
         self._data = data
         self.config.crop_padding, self.config.flip = data.crop_padding, data.flip
         self._build(data)
         self.timings_s["teachers"] = time.perf_counter() - t0
-        checkpoint_dir = writable_dir(self.out_dir / "checkpoints") if self.out_dir else None
+        writes = self.out_dir is not None and is_main_process()
+        if writes:
+            remove_outputs(earlier)  # overwrite=True: no file of the earlier run survives beside this one
         self.training_speed = plan_speed(self.config.speed, self.device, self.config.precision,
                                          self.config.channels_last).describe()
         t1 = time.perf_counter()
         run = train_student(
             self._require_student(), self.teachers, self.method, data.train, self.num_classes, self.config,
-            self.device, select=self.select, val_size=self.val_size, checkpoint_dir=checkpoint_dir, resume=resume,
+            self.device, select=self.select, val_size=self.val_size,
+            checkpoint_dir=self.out_dir / CHECKPOINTS if self.out_dir else None, resume=resume,
             force_resume=force, teacher_weights=self.teacher_weights, run_info=run_identity(self))
         self.history, self.last_state, self.selection = run.history, run.last_state, run.selection
         self.timings_s["train"] = time.perf_counter() - t1
+        if writes and resume:  # the resumed student replaces the earlier bundle: its exports no longer describe it
+            remove_outputs(stale_after_resume(self.out_dir))  # type: ignore[arg-type]
         if data.test is not None and self.verify_attacks:
             t2 = time.perf_counter()
             # A 'quick' pass (the chosen attacks, their worst case, the cheap masking checks) goes into the bundle;
             # rc.verify(...) or 'robustcompress evaluate' runs the full suite and checks.
-            report_dir = self.out_dir / "verification" if self.out_dir and is_main_process() else None
+            report_dir = self.out_dir / VERIFICATION if writes else None  # type: ignore[operator]
             verification = self.verify(data.test, attacks=self.verify_attacks, n_examples=self.verify_examples,
                                        checks="quick", out_dir=report_dir)
             self.metrics = verification.metrics()
             self.timings_s["verify"] = time.perf_counter() - t2
-        if self.out_dir and is_main_process():  # under torchrun only rank 0 writes the bundle
-            self.save(self.out_dir)
+        if writes:  # under torchrun only rank 0 writes the bundle
+            self.save(self.out_dir)  # type: ignore[arg-type]
         return self
 
     def _require_student(self) -> ImageClassifier:
@@ -254,6 +278,8 @@ class RobustCompressor:
         from robustcompress.export.student import export_student, labelled_data, onnx_output_path
 
         student = self._require_student()
+        check_export_arguments(n_parity=n_parity, calibration_examples=calibration_examples, attack_steps=attack_steps,
+                               tolerance=tolerance, latency_runs=latency_runs)
         check_writable(onnx_output_path(path).parent, "export folder")  # before the data is reloaded
         data = labelled_data(parity_data, self._data, self.data_info, self.input_size, self.config.progress)
         try:

@@ -51,36 +51,53 @@ def writable_dir(path: str | os.PathLike) -> Path:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path) then rename over path, so readers never see a half-written file."""
+    """Call write(tmp_path) then rename over path, so readers never see a half-written file.
+
+    An OSError on the way (a full disk, a file size limit, a read-only folder) is raised again naming ``path``, not
+    the temporary file, with the system's reason: ``[Errno 28] No space left on device: 'OUT/checkpoints/last.pt'``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the final file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Bytes through atomic_write. Serialisers that write files themselves (torch.save, safetensors) fill the
+    bytes in memory first, so a failed write is an OSError with its cause, not a library's own message."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save through atomic_write; obj must hold only tensors and plain Python values."""
+    import io
+
     import torch  # here, not at the top: this bottom layer is also imported where torch is not (a bundle's record)
 
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
     """A state dict as .safetensors, atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp))
+    atomic_write_bytes(path, save(state))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

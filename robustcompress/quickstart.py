@@ -1,6 +1,7 @@
 """The quickstart pipeline: standard teachers -> distilled student vs PGD-AT baseline -> verify -> ONNX, on digits."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -10,14 +11,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 import torch
 
 from robustcompress.bundle import is_bundle
 from robustcompress.compressor import RobustCompressor
 from robustcompress.data import load_data
-from robustcompress.io import atomic_write, cache_dir
+from robustcompress.io import atomic_write, cache_dir, check_writable
 from robustcompress.methods import create_method
 from robustcompress.teachers import data_fingerprint, train_teacher
 from robustcompress.trainer.loop import resolve_device
@@ -65,6 +66,21 @@ SETTINGS: dict[str, Any] = {
 QUICKSTART_PRECISION = "fp32"
 #: Bumped when the baseline's training or evaluation changes, so a cached baseline from older code is not reused.
 BASELINE_RECIPE = 1
+#: The CPU threads every model of the quickstart is trained and evaluated with, in whichever process: the cache's
+#: state decides whether a second process runs (BackgroundReferences), and a convolution's float order changes with
+#: the thread count, so a count that followed the process layout would make the numbers depend on the cache.
+MODEL_THREADS = 1
+
+
+@contextlib.contextmanager
+def model_threads() -> Iterator[None]:
+    """Torch on MODEL_THREADS threads for the block (then back to what it was)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(MODEL_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def baseline_folder(s: dict[str, Any], data: Any) -> Path:
@@ -174,7 +190,7 @@ def references_main(folder: str, parent_pid: int | None = None) -> int:
     caller's __main__ is never re-imported.
     """
     s = json.loads((Path(folder) / "settings.json").read_text())
-    torch.set_num_threads(1)
+    torch.set_num_threads(MODEL_THREADS)
     cpu = torch.device("cpu")
     data = load_data(s["dataset"], s["input_size"])
     parent = os.getppid() if parent_pid is None else parent_pid
@@ -202,14 +218,15 @@ class BackgroundReferences:
     the first teacher, distils and evaluates the student.
 
     The student's steps barely use a second core (docs/results/quickstart_profile.md: tiny 8x8 models leave
-    intra-op threads idle), so on a CPU the two pipelines run side by side at one thread each; two one-thread
-    processes do about 1.5x the work of one two-thread process. Without a second thread, on a GPU, or when the
-    baseline is cached (the rest is seconds), start() returns False and the caller runs reference_runs in line.
+    intra-op threads idle), so on a CPU the two pipelines run side by side at one thread each (MODEL_THREADS, the
+    count every model of the quickstart uses in either process); two one-thread processes do about 1.5x the work of
+    one two-thread process. Without a second thread, on a GPU, or when the baseline is cached (the rest is
+    seconds), start() returns False and the caller runs reference_runs in line.
     """
 
     def __init__(self, s: dict[str, Any]) -> None:
         self.s = s
-        self.threads = torch.get_num_threads()
+        self.threads = torch.get_num_threads()  # the threads this process may use: two allow a second process
         self.folder: Path | None = None
         self.process: subprocess.Popen | None = None
         #: The teachers the second process trains (second_process_teachers); empty when nothing runs beside.
@@ -232,7 +249,6 @@ class BackgroundReferences:
         with open(self.folder / "log.txt", "w") as log_file:
             self.process = subprocess.Popen([sys.executable, "-c", code, str(self.folder), str(os.getpid())],
                                             env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        torch.set_num_threads(self.threads - 1)  # leave the worker its core instead of oversubscribing both
         return True
 
     def own_teachers(self) -> list[str]:
@@ -272,7 +288,7 @@ class BackgroundReferences:
             self.close()
 
     def close(self) -> None:
-        """Stop the second process (a no-op once it has finished) and give this process its threads back."""
+        """Stop the second process (a no-op once it has finished) and remove its folder."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -281,7 +297,6 @@ class BackgroundReferences:
         if self.folder is not None:
             shutil.rmtree(self.folder)
             self.folder = None
-        torch.set_num_threads(self.threads)
 
 
 def _metrics(report: Any) -> dict[str, Any]:
@@ -297,7 +312,7 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", device: str = "auto",
                    **overrides: Any) -> dict[str, Any]:
     """Run the whole pipeline and write report.json, report.md, student.onnx and bundle/ into out_dir."""
     s = {**SETTINGS, **overrides}
-    out = Path(out_dir)
+    out = check_writable(out_dir)  # a read-only --out fails now, not after a minute of training
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     dev = resolve_device(device)
@@ -305,49 +320,52 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", device: str = "auto",
 
     common = training_kwargs(s, device, progress)
     kw = evaluation_kwargs(s, dev, progress)
-    background = BackgroundReferences(s)
-    try:
-        # The second process starts first: its start-up and the baseline overlap the teachers' training.
-        in_parallel = background.start(dev, data)
-        if in_parallel and progress:
-            print("training and evaluating the PGD-AT baseline in a second process ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        own, theirs = background.own_teachers(), background.its_teachers
-        trained = quickstart_teachers({**s, "teachers": own}, data, dev, progress)
-        background.wait_for_its_teachers()
-        cached = quickstart_teachers({**s, "teachers": theirs}, data, dev, progress)  # from the teacher cache
-        by_name = dict(zip([*own, *theirs], [*trained, *cached]))
-        teachers = [by_name[name] for name in s["teachers"]]
-        timings["teachers"] = time.perf_counter() - t0
-        background.teachers_ready()
-        t0 = time.perf_counter()
-        method = create_method(s["method"])
-        outputs = s["teacher_outputs"] if method.clean_teacher_plan(len(teachers)) is not None else "live"
-        student = RobustCompressor(teachers, s["student"], method=s["method"], teacher_outputs=outputs, **common)
-        student.fit(data)
-        timings["distill"] = time.perf_counter() - t0
+    background = BackgroundReferences(s)  # before model_threads: it counts the threads this process may use
+    with model_threads():
+        try:
+            # The second process starts first: its start-up and the baseline overlap the teachers' training.
+            in_parallel = background.start(dev, data)
+            if in_parallel and progress:
+                print("training and evaluating the PGD-AT baseline in a second process ...", file=sys.stderr,
+                      flush=True)
+            t0 = time.perf_counter()
+            own, theirs = background.own_teachers(), background.its_teachers
+            trained = quickstart_teachers({**s, "teachers": own}, data, dev, progress)
+            background.wait_for_its_teachers()
+            cached = quickstart_teachers({**s, "teachers": theirs}, data, dev, progress)  # from the teacher cache
+            by_name = dict(zip([*own, *theirs], [*trained, *cached]))
+            teachers = [by_name[name] for name in s["teachers"]]
+            timings["teachers"] = time.perf_counter() - t0
+            background.teachers_ready()
+            t0 = time.perf_counter()
+            method = create_method(s["method"])
+            outputs = s["teacher_outputs"] if method.clean_teacher_plan(len(teachers)) is not None else "live"
+            student = RobustCompressor(teachers, s["student"], method=s["method"], teacher_outputs=outputs, **common)
+            student.fit(data)
+            timings["distill"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        if progress:
-            print(f"evaluating the student: {', '.join(s['attacks'])} on {s['eval_examples']} images ...",
-                  file=sys.stderr, flush=True)
-        student_report = evaluate(student.student, data.test, **kw)
-        timings["evaluate"] = time.perf_counter() - t0
-        student.metrics = student_report.to_dict()
+            t0 = time.perf_counter()
+            if progress:
+                print(f"evaluating the student: {', '.join(s['attacks'])} on {s['eval_examples']} images ...",
+                      file=sys.stderr, flush=True)
+            student_report = evaluate(student.student, data.test, **kw)
+            timings["evaluate"] = time.perf_counter() - t0
+            student.metrics = student_report.to_dict()
 
-        # The export needs only the student, so it runs before waiting for the second process's references.
-        t0 = time.perf_counter()
-        if progress:
-            print("exporting the student to ONNX and checking it on held-out images ...", file=sys.stderr, flush=True)
-        student.save(out / "bundle")
-        onnx_info = student.export_onnx(out / "student.onnx")
-        timings["export"] = time.perf_counter() - t0
+            # The export needs only the student, so it runs before waiting for the second process's references.
+            t0 = time.perf_counter()
+            if progress:
+                print("exporting the student to ONNX and checking it on held-out images ...", file=sys.stderr,
+                      flush=True)
+            student.save(out / "bundle")
+            onnx_info = student.export_onnx(out / "student.onnx")
+            timings["export"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        references = background.result() if in_parallel else reference_runs(s, data, common, kw, teachers)
-        timings["references" + (" (waiting)" if in_parallel else "")] = time.perf_counter() - t0
-    finally:
-        background.close()
+            t0 = time.perf_counter()
+            references = background.result() if in_parallel else reference_runs(s, data, common, kw, teachers)
+            timings["references" + (" (waiting)" if in_parallel else "")] = time.perf_counter() - t0
+        finally:
+            background.close()
     timings.update({k + (" (in parallel)" if in_parallel else ""): v for k, v in references["timings"].items()})
     baseline_metrics, baseline_cached = references["baseline"], references["baseline_cached"]
     timings["total"] = time.perf_counter() - t_start

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from robustcompress.bundle import BUNDLE_VERSION, STUDENT, STUDENT_LAST, Bundle, teacher_stem
+from robustcompress.data.core import describe_training_set
 from robustcompress.methods import create_method
 from robustcompress.teachers import describe_teacher
 
@@ -38,10 +39,14 @@ def run_record(rc: Any) -> dict[str, Any]:
 
 
 def run_identity(rc: Any) -> dict[str, Any]:
-    """What a checkpoint must share with this run to be resumed by it (besides the TrainConfig)."""
+    """What a checkpoint must share with this run to be resumed by it (besides the TrainConfig): the method, the
+    student, the teachers' weights, the selection and its validation split, and the training data (its size,
+    image shape and digest: robustcompress.data.core.describe_training_set)."""
     hparams = json.loads(json.dumps(rc.method.hparams(), default=str))
     return {"method": rc.method_name, "method_hparams": hparams, "student": rc._require_student().spec(),
-            "teacher_weights": None if rc.teacher_weights is None else rc.teacher_weights.tolist()}
+            "teacher_weights": None if rc.teacher_weights is None else rc.teacher_weights.tolist(),
+            "select": rc.select, "val_size": rc.val_size if rc.select != "last" else None,
+            "train_data": describe_training_set(rc._data.train)}
 
 
 def run_weights(rc: Any, *, teachers: bool, last: bool) -> dict[str, dict[str, torch.Tensor]]:

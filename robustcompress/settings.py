@@ -7,13 +7,19 @@ import torch
 import torch.nn as nn
 
 from robustcompress.methods import Method
-from robustcompress.trainer.config import require_int, require_number
+from robustcompress.trainer.config import parse_eps, require_int, require_number
 
 
-def check_arguments(*, eps: Any, teacher_epochs: Any, teacher_finetune_epochs: Any, verify_examples: Any,
-                    num_classes: Any, input_size: Any, teacher_weights: Any) -> None:
-    """Raise a ValueError for the first argument outside its range (TrainConfig checks the training ones)."""
-    require_number("eps", eps, least=0, most=1, hint=f"eps is in pixel units, e.g. 8/255 = {8 / 255:.4f}")
+def check_arguments(*, eps: Any, step_size: Any, teacher_epochs: Any, teacher_finetune_epochs: Any,
+                    verify_examples: Any, num_classes: Any, input_size: Any, teacher_weights: Any) -> None:
+    """Raise a ValueError for the first argument outside its range (TrainConfig checks the training ones).
+
+    eps and step_size follow the CLI's rule (parse_eps): eps=8 or eps=1 is refused as ambiguous, not taken as the
+    whole pixel range.
+    """
+    parse_eps(eps, "eps")
+    if step_size is not None:
+        parse_eps(step_size, "step_size")
     require_int("teacher_epochs", teacher_epochs, least=1)
     require_int("verify_examples", verify_examples, least=1)
     if num_classes is not None:

@@ -21,6 +21,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from robustcompress.data import DataBundle
+from robustcompress.data.core import dataset_digest
 from robustcompress.data.tensors import subset_tensors
 from robustcompress.methods import Method, create_method
 from robustcompress.models import ImageClassifier, build_model
@@ -48,16 +49,7 @@ VALIDATION_ATTACK = "pgd10"
 
 def data_fingerprint(data: DataBundle) -> str:
     """A short hash of the training images and labels, so a cached teacher is only reused on the same data."""
-    digest = hashlib.sha256()
-    ds = data.train
-    tensors = getattr(ds, "tensors", None)
-    if tensors is not None:
-        digest.update(tensors[0].numpy().tobytes()[: 1 << 22])
-        digest.update(tensors[1].numpy().tobytes())
-    else:
-        digest.update(f"{data.name}:{len(ds)}".encode())  # type: ignore[arg-type]
-    digest.update(str(len(ds)).encode())  # type: ignore[arg-type]
-    return digest.hexdigest()[:16]
+    return dataset_digest(data.train)
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -389,8 +381,9 @@ def finetune_summary(info: dict[str, Any]) -> str:
 
 
 def _pretrained_teacher(spec: Any, data: DataBundle, num_classes: int, input_size: int, replace_head: bool,
-                        seed: int, role: str) -> ImageClassifier:
-    """A pre-trained source loaded and checked against the data's classes; its head replaced when asked."""
+                        seed: int, role: str) -> tuple[ImageClassifier, bool]:
+    """A pre-trained source loaded and checked against the data's classes, and whether its head was replaced (a
+    new, random one for this class count: only fine-tuning makes it a teacher)."""
     model = spec if isinstance(spec, nn.Module) else load_pretrained(spec, input_size)
     predicted = output_classes(model, input_size, data.channels)
     if predicted != num_classes:
@@ -402,13 +395,31 @@ def _pretrained_teacher(spec: Any, data: DataBundle, num_classes: int, input_siz
             )
         model = replace_classifier(copy.deepcopy(model) if model is spec else model, num_classes, seed)
         log.info("%s: classifier head replaced (%d -> %d classes) before fine-tuning", role, predicted, num_classes)
+    replaced = predicted != num_classes
     alias = PRETRAINED_ALIASES.get(spec) if isinstance(spec, str) else None
     if alias is not None and predicted == num_classes and data.class_names and \
             list(alias.class_names) != list(data.class_names):
         log.warning("%s predicts %s in that order but the data's classes are %s; its predictions are only meaningful "
                     "if these are the same classes in the same order", role, ", ".join(alias.class_names),
                     ", ".join(data.class_names))
-    return create_model(model, num_classes, input_size, data.channels, role=role)
+    return create_model(model, num_classes, input_size, data.channels, role=role), replaced
+
+
+def warn_unless_finetuned_head(info: dict[str, Any], role: str) -> None:
+    """Warn when fine-tuning never beat a new random head: the kept snapshot (epoch 0) answers at chance.
+
+    A warning, not an error: on a few held-out images (a 30-image folder holds out one) a random head can score
+    as well as a trained one by luck; the warning says how many images decided it, and teacher_info keeps it.
+    """
+    if info.get("epoch") != 0:
+        return
+    info["warning"] = (
+        f"{role}: fine-tuning never beat its new random classifier head on the {info['val_images']} held-out "
+        f"image(s) that decided it (validation clean accuracy {info['val_clean_before']:.1%} before, at best "
+        f"{info['val_clean_after']:.1%} after {info['epochs']} epoch(s)), so the student learns from a random head; "
+        "fine-tune for more epochs (teacher_finetune_epochs, CLI --finetune-teachers N), give more training images, "
+        "or pass a teacher trained on these classes")
+    log.warning("%s", info["warning"])
 
 
 def prepare_teachers(
@@ -454,11 +465,13 @@ def prepare_teachers(
             model.teacher_info = {"source": "trained", **getattr(model, "teacher_info", {})}
             teachers.append(model)
             continue
-        model = _pretrained_teacher(spec, data, classes, size, finetune_epochs > 0, seed, role)
+        model, head_replaced = _pretrained_teacher(spec, data, classes, size, finetune_epochs > 0, seed, role)
         if finetune_epochs > 0:
             model = finetune_teacher(model, data, finetune_epochs, finetune_lr, device, seed, progress,
                                      batch_size=batch_size, precision=precision)
             log.info("%s: %s", role, finetune_summary(model.teacher_info))
+            if head_replaced:
+                warn_unless_finetuned_head(model.teacher_info, role)
             model.teacher_info = {"source": "pre-trained, fine-tuned", **model.teacher_info}
         else:
             model.teacher_info = {"source": "pre-trained", **getattr(model, "teacher_info", {})}

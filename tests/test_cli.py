@@ -58,3 +58,119 @@ def test_a_process_ends_with_its_code_its_output_and_its_atexit_handlers(tmp_pat
                           timeout=60)
     assert done.returncode == 3 and done.stdout == "buffered output"
     assert (tmp_path / "atexit.txt").read_text() == "atexit ran"
+
+
+# -- fit's output folder and config files (issue 29) -----------------------------------------------------------------
+TINY_FIT = "student: test_resnet\nmethod: pgd-at\nepochs: 1\nsteps: 1\ninput_size: 8\ndevice: cpu\nprogress: false\n" \
+           "verify_attacks: []\n"
+
+
+def _tiny_config(tmp_path, extra=""):
+    config = tmp_path / "fit.yaml"
+    config.write_text(TINY_FIT + extra)
+    return str(config)
+
+
+def test_fit_takes_out_dir_from_the_config_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "digits", "--config", _tiny_config(tmp_path, "out_dir: from_config\n")]) == 0
+    assert (tmp_path / "from_config" / "config.json").is_file() and not (tmp_path / "runs").exists()
+    assert "bundle saved to from_config" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("line, words", [
+    ("out: elsewhere", "unknown key 'out'; did you mean 'out_dir'?"),
+    ("epoch: 3", "unknown key 'epoch'; did you mean 'epochs'?"),
+    ("resume: 1", "'resume' in"),
+])
+def test_fit_refuses_an_unknown_config_key_naming_it(tmp_path, monkeypatch, capsys, line, words):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "digits", "--config", _tiny_config(tmp_path, line + "\n")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "unexpected" not in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.yaml"]
+
+
+def test_every_argument_of_the_api_works_in_a_config_file(tmp_path, monkeypatch):
+    """Each RobustCompressor argument (and fit's) set in the file reaches the compressor as written."""
+    import functools
+    import inspect
+
+    import yaml
+
+    from robustcompress import RobustCompressor
+
+    values = dict(
+        teachers=["test_resnet"], student="test_efficientnet", method="akd", eps="4/255", step_size="1/255",
+        steps=2, epochs=3, batch_size=32, lr=0.05, momentum=0.8, weight_decay=0.001, schedule="step", augment=False,
+        device="cpu", seed=3, num_classes=10, input_size=8, teacher_weights=[1.0], teacher_epochs=2,
+        teacher_finetune_epochs=1, method_kwargs={"alpha": 0.5}, out_dir=str(tmp_path / "out"),
+        verify_attacks=["fgsm"], verify_examples=16, progress=False, speed="reference", teacher_outputs="live",
+        select="best-robust", val_size=100)
+    assert set(values) == set(inspect.signature(RobustCompressor).parameters)  # a new argument needs a line here
+    config = tmp_path / "all.yaml"
+    config.write_text(yaml.safe_dump({"data": "digits", "overwrite": True, **values}))
+    seen = {}
+    original_init = RobustCompressor.__init__
+
+    @functools.wraps(original_init)  # the CLI reads the accepted keys from the signature
+    def recording_init(self, *args, **kwargs):
+        seen["init"] = kwargs
+        original_init(self, *args, **kwargs)
+
+    def recording_fit(self, data, **kwargs):
+        seen["fit"] = (data, kwargs)
+        return self
+
+    monkeypatch.setattr(RobustCompressor, "__init__", recording_init)
+    monkeypatch.setattr(RobustCompressor, "fit", recording_fit)
+    assert main(["fit", "--config", str(config)]) == 0
+    assert seen["init"] == {**values, "eps": 4 / 255, "step_size": 1 / 255}
+    assert seen["fit"] == ("digits", {"resume": False, "force": False, "overwrite": True})
+
+
+def test_fit_resume_never_replaces_a_finished_bundle_without_overwrite(tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    config = _tiny_config(tmp_path)
+    assert main(["fit", "digits", "--config", config, "--out", str(out)]) == 0
+    shutil.rmtree(out / "checkpoints")
+    (out / "student.onnx").write_text("its export")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["fit", "digits", "--config", config, "--out", str(out), "--resume", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "holds the outputs of an earlier run" in err and "no checkpoint to resume from" in err
+    assert "--overwrite" in err and "starting from scratch" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["fit", "digits", "--config", config, "--out", str(out), "--seed", "1", "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["train_config"]["seed"] == 1
+    assert not (out / "student.onnx").exists()
+
+
+def test_a_second_fit_into_the_same_out_stops_at_once_naming_the_first(tmp_path, monkeypatch, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom robustcompress.output_folder import folder_lock\n"
+         "with folder_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n",
+         str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+
+        def never(*args, **kwargs):
+            raise AssertionError("the data was loaded although the folder is in use")
+
+        monkeypatch.setattr("robustcompress.compressor.load_train_data", never)
+        assert main(["fit", "digits", "--config", _tiny_config(tmp_path), "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"in use by another robustcompress run (PID {holder.pid} on host {socket.gethostname()}" in err
+        assert len(err.splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.undo()
+    assert main(["fit", "digits", "--config", _tiny_config(tmp_path), "--out", str(tmp_path / "run")]) == 0

@@ -138,3 +138,191 @@ def test_select_best_robust_keeps_the_best_validation_epoch_and_the_last_beside_
     assert loaded.selection["best_epoch"] == selection["best_epoch"] and loaded.last_state is not None
     with pytest.raises(ValueError, match="best-robust"):
         RobustCompressor([], "test_resnet", method="pgd-at", select="best")
+
+
+# -- the output folder: resume, overwrite, earlier outputs, the lock (issue 29) --------------------------------------
+TINY = dict(epochs=1, steps=1, batch_size=64, lr=0.05, input_size=8, device="cpu", progress=False, verify_attacks=())
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _fitted(folder, train, test, fit=None, **changes):
+    """A tiny PGD-AT run into ``folder``; ``fit``: fit()'s keyword arguments (resume, overwrite, ...)."""
+    kwargs = {**TINY, "out_dir": folder, **changes}
+    return RobustCompressor([], "test_resnet", method="pgd-at", **kwargs).fit(train, val_data=test, **(fit or {}))
+
+
+@pytest.mark.parametrize("eps, step_size, words", [
+    (1, None, "eps 1 is ambiguous"), (8, None, "did you mean 8/255"), (2, None, "did you mean 2/255"),
+    (8 / 255, 2, "step_size 2 is outside [0, 1]"), (8 / 255, 1, "step_size 1 is ambiguous")])
+def test_a_bare_integer_eps_is_refused_by_the_api_as_by_the_cli(eps, step_size, words):
+    with pytest.raises(ValueError) as info:
+        RobustCompressor([], "test_resnet", method="pgd-at", eps=eps, step_size=step_size)
+    assert words in str(info.value)
+
+
+def test_the_api_eps_rule_keeps_zero_decimals_and_numpy_numbers():
+    import numpy as np
+
+    assert RobustCompressor([], "test_resnet", method="standard", eps=0).config.eps == 0
+    assert RobustCompressor([], "test_resnet", method="pgd-at", eps=1.0).config.eps == 1.0
+    assert RobustCompressor([], "test_resnet", method="pgd-at", eps=np.float32(0.5)).config.eps == 0.5
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"select": "best-robust", "val_size": 32}, "select: 'last' in the checkpoint, 'best_robust' now"),
+    ({"method": "trades"}, "method: 'pgd-at' in the checkpoint, 'trades' now"),
+])
+def test_resume_refuses_another_selection_or_method_naming_the_field(digits8, tmp_path, changes, field):
+    train, test = digits8
+    _fitted(tmp_path / "run", train, test)
+    written = _files(tmp_path / "run")
+    method = changes.pop("method", "pgd-at")
+    later = RobustCompressor([], "test_resnet", method=method, **{**TINY, "out_dir": tmp_path / "run", **changes})
+    with pytest.raises(ValueError, match="cannot resume") as info:
+        later.fit(train, val_data=test, resume=True)
+    assert field in str(info.value) and "\n" not in str(info.value)
+    assert _files(tmp_path / "run") == written
+
+
+def test_resume_refuses_another_validation_split(digits8, tmp_path):
+    train, test = digits8
+    _fitted(tmp_path / "run", train, test, select="best-robust", val_size=32)
+    with pytest.raises(ValueError, match="val_size: 32 in the checkpoint, 16 now"):
+        _fitted(tmp_path / "run", train, test, select="best-robust", val_size=16, epochs=2, fit={"resume": True})
+
+
+@pytest.mark.parametrize("edit", ["labels", "pixels"])
+def test_resume_refuses_other_training_data_of_the_same_shape(digits8, tmp_path, edit):
+    from torch.utils.data import Dataset
+
+    train, test = digits8
+    x, y = train.tensors
+    other = TensorDataset(x, (y + 1) % 10) if edit == "labels" else TensorDataset(x.flip(-1), y)
+
+    class OnTheFly(Dataset):  # a user's Dataset, not tensors in memory: its fingerprint samples items
+        def __init__(self, ds):
+            self.ds = ds
+
+        def __len__(self):
+            return len(self.ds)
+
+        def __getitem__(self, i):
+            return self.ds[i]
+
+    for first, second, folder in ((train, other, "tensors"), (OnTheFly(train), OnTheFly(other), "dataset")):
+        _fitted(tmp_path / folder, first, test)
+        later = RobustCompressor([], "test_resnet", method="pgd-at", **{**TINY, "out_dir": tmp_path / folder})
+        with pytest.raises(ValueError, match="different settings \\(train_data: '128 images of 3x8x8, digest "
+                                             "[0-9a-f]+' in the checkpoint, '128 images of 3x8x8, digest [0-9a-f]+' "
+                                             "now\\)"):
+            later.fit(second, val_data=test, resume=True)
+        later.fit(first, val_data=test, resume=True)  # the same data resumes (its one epoch is done)
+        assert len(later.history) == 1
+
+
+def test_resume_without_a_checkpoint_never_replaces_a_finished_bundle(digits8, tmp_path):
+    import shutil
+
+    train, test = digits8
+    _fitted(tmp_path / "run", train, test)
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # a bundle saved without its checkpoints, or copied
+    written = _files(tmp_path / "run")
+    with pytest.raises(ValueError, match="holds the outputs of an earlier run .*config.json.* but no checkpoint to "
+                                         "resume from .*overwrite=True"):
+        _fitted(tmp_path / "run", train, test, seed=1, fit={"resume": True})
+    with pytest.raises(ValueError, match="holds the outputs of an earlier run .*overwrite=True"):
+        _fitted(tmp_path / "run", train, test, seed=1)  # a new run without resume too
+    assert _files(tmp_path / "run") == written
+    _fitted(tmp_path / "run", train, test, seed=1, fit={"overwrite": True})
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]["seed"] == 1
+
+
+def test_a_new_run_removes_every_output_of_the_earlier_one(digits8, tmp_path):
+    """Exports of an earlier bundle (any .onnx, its int8 twin, their reports), its report folder, its teachers and
+    checkpoints are removed by overwrite=True, and only those: other files stay."""
+    train, test = digits8
+    out = tmp_path / "run"
+    _fitted(out, train, test, select="best-robust", val_size=32)
+    earlier = ["student.onnx", "student.int8.onnx", "student.report.json", "mine.onnx", "mine.report.json",
+               "teacher_0.safetensors", "verification/report.json"]
+    for name in earlier:
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_text("from the earlier run")
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(ValueError, match="\\(checkpoints/, config.json, mine.onnx, mine.report.json and 7 more\\)"):
+        _fitted(out, train, test)
+    _fitted(out, train, test, fit={"overwrite": True})
+    assert sorted(_files(out)) == ["checkpoints/last.pt", "config.json", "notes.txt", "student.safetensors"]
+
+
+def test_a_resumed_run_removes_the_exports_of_the_bundle_it_replaces(digits8, tmp_path):
+    train, test = digits8
+    out = tmp_path / "run"
+    _fitted(out, train, test)
+    (out / "student.onnx").write_text("the export of epoch 1")
+    _fitted(out, train, test, epochs=2, fit={"resume": True, "force": True})
+    assert not (out / "student.onnx").exists() and len(json.loads((out / "config.json").read_text())["history"]) == 2
+
+
+def test_a_second_run_into_a_locked_folder_stops_at_once_naming_the_holder(digits8, tmp_path, monkeypatch):
+    import os
+    import socket
+
+    from robustcompress.output_folder import FolderInUseError, folder_lock
+
+    train, test = digits8
+    with folder_lock(tmp_path / "run"):
+        monkeypatch.setattr("robustcompress.compressor.load_train_data", _never_called)
+        with pytest.raises(FolderInUseError, match=f"in use by another robustcompress run \\(PID {os.getpid()} on "
+                                                   f"host {socket.gethostname()}"):
+            _fitted(tmp_path / "run", train, test)
+    assert not (tmp_path / "run").exists()  # the lock's folder goes with it when nothing was written
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(digits8, tmp_path):
+    import subprocess
+    import sys
+
+    from robustcompress.output_folder import LOCK_NAME
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_NAME).write_text(
+        f'{{"pid": {int(dead.stdout)}, "host": "here", "started": "yesterday"}}')
+    train, test = digits8
+    _fitted(tmp_path / "run", train, test)
+    assert (tmp_path / "run" / "config.json").is_file() and not (tmp_path / "run" / LOCK_NAME).exists()
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("work started before the arguments were checked")
+
+
+def test_resume_without_an_output_folder_is_refused_before_any_work(monkeypatch):
+    monkeypatch.setattr("robustcompress.compressor.load_train_data", _never_called)
+    rc = RobustCompressor(["test_resnet"], "test_resnet", method="akd", **TINY)
+    with pytest.raises(ValueError, match="resume=True needs out_dir"):
+        rc.fit("digits", resume=True)
+    with pytest.raises(ValueError, match="force=True only applies to resume=True"):
+        rc.fit("digits", force=True)
+
+
+def test_a_run_that_fails_in_training_leaves_no_empty_folders(digits8, tmp_path):
+    from torch.utils.data import Dataset
+
+    train, test = digits8
+
+    class NaNAt100(Dataset):
+        def __len__(self):
+            return len(train)
+
+        def __getitem__(self, i):
+            x, y = train[i]
+            return (x * float("nan") if i == 100 else x), y
+
+    with pytest.raises(ValueError, match="NaN"):
+        _fitted(tmp_path / "out" / "run", NaNAt100(), test)
+    assert list(tmp_path.iterdir()) == []

@@ -223,3 +223,32 @@ def test_runtime_takes_arrays_and_explains_bad_input(exported: SimpleNamespace) 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         classify(model, "no/such/image.png")
     assert (expected == y).mean() > 0.6
+
+
+@pytest.mark.parametrize("kwargs, words", [({"calibration_examples": -1}, "calibration_examples=-1 is too small"),
+                                           ({"n_parity": 0}, "n_parity=0 is too small"),
+                                           ({"attack_steps": 0}, "attack_steps=0 is too small"),
+                                           ({"latency_runs": -1}, "latency_runs=-1 is too small"),
+                                           ({"tolerance": 0.5}, "tolerance=0.5 must be at most 0.01"),
+                                           ({"tolerance": 0}, "tolerance=0 must be above 0")])
+def test_export_arguments_out_of_range_are_refused_before_any_work(tmp_path, monkeypatch, kwargs, words):
+    from robustcompress.distill import initial_student
+
+    rc = RobustCompressor([], "test_resnet", method="standard", progress=False)
+    rc.student = initial_student("test_resnet", 10, 8, 3, 0)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the export started before its arguments were checked")
+
+    monkeypatch.setattr("robustcompress.export.student.labelled_data", never)
+    with pytest.raises(ValueError) as info:
+        rc.export_onnx(tmp_path / "s.onnx", "digits", **kwargs)
+    assert words in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_refuses_a_raised_tolerance(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli_main(["export", str(tmp_path / "missing"), "--tolerance", "0.5"])
+    assert info.value.code == 2
+    assert "argument --tolerance: 0.5 must be at most 0.01" in capsys.readouterr().err

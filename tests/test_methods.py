@@ -375,3 +375,19 @@ def test_adversarial_clean_kl_mix_is_one_registered_term():
     assert torch.allclose(loss, expected) and torch.equal(logits, student(x_adv))
     adv_only, _ = AdvCleanKL(1.0)(student, x_adv, x, q_adv)
     assert torch.equal(adv_only, kl_div(student(x_adv), q_adv).mean())
+
+
+@pytest.mark.parametrize("value, words", [(float("nan"), "beta (method 'trades') must be a finite number; got nan"),
+                                          ("nan", "beta (method 'trades') must be a number; got 'nan'"),
+                                          (float("inf"), "must be a finite number")])
+def test_a_hyperparameter_that_is_not_a_finite_number_is_refused_naming_it(value, words):
+    with pytest.raises(ValueError) as info:
+        create_method("trades", beta=value)
+    assert words in str(info.value)
+
+
+def test_cli_refuses_method_arg_nan_before_loading(tmp_path, capsys):
+    from robustcompress.cli import main
+
+    assert main(["fit", "digits", "--method", "trades", "--method-arg", "beta=nan", "--out", str(tmp_path)]) == 2
+    assert "beta (method 'trades') must be a number" in capsys.readouterr().err

@@ -107,7 +107,7 @@ def test_the_references_run_in_a_second_one_thread_process_as_they_would_in_line
     try:
         background = BackgroundReferences(s)
         assert background.start(torch.device("cpu"), data)  # before the teachers, as run_quickstart does
-        assert torch.get_num_threads() == 1  # this process leaves the worker its core
+        assert torch.get_num_threads() == 2  # threads are run_quickstart's to set (model_threads), not start()'s
         assert background.own_teachers() == ["test_resnet"] and background.its_teachers == ["test_efficientnet"]
         quickstart_teachers({**s, "teachers": background.own_teachers()}, data, torch.device("cpu"), progress=False)
         background.wait_for_its_teachers()
@@ -156,3 +156,42 @@ def test_an_error_in_the_reference_process_reaches_the_caller():
         assert torch.get_num_threads() == 2 and background.folder is None  # threads back, temporary folder gone
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_numbers_do_not_depend_on_what_the_cache_holds(tmp_path):
+    """With an empty cache the references run in a second process; with the baseline cached everything runs in this
+    one. Every model is trained and evaluated with the same thread count either way, so deleting the teacher cache
+    alone gives the same teachers, student and table, bit for bit."""
+    import shutil
+
+    from conftest import teacher_cache
+    from safetensors.torch import load_file
+
+    tiny = dict(device="cpu", progress=False, teachers=["test_resnet"], teacher_epochs=1, epochs=1, steps=1,
+                eval_examples=16, attacks=["fgsm"], teacher_attacks=["fgsm"], seed=5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two cores: the case where the two paths differ
+    try:
+        with teacher_cache(tmp_path / "cache"):
+            first = run_quickstart(tmp_path / "first", **tiny)
+            shutil.rmtree(tmp_path / "cache" / "teachers")  # the baseline stays cached
+            second = run_quickstart(tmp_path / "second", **tiny)
+    finally:
+        torch.set_num_threads(threads)
+    assert not first["baseline"]["cached"] and second["baseline"]["cached"]
+    for name in ("student.safetensors", "teacher_0.safetensors"):
+        a, b = (load_file(str(tmp_path / run / "bundle" / name)) for run in ("first", "second"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert first["metrics"] == second["metrics"] and first["teachers_metrics"] == second["teachers_metrics"]
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the quickstart started working before checking --out")
+
+    monkeypatch.setattr("robustcompress.quickstart.load_data", never)
+    with pytest.raises(ValueError, match="output folder .*a_file/out is not writable"):
+        run_quickstart(blocker / "out", device="cpu", progress=False)

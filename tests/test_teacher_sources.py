@@ -244,3 +244,20 @@ def test_cli_names_the_fix_for_a_class_count_mismatch(folder, seven_class_checkp
                  "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err
     assert code == 2 and "predicts 7 classes but the data has 3" in err and "--finetune-teachers N" in err
+
+
+def test_fine_tuning_that_never_beats_a_new_random_head_warns_naming_the_images(folder, seven_class_checkpoint,
+                                                                                caplog):
+    """A head replaced for another class count starts at chance; a fine-tune that keeps that start (epoch 0) distils
+    from a random head, so it is said, with how many held-out images decided it (here the one a 30-image folder
+    holds out, which the random head happens to get right)."""
+    from robustcompress import load_data
+
+    data = load_data(str(folder), 16)
+    with caplog.at_level("WARNING", logger="robustcompress"):
+        (teacher,) = prepare_teachers([(TINY, str(seven_class_checkpoint))], data, finetune_epochs=1, batch_size=16,
+                                      progress=False)
+    words = ("teacher 0 (test_resnet@seven.safetensors): fine-tuning never beat its new random classifier head on "
+             "the 1 held-out image(s) that decided it (validation clean accuracy 100.0% before")
+    assert teacher.teacher_info["epoch"] == 0 and words in teacher.teacher_info["warning"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [teacher.teacher_info["warning"]]

@@ -84,3 +84,47 @@ def test_distillation_method_without_teacher_is_explained(digits16):
     with pytest.raises(ValueError, match="pass teachers"):
         train(build_model("lcnet_050", 10, 16), [], create_method("rslad"), _subset(digits16), 10,
               TrainConfig(**CONFIG), CPU)
+
+
+def test_a_write_that_fails_for_want_of_space_names_the_file_and_the_cause(tmp_path):
+    """A real failing write (a file size limit, as a full disk fails a write) during a checkpoint is an OSError
+    naming the checkpoint, not the temporary file, with the system's reason; the CLI prints it as one line with a
+    fix, and no temporary file is left behind."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "checkpoints" / "last.pt"
+    code = ("import resource, signal, sys, torch\n"
+            "from robustcompress.cli import describe_error\n"
+            "from robustcompress.io import atomic_save\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+            "try:\n"
+            "    atomic_save({'student': torch.zeros(100_000)}, sys.argv[1])\n"
+            "except OSError as exc:\n"
+            "    print(exc.filename, exc.strerror, sep='|')\n"
+            "    print(describe_error(exc))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    where, line = done.stdout.strip().splitlines()
+    assert where == f"{target}|File too large"
+    assert line.startswith(f"File too large ({target}); ") and "ulimit -f" in line
+    assert sorted(p.name for p in target.parent.iterdir()) == []
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    import errno
+
+    from robustcompress.cli import describe_error
+    from robustcompress.io import atomic_write
+
+    def full(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+
+    with pytest.raises(OSError) as info:
+        atomic_write(tmp_path / "config.json", full)
+    assert info.value.filename == str(tmp_path / "config.json") and list(tmp_path.iterdir()) == []
+    assert describe_error(info.value) == (f"No space left on device ({tmp_path / 'config.json'}); free some disk space "
+                                          "or pass --out on another disk, then rerun")

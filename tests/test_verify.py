@@ -244,3 +244,28 @@ def test_pgd_restarts_are_at_least_as_strong_as_one_run(nets, digits16):
 def test_black_box_only_verification_refuses_gradient_attacks(nets, digits16):
     with pytest.raises(ValueError, match="need gradients"):
         verify_model(nets["normal"], digits16.test, ["pgd20"], n_examples=4, white_box=False)
+
+
+@pytest.mark.parametrize("item, words", [("restarts=-3", "restarts=-3 is too small"),
+                                         ("strong_steps=0", "strong_steps=0 is too small"),
+                                         ("square_queries=-1", "square_queries=-1 is too small"),
+                                         ("tolerance=nan", "tolerance must be a finite number"),
+                                         ("large_eps=2", "large_eps=2.0 must be at most 1"),
+                                         ("sweep_factors=0.5,-1", "sweep_factors[1]=-1.0 must be above 0")])
+def test_check_settings_out_of_range_are_refused_naming_them(item, words):
+    with pytest.raises(ValueError) as info:
+        CheckSettings.from_items("full", [item])
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_evaluate_refuses_a_negative_restart_count_before_loading(tmp_path, capsys):
+    from robustcompress.cli import main
+
+    assert main(["evaluate", str(tmp_path / "missing"), "digits", "--check-arg", "restarts=-3"]) == 2
+    assert "restarts=-3 is too small" in capsys.readouterr().err
+
+
+def test_a_zero_batch_size_is_refused_naming_it():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    with pytest.raises(ValueError, match="batch_size=0 is too small"):
+        evaluate(model, (torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])), attacks=("fgsm",), batch_size=0)

@@ -62,8 +62,10 @@ def entry(argv: Sequence[str] | None = None) -> NoReturn:
 
 def _resume_hint(args: argparse.Namespace) -> str:
     if args.command == "fit":
-        return ("rerun the same command to resume from the last finished epoch" if args.resume else
-                "rerun the same command with --resume to continue from the last finished epoch")
+        if args.resume:
+            return "rerun the same command to resume from the last finished epoch"
+        instead = " instead of --overwrite" if getattr(args, "overwrite", False) else ""
+        return f"rerun the same command with --resume{instead} to continue from the last finished epoch"
     if args.command == "evaluate" and getattr(args, "out", None) and not getattr(args, "no_resume", False):
         return "rerun the same command to resume (finished AutoAttack batches are kept in --out)"
     return "rerun the same command to start it again"
@@ -75,6 +77,8 @@ def describe_error(exc: BaseException) -> str:
         where = f" ({exc.filename})" if exc.filename else ""
         hint = {
             errno.ENOSPC: "free some disk space or pass --out on another disk, then rerun",
+            errno.EFBIG: "the file system's or the shell's file size limit (ulimit -f) was reached; raise it or "
+                         "pass --out on another disk",
             errno.EACCES: "pass a path you may write to",
             errno.EROFS: "the file system is read-only; pass a writable path",
             errno.EISDIR: "a folder was given where a file was expected; pass a file path",

@@ -1,35 +1,16 @@
-"""Argument helpers shared by sub-commands: config files and eps given as fractions like 8/255."""
+"""Argument helpers shared by sub-commands: config files and eps given as fractions like 8/255 (by the one rule
+of robustcompress.trainer.config.parse_eps, which the Python API applies too)."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
-from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from robustcompress.trainer.config import parse_eps
 
-def parse_eps(value: str | float | int, what: str = "eps") -> float:
-    """An L-inf budget in pixel units, by one rule everywhere (flags, config files, the benchmark).
-
-    Accepted: a fraction such as '8/255', or a decimal number in [0, 1] such as '0.0314' or 1.0. Rejected with a
-    hint: a bare integer other than 0 ('8' could mean 8 or 8/255) and anything above 1 (images lie in [0, 1]).
-    Raises ValueError naming ``what``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (str, int, float, Fraction)):
-        raise ValueError(f"{what} must be a number such as 8/255 or 0.0314; got {value!r}")
-    text = str(value).strip()
-    try:
-        exact = Fraction(text)
-    except (ValueError, ZeroDivisionError) as exc:
-        raise ValueError(f"{what} '{text}' is not a number; write e.g. 8/255 or 0.0314") from exc
-    is_bare_integer = isinstance(value, int) or text.lstrip("+-").isdigit()
-    hint = f"did you mean {text}/255 = {float(exact) / 255:.4f}?" if exact > 0 else "eps cannot be negative"
-    if exact < 0 or exact > 1:
-        raise ValueError(f"{what} {text} is outside [0, 1]: eps is in pixel units (images lie in [0, 1]); {hint}")
-    if is_bare_integer and exact != 0:
-        raise ValueError(f"{what} {text} is ambiguous (the whole pixel range or {text}/255?); write {text}/255 for "
-                         f"{float(exact) / 255:.4f} or {text}.0 for the whole range")
-    return float(exact)
+__all__ = ["parse_eps"]  # re-exported: sub-commands and benchmarks take it from here
 
 
 def eps_value(text: str) -> float:
@@ -68,6 +49,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from exc
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
+    return value
+
+
+def parity_tolerance(text: str) -> float:
+    """argparse type for --tolerance: above 0 and at most MAX_PARITY_TOLERANCE (more is no rounding error)."""
+    from robustcompress.export import MAX_PARITY_TOLERANCE
+
+    value = positive_float(text)
+    if value > MAX_PARITY_TOLERANCE:
+        raise argparse.ArgumentTypeError(f"{text} must be at most {MAX_PARITY_TOLERANCE:g}: a larger |logit "
+                                         "difference| is no rounding error, the graph computes something else")
     return value
 
 
@@ -112,3 +104,13 @@ def read_config(path: str | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"config file {file} must hold a mapping of argument names to values")
     return data
+
+
+def check_config_keys(config: dict[str, Any], path: str | None, known: Sequence[str]) -> None:
+    """Refuse a config key that is not one of ``known`` (the API's argument names), naming it and the closest."""
+    for key in config:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(f"config file {path} has an unknown key '{key}'; {hint}keys are the Python API's "
+                             f"argument names: {', '.join(known)}")

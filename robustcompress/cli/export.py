@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from robustcompress.cli.common import non_negative_int, positive_float, positive_int
+from robustcompress.cli.common import non_negative_int, parity_tolerance, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--examples", type=positive_int, default=100, help="held-out images to verify on (default 100)")
     p.add_argument("--attack-steps", type=positive_int, default=10, help="PGD steps for the robust accuracy (default 10)")
     p.add_argument("--calibration-examples", type=positive_int, default=256, help="training images for INT8 calibration")
-    p.add_argument("--tolerance", type=positive_float, default=1e-4, help="largest accepted |logit difference| (default 1e-4)")
+    p.add_argument("--tolerance", type=parity_tolerance, default=1e-4,
+                   help="largest accepted |logit difference| (default 1e-4, at most 1e-2)")
     p.add_argument("--latency-runs", type=non_negative_int, default=20, help="batch-1 runs for the report's latency (0: skip)")
     p.set_defaults(run=run)
 

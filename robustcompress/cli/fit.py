@@ -5,9 +5,14 @@ import argparse
 import json
 
 from robustcompress.cli.common import (
-    eps_value, non_negative_float, non_negative_int, parse_eps, positive_float, positive_int, read_config,
+    check_config_keys, eps_value, non_negative_float, non_negative_int, parse_eps, positive_float, positive_int,
+    read_config,
 )
 from robustcompress.models.sources import PRETRAINED_ALIASES
+
+DEFAULT_OUT = "runs/fit"
+#: fit()'s own arguments a config file may set besides RobustCompressor's (and 'data').
+FIT_KEYS = ("data", "resume", "force", "overwrite")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,12 +64,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-outputs", choices=["live", "cached"],
                    help="live (default): teachers run on every batch; cached: teachers that see only clean images "
                         "(sa-mdrad's, mtard's clean one) run once over the training set, a cheaper setting")
-    p.add_argument("--out", default="runs/fit", help="bundle directory (default runs/fit)")
+    p.add_argument("--out", help=f"bundle directory (default: 'out_dir' in --config, else {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (refused when "
-                   "the method, student, steps, lr or another setting differs from the checkpoint's)")
+                   "the method, student, steps, lr, selection, data or another setting differs from the checkpoint's)")
     p.add_argument("--force", action="store_true", help="with --resume: continue even though settings differ; the "
                    "changes are recorded in the bundle's history")
+    p.add_argument("--overwrite", action="store_true", help="--out may hold an earlier run (bundle, checkpoints, "
+                   "exports): remove its outputs and train a new one (without it such a folder is refused)")
     p.set_defaults(run=run)
+
+
+def config_switch(cfg: dict, key: str, path: str | None) -> bool:
+    """A true/false setting of fit() taken out of the config (false when absent)."""
+    value = cfg.pop(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"'{key}' in {path} must be true or false; got {value!r}")
+    return value
 
 
 def _teacher(spec: str) -> str | tuple[str, str]:
@@ -73,6 +88,8 @@ def _teacher(spec: str) -> str | tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import inspect
+
     from robustcompress import RobustCompressor, list_methods
     from robustcompress.methods import create_method
 
@@ -80,9 +97,11 @@ def run(args: argparse.Namespace) -> int:
         for name in list_methods():
             print(f"{name:12s} {create_method(name).summary}")
         return 0
-    if args.force and not args.resume:
-        raise ValueError("--force only applies to --resume; add --resume, or drop --force to start a fresh run")
     cfg = read_config(args.config)
+    check_config_keys(cfg, args.config, list(inspect.signature(RobustCompressor).parameters) + list(FIT_KEYS))
+    resume, force, overwrite = (getattr(args, key) or config_switch(cfg, key, args.config) for key in FIT_KEYS[1:])
+    if force and not resume:
+        raise ValueError("--force only applies to --resume; add --resume, or drop --force to start a fresh run")
     for key in ("eps", "step_size"):  # budgets follow the --eps rule in config files too
         if cfg.get(key) is not None:
             cfg[key] = parse_eps(cfg[key], what=f"'{key}' in {args.config}")
@@ -112,9 +131,9 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--method-arg '{item}': {value!r} is not a number, true/false, a JSON list or "
                                  f"mapping ({exc.msg}); e.g. --method-arg {key}=0.9") from exc
         cfg["method_kwargs"] = kwargs
-    cfg["out_dir"] = args.out
+    cfg["out_dir"] = args.out or cfg.get("out_dir") or DEFAULT_OUT
     rc = RobustCompressor(**cfg)
-    rc.fit(data, resume=args.resume, force=args.force)
+    rc.fit(data, resume=resume, force=force, overwrite=overwrite)
     from robustcompress.trainer.distributed import is_main_process
 
     if not is_main_process():  # under torchrun rank 0 reports
@@ -128,5 +147,5 @@ def run(args: argparse.Namespace) -> int:
     if m:
         robust = ", ".join(f"{k} {v:.3f}" for k, v in m["robust_acc"].items())
         print(f"clean {m['clean_acc']:.3f}, {robust} on {m['n_examples']} test images")
-    print(f"bundle saved to {args.out}")
+    print(f"bundle saved to {rc.out_dir}")
     return 0

@@ -9,6 +9,20 @@ from robustcompress.lazy import lazy_names
 
 #: The largest |logit difference| between PyTorch and onnxruntime an export may show.
 PARITY_TOLERANCE = 1e-4
+#: The most a caller may raise it to: a larger difference is no float rounding, the graph computes something else.
+MAX_PARITY_TOLERANCE = 1e-2
+
+
+def check_export_arguments(*, n_parity: int, calibration_examples: int, attack_steps: int, tolerance: float,
+                           latency_runs: int) -> None:
+    """Raise a ValueError naming the first export argument outside its range (before any data is loaded)."""
+    from robustcompress.trainer.config import require_int, require_number
+
+    for name, value, least in (("n_parity", n_parity, 1), ("calibration_examples", calibration_examples, 1),
+                               ("attack_steps", attack_steps, 1), ("latency_runs", latency_runs, 0)):
+        require_int(name, value, least=least)
+    require_number("tolerance", tolerance, above=0, most=MAX_PARITY_TOLERANCE,
+                   hint=f"the default {PARITY_TOLERANCE:g} is float rounding; a graph that needs more is wrong")
 
 #: public name -> the module that defines it
 _LAZY = {

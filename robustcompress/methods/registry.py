@@ -111,4 +111,16 @@ def create_method(name: str, **kwargs: Any) -> Method:
         raise ValueError(
             f"method '{name}' has no hyperparameter(s) {sorted(unknown)}; it accepts {sorted(accepted) or 'none'}"
         )
+    check_numeric_hyperparameters(name, cls, kwargs)
     return cls(**kwargs)
+
+
+def check_numeric_hyperparameters(name: str, cls: type[Method], kwargs: dict[str, Any]) -> None:
+    """A hyperparameter whose default is a number must be given a finite number (not NaN, inf or a string)."""
+    from robustcompress.trainer.config import require_number
+
+    parameters = inspect.signature(cls.__init__).parameters
+    for key, value in kwargs.items():
+        default = parameters[key].default
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            require_number(f"{key} (method '{name}')", value)

@@ -21,7 +21,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from robustcompress.attacks.common import eval_mode
-from robustcompress.io import atomic_write, cache_dir
+from robustcompress.io import cache_dir, save_safetensors
 
 log = logging.getLogger("robustcompress")
 #: Logits are small and kept exactly; feature maps (the bulk: 512 x 4 x 4 per image for a CIFAR ResNet-18) are
@@ -121,11 +121,9 @@ class CleanTeacherOutputs:
         table = cls({t: torch.cat(v) for t, v in logits.items()},
                     {t: torch.cat(v) if v else None for t, v in features.items()})
         if path is not None:
-            from safetensors.torch import save_file
-
-            tensors = {f"logits.{t}": z.contiguous() for t, z in table.logits.items()}
-            tensors.update({f"features.{t}": f.contiguous() for t, f in table.features.items() if f is not None})
-            atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+            tensors = {f"logits.{t}": z for t, z in table.logits.items()}
+            tensors.update({f"features.{t}": f for t, f in table.features.items() if f is not None})
+            save_safetensors(tensors, path)
         return table
 
 

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from robustcompress.attacks.common import eval_mode, project
 from robustcompress.attacks.losses import cross_entropy, cw_margin
+from robustcompress.trainer.config import require_int, require_number
 from robustcompress.verify.evaluate import EvalReport, attack_flags
 from robustcompress.attacks.registry import DEFAULT_SQUARE_QUERIES, get_attack
 
@@ -52,6 +53,13 @@ class CheckSettings:
     def __post_init__(self) -> None:
         if self.level not in CHECK_LEVELS:
             raise ValueError(f"unknown check level '{self.level}'; use one of {', '.join(CHECK_LEVELS)}")
+        for name in ("square_queries", "strong_steps", "restarts"):
+            require_int(name, getattr(self, name), least=1)
+        require_number("tolerance", self.tolerance, least=0, most=1, hint="an accuracy margin, e.g. 0.02")
+        require_number("large_eps", self.large_eps, above=0, most=1, hint="pixel units, e.g. 0.5")
+        require_number("large_eps_max_acc", self.large_eps_max_acc, least=0, most=1, hint="an accuracy, e.g. 0.1")
+        for i, factor in enumerate(self.sweep_factors):
+            require_number(f"sweep_factors[{i}]", factor, above=0, hint="multiples of eps, e.g. 0.5,1,2")
         if get_attack(self.base_attack).kind != "white-box" or not self.base_attack.startswith("pgd"):
             raise ValueError(f"base_attack must be a PGD attack such as 'pgd20', got '{self.base_attack}'")
 

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from robustcompress.attacks.common import channels_last_weights, eval_mode
 from robustcompress.data.core import check_images, check_labels
 from robustcompress.data.tensors import as_float_images
+from robustcompress.trainer.config import require_int
 from robustcompress.attacks.autoattack import autoattack_flags
 from robustcompress.attacks.registry import ATTACKS, craft_batches, get_attack, resolve_attacks
 
@@ -197,6 +198,7 @@ def evaluate(
     """
     if not 0 <= eps <= 1:
         raise ValueError(f"eps={eps} is outside [0, 1]; eps is in pixel units, e.g. 8/255 = {8 / 255:.4f}")
+    require_int("batch_size", batch_size, least=1)
     names = resolve_attacks(attacks)
     x_all, y_all = take_examples(data, n_examples)
     model = model.to(device)
