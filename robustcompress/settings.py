@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from robustcompress.methods import Method
-from robustcompress.trainer.config import parse_eps, require_int, require_number
+from robustcompress.arguments import parse_eps, require_int, require_number
 
 
 def check_arguments(*, eps: Any, step_size: Any, teacher_epochs: Any, teacher_finetune_epochs: Any,

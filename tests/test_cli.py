@@ -105,8 +105,8 @@ def test_every_argument_of_the_api_works_in_a_config_file(tmp_path, monkeypatch)
         steps=2, epochs=3, batch_size=32, lr=0.05, momentum=0.8, weight_decay=0.001, schedule="step", augment=False,
         device="cpu", seed=3, num_classes=10, input_size=8, teacher_weights=[1.0], teacher_epochs=2,
         teacher_finetune_epochs=1, method_kwargs={"alpha": 0.5}, out_dir=str(tmp_path / "out"),
-        verify_attacks=["fgsm"], verify_examples=16, progress=False, speed="reference", teacher_outputs="live",
-        select="best-robust", val_size=100)
+        verify_attacks=["fgsm"], verify_examples=16, progress=False, speed="fast", precision="fp32",
+        teacher_outputs="live", select="best-robust", val_size=100)
     assert set(values) == set(inspect.signature(RobustCompressor).parameters)  # a new argument needs a line here
     config = tmp_path / "all.yaml"
     config.write_text(yaml.safe_dump({"data": "digits", "overwrite": True, **values}))

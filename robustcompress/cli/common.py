@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from robustcompress.trainer.config import parse_eps
+from robustcompress.arguments import parse_eps
 
 __all__ = ["parse_eps"]  # re-exported: sub-commands and benchmarks take it from here
 

@@ -16,7 +16,7 @@ MAX_PARITY_TOLERANCE = 1e-2
 def check_export_arguments(*, n_parity: int, calibration_examples: int, attack_steps: int, tolerance: float,
                            latency_runs: int) -> None:
     """Raise a ValueError naming the first export argument outside its range (before any data is loaded)."""
-    from robustcompress.trainer.config import require_int, require_number
+    from robustcompress.arguments import require_int, require_number
 
     for name, value, least in (("n_parity", n_parity, 1), ("calibration_examples", calibration_examples, 1),
                                ("attack_steps", attack_steps, 1), ("latency_runs", latency_runs, 0)):

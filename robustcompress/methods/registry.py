@@ -117,7 +117,7 @@ def create_method(name: str, **kwargs: Any) -> Method:
 
 def check_numeric_hyperparameters(name: str, cls: type[Method], kwargs: dict[str, Any]) -> None:
     """A hyperparameter whose default is a number must be given a finite number (not NaN, inf or a string)."""
-    from robustcompress.trainer.config import require_number
+    from robustcompress.arguments import require_number
 
     parameters = inspect.signature(cls.__init__).parameters
     for key, value in kwargs.items():

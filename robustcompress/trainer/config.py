@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Any
 
-import numpy as np
+from robustcompress.arguments import require_int, require_number
 
 #: Speed modes (robustcompress.trainer.fast implements them): "fast": channels_last, bf16 autocast where the
-#: hardware has native bf16 (precision="auto") and GPU-resident data on CUDA; "compile": fast plus torch.compile; "reference": fp32, NCHW, eager, data copied per
-#: batch (how the field's reference implementations run).
+#: hardware has native bf16 (precision="auto") and GPU-resident data on CUDA; "compile": fast plus torch.compile;
+#: "reference": fp32, NCHW, eager, data copied per batch (how the field's reference implementations run).
 SPEEDS = ("fast", "compile", "reference")
 PRECISIONS = ("auto", "bf16", "fp32")
 SCHEDULES = ("cosine", "step")
@@ -65,51 +63,3 @@ class TrainConfig:
             raise ValueError(f"unknown precision '{self.precision}'; use one of {list(PRECISIONS)}")
         if self.teacher_outputs not in TEACHER_OUTPUTS:
             raise ValueError(f"unknown teacher_outputs '{self.teacher_outputs}'; use one of {list(TEACHER_OUTPUTS)}")
-
-
-def parse_eps(value: str | float | int, what: str = "eps") -> float:
-    """An L-inf budget in pixel units, by one rule everywhere (flags, config files, the benchmark).
-
-    Accepted: a fraction such as '8/255', or a decimal number in [0, 1] such as '0.0314' or 1.0. Rejected with a
-    hint: a bare integer other than 0 ('8' could mean 8 or 8/255) and anything above 1 (images lie in [0, 1]).
-    Raises ValueError naming ``what``.
-    """
-    if isinstance(value, (np.integer, np.floating)):
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (str, int, float, Fraction)):
-        raise ValueError(f"{what} must be a number such as 8/255 or 0.0314; got {value!r}")
-    text = str(value).strip()
-    try:
-        exact = Fraction(text)
-    except (ValueError, ZeroDivisionError) as exc:
-        raise ValueError(f"{what} '{text}' is not a number; write e.g. 8/255 or 0.0314") from exc
-    is_bare_integer = isinstance(value, int) or text.lstrip("+-").isdigit()
-    hint = f"did you mean {text}/255 = {float(exact) / 255:.4f}?" if exact > 0 else f"{what} cannot be negative"
-    if exact < 0 or exact > 1:
-        raise ValueError(f"{what} {text} is outside [0, 1]: eps is in pixel units (images lie in [0, 1]); {hint}")
-    if is_bare_integer and exact != 0:
-        raise ValueError(f"{what} {text} is ambiguous (the whole pixel range or {text}/255?); write {text}/255 for "
-                         f"{float(exact) / 255:.4f} or {text}.0 for the whole range")
-    return float(exact)
-
-
-def require_int(name: str, value: Any, least: int | None = None) -> None:
-    """Raise a ValueError naming ``name`` unless value is a whole number (not a bool) and at least ``least``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be a whole number; got {value!r} ({type(value).__name__})")
-    if least is not None and value < least:
-        raise ValueError(f"{name}={value} is too small: it must be at least {least}")
-
-
-def require_number(name: str, value: Any, *, least: float | None = None, above: float | None = None,
-                   most: float | None = None, below: float | None = None, hint: str = "") -> None:
-    """Raise a ValueError naming ``name`` unless value is a finite real number inside the given bounds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; got {value}")
-    bounds = [(least, lambda v, b: v >= b, "at least"), (above, lambda v, b: v > b, "above"),
-              (most, lambda v, b: v <= b, "at most"), (below, lambda v, b: v < b, "below")]
-    for bound, holds, words in bounds:
-        if bound is not None and not holds(value, bound):
-            raise ValueError(f"{name}={value} must be {words} {bound:g}" + (f"; {hint}" if hint else ""))

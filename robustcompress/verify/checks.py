@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from robustcompress.attacks.common import eval_mode, project
 from robustcompress.attacks.losses import cross_entropy, cw_margin
-from robustcompress.trainer.config import require_int, require_number
+from robustcompress.arguments import require_int, require_number
 from robustcompress.verify.evaluate import EvalReport, attack_flags
 from robustcompress.attacks.registry import DEFAULT_SQUARE_QUERIES, get_attack
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from robustcompress.attacks.common import channels_last_weights, eval_mode
 from robustcompress.data.core import check_images, check_labels
 from robustcompress.data.tensors import as_float_images
-from robustcompress.trainer.config import require_int
+from robustcompress.arguments import require_int
 from robustcompress.attacks.autoattack import autoattack_flags
 from robustcompress.attacks.registry import ATTACKS, craft_batches, get_attack, resolve_attacks
 
