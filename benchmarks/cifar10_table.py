@@ -152,10 +152,14 @@ def protocol_of(args: argparse.Namespace) -> str:
     return "smoke" if args.smoke else (args.protocol or "full")
 
 
+#: Flags named like a Setting field that change a --variant's rows, never the protocol's setting.
+VARIANT_FLAGS = ("precision",)
+
+
 def setting_from(args: argparse.Namespace) -> Setting:
     base = PROTOCOLS[protocol_of(args)]
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Setting)
-               if getattr(args, f.name, None) is not None}
+               if f.name not in VARIANT_FLAGS and getattr(args, f.name, None) is not None}
     return dataclasses.replace(base, **changes)
 
 

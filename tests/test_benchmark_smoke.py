@@ -210,6 +210,16 @@ def test_variants_are_labelled_rows_and_need_a_name(bench, protocol, students):
         bench.variant_from(bench.build_parser().parse_args(["--variant", "x", "--method-arg", "alpha"]))
 
 
+def test_a_precision_variant_leaves_the_protocols_setting_alone(bench, protocol):
+    """--variant bf16 --precision bf16 trains that variant's rows in bf16; the table's setting (and so its other
+    rows, which a changed setting would move aside) stays the protocol's."""
+    args = bench.build_parser().parse_args(["--protocol", "cpu-scale", "--variant", "bf16", "--precision", "bf16"])
+    assert bench.variant_from(args).precision == "bf16"
+    assert bench.setting_from(args) == protocol.CPU_SCALE
+    with pytest.raises(SystemExit, match="name the variant with --variant"):
+        bench.variant_from(bench.build_parser().parse_args(["--precision", "bf16"]))
+
+
 def test_a_table_from_before_an_added_setting_field_still_merges_when_its_rows_are_unaffected(protocol, report):
     import dataclasses
 

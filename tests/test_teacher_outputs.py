@@ -1,6 +1,8 @@
 """teacher_outputs="cached": clean-teacher outputs computed once, looked up per batch by sample index and flip."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -82,15 +84,45 @@ def test_sa_mdrad_and_mtard_declare_what_can_be_cached():
     assert create_method("sa-mdrad", feature_weight=0).clean_teacher_plan(2) == CleanTeacherPlan((0, 1), None)
     assert create_method("mtard").clean_teacher_plan(2) == CleanTeacherPlan((1,))
     assert create_method("mtard").clean_teacher_plan(1) is None  # one teacher also sees x_adv
-    assert create_method("ard").clean_teacher_plan(1) is None
+    # ARD's and RSLAD's teachers only see the clean image; IAD's also see the adversarial one.
+    assert create_method("ard").clean_teacher_plan(1) == create_method("rslad").clean_teacher_plan(1) == \
+        CleanTeacherPlan((0,))
+    assert create_method("iad").clean_teacher_plan(1) is None
 
 
 def test_a_method_whose_teachers_see_adversarial_images_refuses_cached_outputs(two_teachers, images):
     x, y = images
     config = TrainConfig(epochs=1, batch_size=20, steps=1, progress=False, teacher_outputs="cached")
-    with pytest.raises(ValueError, match="'rslad' queries its teachers on adversarial images"):
-        train(build_model("lcnet_050", 10, 16), two_teachers[:1], create_method("rslad"), TensorDataset(x, y), 10,
+    with pytest.raises(ValueError, match="'iad' queries its teachers on adversarial images"):
+        train(build_model("lcnet_050", 10, 16), two_teachers[:1], create_method("iad"), TensorDataset(x, y), 10,
               config, CPU)
+
+
+@pytest.mark.parametrize("name", ["ard", "rslad"])
+def test_clean_image_distillation_takes_its_targets_from_the_cached_outputs(name, two_teachers, images):
+    """With cached outputs ARD and RSLAD never call the teacher, and their loss is the live one (no crop, no
+    flip: the table holds exactly the teacher's outputs on these images)."""
+    x, y = images
+    teacher = two_teachers[:1]
+    table = CleanTeacherOutputs.build(teacher, CleanTeacherPlan((0,)), x, flip=False, device=CPU, progress=False)
+    batch = table.lookup(torch.arange(8), None, CPU)
+    student = build_model("lcnet_050", 10, 16)
+    common = dict(x=x[:8], y=y[:8], teacher_weights=None, num_classes=10, eps=4 / 255, step_size=2 / 255, steps=1)
+
+    class Unusable(torch.nn.Module):
+        def forward(self, _):
+            raise AssertionError("the teacher was queried although its outputs were cached")
+
+    losses = []
+    # each run gets its own copy of the student: a training-mode forward moves BatchNorm's running statistics,
+    # which the next attack (in eval mode) would see
+    for ctx in (StepContext(teachers=[Unusable()], teacher_outputs=batch, student=copy.deepcopy(student), **common),
+                StepContext(teachers=teacher, student=copy.deepcopy(student), **common)):
+        method = create_method(name)
+        torch.manual_seed(0)  # the same attack start for both
+        x_adv = method.perturb(ctx)
+        losses.append(method.loss(ctx, x_adv)[0].item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
 def test_an_unknown_teacher_outputs_mode_is_refused():

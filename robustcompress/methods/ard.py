@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from robustcompress.attacks import kl_div, pgd
-from robustcompress.methods.common import require_teacher, teacher_probs
+from robustcompress.methods.common import clean_teacher_probs, every_teacher_on_clean_images, require_teacher
 from robustcompress.methods.registry import Method, StepContext, register_method
+from robustcompress.methods.teacher_outputs import CleanTeacherPlan
 
 
 @register_method("ard")
@@ -22,13 +23,17 @@ class ARD(Method):
         self.alpha = alpha
         self.temperature = temperature
 
+    def clean_teacher_plan(self, num_teachers: int) -> CleanTeacherPlan:
+        """The teachers only ever see the clean image, so their outputs may be computed once before training."""
+        return every_teacher_on_clean_images(num_teachers)
+
     def perturb(self, ctx: StepContext) -> torch.Tensor:
         require_teacher(self.name, ctx.teachers)
         return pgd(ctx.student, ctx.x, ctx.y, ctx.eps, ctx.step_size, ctx.steps)
 
     def loss(self, ctx: StepContext, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.temperature
-        target = teacher_probs(ctx.teachers, ctx.x, ctx.teacher_weights, temperature=t)
+        target = clean_teacher_probs(ctx, temperature=t)
         logits_adv = ctx.student(x_adv)
         distil = kl_div(logits_adv, target, temperature=t).mean() * t * t
         loss = self.alpha * distil

@@ -1,13 +1,17 @@
 """What several methods share: teacher ensembling and teacher forwards without gradients."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from robustcompress.attacks.common import eval_mode
+
+if TYPE_CHECKING:
+    from robustcompress.methods.registry import StepContext
+    from robustcompress.methods.teacher_outputs import CleanTeacherPlan
 
 
 def teacher_logits(teachers: Sequence[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
@@ -56,6 +60,22 @@ def teacher_probs(
 ) -> torch.Tensor:
     """The ensemble's averaged probabilities on x, without gradients."""
     return ensemble_probs(teacher_logits(teachers, x), weights, temperature)
+
+
+def clean_teacher_probs(ctx: "StepContext", temperature: float = 1.0) -> torch.Tensor:
+    """The ensemble's probabilities on the clean batch ctx.x: from the outputs computed once before training when the
+    trainer has them (teacher_outputs="cached"), else from the teachers now."""
+    if ctx.teacher_outputs is not None:
+        logits = [ctx.teacher_outputs.logits[t] for t in range(len(ctx.teachers))]
+        return ensemble_probs(logits, ctx.teacher_weights, temperature)
+    return teacher_probs(ctx.teachers, ctx.x, ctx.teacher_weights, temperature)
+
+
+def every_teacher_on_clean_images(num_teachers: int) -> "CleanTeacherPlan":
+    """The plan of a method whose teachers only ever see the clean image (logits only)."""
+    from robustcompress.methods.teacher_outputs import CleanTeacherPlan
+
+    return CleanTeacherPlan(tuple(range(num_teachers)))
 
 
 def teacher_probs_batched(

@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 
 from robustcompress.attacks import kl_div, pgd
-from robustcompress.methods.common import require_teacher, teacher_probs
+from robustcompress.methods.common import clean_teacher_probs, every_teacher_on_clean_images, require_teacher
 from robustcompress.methods.losses import AdvCleanKL
 from robustcompress.methods.registry import Method, StepContext, register_method
+from robustcompress.methods.teacher_outputs import CleanTeacherPlan
 
 
 @register_method("rslad")
@@ -21,9 +22,13 @@ class RSLAD(Method):
         super().__init__()
         self.adv_weight = adv_weight
 
+    def clean_teacher_plan(self, num_teachers: int) -> CleanTeacherPlan:
+        """The teachers only ever see the clean image, so their outputs may be computed once before training."""
+        return every_teacher_on_clean_images(num_teachers)
+
     def perturb(self, ctx: StepContext) -> torch.Tensor:
         require_teacher(self.name, ctx.teachers)
-        soft = teacher_probs(ctx.teachers, ctx.x, ctx.teacher_weights)
+        soft = clean_teacher_probs(ctx)
         ctx.cache["soft"] = soft
         return pgd(ctx.student, ctx.x, soft, ctx.eps, ctx.step_size, ctx.steps, loss=kl_div)
 
