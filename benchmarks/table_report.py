@@ -213,6 +213,51 @@ def paired_verdict_lines(results: dict[str, Any], draws: int = 10_000) -> list[s
     return lines
 
 
+def precision_lines(results: dict[str, Any]) -> list[str]:
+    """Each method trained with another precision (a --variant with --precision) against the table's own rows of
+    the same method: the difference of the seed means of clean, every attack and AutoAttack, with a 95% Welch
+    interval, and the masking checks of the variant's rows."""
+    s = results["setting"]
+    variants: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    base: dict[str, list[dict[str, Any]]] = {}
+    for r in results["rows"]:
+        if r["status"] != "ok" or r.get("teachers_remade"):
+            continue
+        precision = (r.get("variant") or {}).get("precision")
+        if precision and not (r["variant"].get("method_kwargs") or r["variant"].get("teacher_outputs")):
+            method = r["method"].split(" [")[0]
+            variants.setdefault((method, precision), []).append(r)
+        elif not r.get("variant"):
+            base.setdefault(r["method"], []).append(r)
+    if not variants:
+        return []
+    metrics = [("clean", lambda r: r["clean"])] + [(a, lambda r, a=a: r["attacks"].get(a)) for a in s["attacks"]]
+    metrics.append(("AutoAttack", lambda r: r["autoattack"]))
+    protocol_precision = s.get("precision", "fp32")
+    lines = ["", f"## Training precision: {' / '.join(sorted({p for _, p in variants}))} against "
+             f"{protocol_precision}", "",
+             f"Rows trained in another precision than the table's ({protocol_precision}), with everything else the "
+             "protocol's (evaluation always in fp32), minus the table's rows of the same method, in points: the "
+             "difference of the seed means with a 95% Welch interval. A difference whose interval lies below 0 "
+             "means the precision costs accuracy beyond the seed noise.", "",
+             "| method | precision | seeds | " + " | ".join(name for name, _ in metrics) + " | masking checks "
+             "| train (units), mean |",
+             "|---|---|---|" + "---|" * len(metrics) + "---|---|"]
+    for (method, precision), rows in sorted(variants.items()):
+        cells = []
+        for _, get in metrics:
+            d = difference_ci([get(r) for r in rows if get(r) is not None],
+                              [get(r) for r in base.get(method, []) if get(r) is not None])
+            cells.append("–" if d is None else f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]")
+        units = [r["train_units"] for r in rows if r.get("train_units")]
+        base_units = [r["train_units"] for r in base.get(method, []) if r.get("train_units")]
+        cost = "–" if not units or not base_units else (
+            f"{statistics.mean(units):.0f} vs {statistics.mean(base_units):.0f}")
+        lines.append(f"| {method} | {precision} | {', '.join(str(r['seed']) for r in rows)} | {' | '.join(cells)} "
+                     f"| {checks_cell(rows)} | {cost} |")
+    return lines
+
+
 def fmt_setting(name: str, value: Any) -> str:
     if name in ("eps", "step_size", "robust_eps") and isinstance(value, float):
         return f"{value * 255:g}/255"
@@ -337,6 +382,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                       "Welch–Satterthwaite degrees of freedom). Win: the whole interval above 0; loss: below 0; tie: "
                       "it contains 0.", "", "| seed method | baseline | verdict | difference [95% CI] |",
                       "|---|---|---|---|", *verdict_lines(results)]
+    lines += precision_lines(results)
     failed = [r for r in results["rows"] if r["status"] != "ok"]
     if failed:
         lines += ["", "**Failed runs**:", ""] + [f"- {r['method']} seed {r['seed']}: {r['status']}" for r in failed]

@@ -313,3 +313,19 @@ def test_a_cpu_scale_table_from_before_the_precision_field_still_merges(protocol
     new = json.loads(json.dumps(dataclasses.asdict(protocol.CPU_SCALE)))
     assert report.same_setting(old, new)
     assert not report.same_setting(old, {**new, "precision": "bf16"})
+
+
+def test_a_precision_variant_is_compared_with_the_tables_own_rows(protocol, report):
+    import dataclasses
+
+    base = [{**_row("pgd-at", s, 0.55 + 0.001 * s), "teachers": [], "variant": None} for s in range(3)]
+    bf16 = [{**_row("pgd-at [bf16]", s, 0.56 + 0.002 * s), "teachers": [],
+             "variant": {"label": "bf16", "method_kwargs": {}, "teacher_outputs": None, "precision": "bf16"}}
+            for s in range(2)]
+    results = {"setting": json.loads(json.dumps(dataclasses.asdict(protocol.CPU_SCALE))), "rows": base + bf16}
+    lines = report.precision_lines(results)
+    row = next(line for line in lines if line.startswith("| pgd-at | bf16 |"))
+    assert "| 0, 1 |" in row and "| pass |" not in row  # no masking checks were recorded in these rows
+    clean = row.split(" | ")[3]
+    assert clean.startswith("+1.0 [")  # 56.1 - 55.1 points
+    assert report.precision_lines({**results, "rows": base}) == []
