@@ -18,7 +18,7 @@
 #
 # Before the steps, one probe looks up every module of benchmarks/gpu_check_modules.txt (find_spec, no import).
 # A GPU machine without a package registry (Python 3.12 with torch 2.11, timm, onnx and onnxruntime, say) lacks
-# pytest, pytest-xdist, onnxscript and scikit-learn's digits: make their wheels where pip reaches a registry with
+# pytest, onnxscript and scikit-learn's digits: make their wheels where pip reaches a registry with
 # `bash benchmarks/gpu_wheels.sh .whl` (ignored by git; about 11 MiB), carry .whl to the machine (device tool:
 # carry=[".whl"]) and pass --wheels .whl: the wheels of the missing modules alone are installed with
 # `pip install --no-index --find-links DIR --no-deps --target OUT/site`, and OUT/site goes on PYTHONPATH for the
@@ -147,9 +147,11 @@ fi
 
 cd "$ROOT" || exit 2
 
-# 1. the CUDA tests (the suite's default run leaves them out)
-run_step pytest_gpu "$T_PYTEST" "$PY" -m pytest -m gpu -n 0 -q -p no:cacheprovider --junitxml="$OUT/pytest_gpu.xml" \
-  "${PYTEST_ARGS[@]}"
+# 1. the CUDA tests (the suite's default run leaves them out), in one process: addopts cleared, because its
+# '-n 2 --dist loadfile --no-loadscope-reorder' needs pytest-xdist 3.8 or later, which a GPU machine may lack or
+# have older
+run_step pytest_gpu "$T_PYTEST" "$PY" -m pytest -o addopts= -m gpu -q -p no:cacheprovider \
+  --junitxml="$OUT/pytest_gpu.xml" "${PYTEST_ARGS[@]}"
 
 # 2. training throughput: eager modes first, compile apart (its compile time must not cost the other rows)
 run_step throughput "$T_THROUGHPUT" "$PY" benchmarks/throughput.py "${TP_COMMON[@]}" --modes reference fast \

@@ -11,7 +11,7 @@
 # repository root, with the device tool: .whl/ is in .gitignore, so it travels only when the call names it in
 # `carry`: run(command="bash benchmarks/gpu_check.sh --wheels .whl --out $OUT/gpu_check", carry=[".whl"]).
 # The tool carries 64 MiB in all, the tracked files included (44 MiB in December 2026): the default folder is
-# 11.4 MiB, scikit-learn 8.7 MiB of it. Environment: PYTHON (default python3), the interpreter whose pip downloads;
+# 11.3 MiB, scikit-learn 8.7 MiB of it. Environment: PYTHON (default python3), the interpreter whose pip downloads;
 # GPU_CHECK_MODULES, another module table (for tests).
 # Exit status: 0 when every wheel was fetched and every requirement is covered, 1 otherwise.
 set -euo pipefail

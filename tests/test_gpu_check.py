@@ -170,7 +170,7 @@ def test_the_module_table_pins_every_row_and_names_each_module_once():
     assert len(modules) == len(set(modules))
     assert all(row[1].count("==") == 1 and row[2] in ("wheel", "data", "base") for row in rows)
     # what a bare Python 3.12 with torch, timm, onnx and onnxruntime lacks for the steps is fetched
-    assert {row[0] for row in rows if row[2] != "base"} >= {"pytest", "xdist", "sklearn"}
+    assert {row[0] for row in rows if row[2] != "base"} >= {"pytest", "sklearn", "onnxscript"}
 
 
 def test_gpu_wheels_names_a_requirement_that_no_row_covers(tmp_path):
