@@ -2,8 +2,8 @@
 
     python benchmarks/gpu_check_summary.py OUT [--dry-run 0|1] [--data NAME] [--seconds N]
 
-Reads OUT/steps.tsv, OUT/throughput_{eager,compile}.json, OUT/pytest_gpu.xml and OUT/fit/config.json (whatever
-exists: a step that failed or timed out leaves its part empty) and writes OUT/throughput.{json,md} and
+Reads OUT/versions.json, OUT/steps.tsv, OUT/throughput_{eager,compile}.json, OUT/pytest_gpu.xml and
+OUT/fit/config.json (whatever exists: a step that failed or timed out leaves its part empty) and writes OUT/throughput.{json,md} and
 OUT/summary.{json,md}. Exit status 0 when every step passed, else 1.
 """
 from __future__ import annotations
@@ -14,6 +14,12 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+
+
+def read_versions(out: Path) -> dict[str, Any] | None:
+    """Python, torch, timm, onnx and onnxruntime as gpu_check.sh found them, and what it installed from wheels."""
+    path = out / "versions.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def read_steps(out: Path) -> list[dict[str, Any]]:
@@ -79,8 +85,14 @@ def fit_result(out: Path) -> dict[str, Any] | None:
 def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# GPU check{' (dry run on the CPU)' if summary['dry_run'] else ''}", "",
              f"{summary['seconds']} s in all; data for the fit: {summary['data']}; "
-             f"{'all steps passed' if summary['passed'] else 'SOME STEPS FAILED'}.", "",
-             "| step | status | seconds | timeout s | log |", "|---|---|---:|---:|---|"]
+             f"{'all steps passed' if summary['passed'] else 'SOME STEPS FAILED'}.", ""]
+    versions = summary.get("versions")
+    if versions:
+        installed = ", ".join(versions.get("installed_from_wheels") or []) or "nothing"
+        lines += [f"Python {versions['python']}, torch {versions['torch']}, timm {versions['timm']}, "
+                  f"onnx {versions['onnx']}, onnxruntime {versions['onnxruntime']}; installed from wheels: "
+                  f"{installed}.", ""]
+    lines += ["| step | status | seconds | timeout s | log |", "|---|---|---:|---:|---|"]
     lines += [f"| {s['name']} | {s['status']} | {s['seconds']} | {s['timeout_s']} | {s['log']} |"
               for s in summary["steps"]]
     if summary.get("pytest_gpu"):
@@ -111,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     steps = read_steps(args.out)
     throughput = merge_throughput(args.out)
-    summary = {"dry_run": bool(args.dry_run), "data": args.data, "seconds": args.seconds, "steps": steps,
+    summary = {"dry_run": bool(args.dry_run), "data": args.data, "seconds": args.seconds,
+               "versions": read_versions(args.out), "steps": steps,
                "passed": bool(steps) and all(s["status"] == "ok" for s in steps),
                "pytest_gpu": pytest_counts(args.out), "throughput": throughput, "fit": fit_result(args.out)}
     text = markdown(summary)
