@@ -185,3 +185,46 @@ def test_real_cifar10_jpeg_folder_loads_with_counts_and_labels_from_folder_names
     first_cat = sorted((CIFAR_JPG / "train" / "cat").glob("*.jpg"))[0]
     index = int((data.train.tensors[1] == 3).nonzero()[0])
     assert np.array_equal(data.train.tensors[0][index].permute(1, 2, 0).numpy(), np.asarray(Image.open(first_cat)))
+
+
+def _every_entry_point(picture, size: int = 12) -> list[np.ndarray]:
+    """The picture as training data, the deploy runtime and the demo see it (HWC floats in [0, 1])."""
+    from robustcompress.apps.handler import image_to_tensor
+    from robustcompress_runtime.runtime import image_to_chw
+
+    demo, _ = image_to_tensor(picture, size)
+    return [picture_to_rgb8(picture, size).astype(np.float32) / 255, image_to_chw(picture, size).transpose(1, 2, 0),
+            demo[0].permute(1, 2, 0).numpy()]
+
+
+def test_32_bit_greyscale_beyond_16_bits_is_rescaled_by_every_entry_point_not_clipped(tmp_path):
+    ramp = (np.arange(144, dtype=np.int64).reshape(12, 12) * (2**24 // 143)).astype(np.int32)
+    path = tmp_path / "deep32.tif"
+    Image.fromarray(ramp, "I").save(path)
+    assert Image.open(path).mode == "I" and int(np.asarray(Image.open(path)).max()) > 2**23
+    expected = np.rint(ramp / ramp.max() * 255) / 255  # divided by its own maximum: the ramp stays a ramp
+    for picture in (str(path), Image.open(path)):
+        for seen in _every_entry_point(picture):
+            assert np.allclose(seen[..., 0], expected, atol=1e-6)
+            assert len(np.unique(seen)) > 100  # not clipped to white
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_float_picture_with_nan_or_inf_is_refused_by_every_entry_point(tmp_path, bad):
+    from robustcompress.apps.handler import image_to_tensor
+    from robustcompress_runtime.runtime import main as runtime_main
+
+    full = Image.fromarray(np.full((12, 12), bad, np.float32), "F")
+    one = np.full((12, 12), 0.5, np.float32)
+    one[3, 4] = bad
+    for picture in (full, Image.fromarray(one, "F")):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            picture_to_rgb8(picture, 12)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            picture_to_array(picture, 12)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            image_to_tensor(picture, 12)
+    path = tmp_path / "nan.tif"
+    full.save(path)
+    with pytest.raises(ValueError, match=f"{path}.*NaN or infinite"):
+        picture_to_rgb8(path, 12)
