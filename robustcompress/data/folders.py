@@ -15,9 +15,9 @@ modification time, inode change time (ctime) and a digest of its bytes: the whol
 a small classifier trains on), else its first, middle and last 4 KiB. A file replaced by another of the same name,
 size and modification time (``cp -p``, ``rsync -t``, ``os.utime``) still gets a new ctime, which no user call can set
 back (a chmod or touch changes it too: the folder is then decoded once more), and the digest covers file systems
-whose ctime is coarse or missing. Computing the key reads at most 12 KiB
-of each file, a fraction of what decoding reads. A cache that cannot be read is decoded again and replaced, one that
-cannot be written is skipped; both with a one-line warning naming the file.
+whose ctime is coarse or missing. Computing the key reads at most 12 KiB of each file, a fraction of what decoding
+reads (1 s for the 50,000 CIFAR-10 JPEGs, against 0.25 s for names and times alone). A cache that cannot be read is
+decoded again and replaced, one that cannot be written is skipped; both with a one-line warning naming the file.
 """
 from __future__ import annotations
 
