@@ -26,6 +26,7 @@ from robustcompress.trainer.distributed import (
     all_reduce_,
     all_reduce_gradients_,
     average_buffers_,
+    check_training_set_size,
     global_batches_per_epoch,
     init_from_env,
     local_batches,
@@ -233,6 +234,7 @@ def train(
         raise ValueError(f"method '{method.name}' distils from a teacher; pass teachers=[...] or use method='pgd-at'")
     if len(train_set) == 0:  # type: ignore[arg-type]
         raise ValueError("the training set is empty; pass a dataset with at least one image")
+    check_training_set_size(len(train_set))  # type: ignore[arg-type]
     check_attack_budget(method, config)
     check_dataset_images(train_set, "train_data")  # iterate_shards indexes in-memory tensors without a check
     plan = plan_speed(config.speed, device, config.precision, config.channels_last)
