@@ -466,7 +466,7 @@ def test_runtime_prints_one_line_for_any_exception(tmp_path, monkeypatch, capsys
     not_onnx.write_bytes(b"not a model")
     assert runtime.main([str(not_onnx), "x.png"]) == 2
     err = capsys.readouterr().err
-    assert "could not be opened by onnxruntime" in err and "Traceback" not in err
+    assert "is not a readable ONNX model" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
     def broken(*args, **kwargs):

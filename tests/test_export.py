@@ -223,3 +223,24 @@ def test_runtime_takes_arrays_and_explains_bad_input(exported: SimpleNamespace) 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         classify(model, "no/such/image.png")
     assert (expected == y).mean() > 0.6
+
+
+@pytest.mark.parametrize("content", [b"this is not a model", b"", b"\x08\x07" + bytes(range(256)) * 4])
+def test_a_garbage_onnx_file_is_one_line_naming_the_file_everywhere(exported: SimpleNamespace, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture, content: bytes) -> None:
+    from robustcompress.export.classifier import OnnxClassifier
+    from robustcompress_runtime.runtime import main as runtime_main
+
+    garbage = tmp_path / "student.onnx"
+    garbage.write_bytes(content)
+    assert cli_main(["evaluate", str(garbage), "digits", "--attacks", "fgsm", "--n-examples", "8"]) == 2
+    assert cli_main(["evaluate", str(garbage), "digits", "--bundle", str(exported.bundle), "--n-examples", "8"]) == 2
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
+    assert runtime_main([str(garbage), str(image)]) == 2
+    for line in capsys.readouterr().err.strip().splitlines():
+        assert str(garbage) in line and "not a readable ONNX model" in line and "unexpected" not in line, line
+    for load in (lambda: OnnxClassifier(garbage), lambda: read_metadata(garbage)):  # what evaluate and the demo use
+        with pytest.raises(ValueError, match="not a readable ONNX model") as exc:
+            load()
+        assert str(garbage) in str(exc.value) and "\n" not in str(exc.value)
