@@ -244,3 +244,36 @@ def test_a_garbage_onnx_file_is_one_line_naming_the_file_everywhere(exported: Si
         with pytest.raises(ValueError, match="not a readable ONNX model") as exc:
             load()
         assert str(garbage) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_evaluate_judges_the_int8_export_with_the_tolerance_its_export_recorded(exported: SimpleNamespace,
+                                                                               tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    """The deployed INT8 file is evaluable: its logits are not the fp32 twin's to 1e-4, and need not be."""
+    recorded = read_metadata(exported.int8)["verification"]["max_abs_logit_diff_vs_fp32"]
+    assert recorded > 1e-3  # INT8 rounding moves logits far beyond the fp32 parity tolerance
+    report = tmp_path / "int8.json"
+    argv = ["evaluate", str(exported.int8), "digits", "--attacks", "fgsm", "--n-examples", "32", "--checks", "none",
+            "--json", str(report)]
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "INT8" in err and "recorded" in err and "transfer" in err and "Report this" not in err
+    model = json.loads(report.read_text())["model"]
+    assert model["source"] == "onnx" and "INT8" in model["attacked_via"]
+    assert model["twin_max_abs_logit_diff"] <= model["twin_parity_tolerance"]
+    assert model["twin_parity_tolerance"] > recorded
+
+
+def test_evaluate_refuses_an_int8_file_beyond_its_recorded_tolerance_in_one_line(exported: SimpleNamespace,
+                                                                                 tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture) -> None:
+    int8 = onnx.load(str(exported.int8))
+    meta = read_metadata(int8)
+    meta["verification"]["max_abs_logit_diff_vs_fp32"] = 1e-6  # a record this file cannot meet
+    fake = tmp_path / "student.int8.onnx"
+    onnx.save(set_metadata(int8, {"verification": meta["verification"]}), str(fake))
+    argv = ["evaluate", str(fake), "digits", "--bundle", str(exported.bundle), "--attacks", "fgsm", "--n-examples", "8"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(fake) in err and "--bundle" in err
+    assert "Report this" not in err and "was not written" not in err

@@ -196,6 +196,23 @@ def torch_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> np
         return torch.cat([model(x[i : i + batch_size].cpu().float()) for i in range(0, len(x), batch_size)]).numpy()
 
 
+def measure_parity(model: nn.Module, source: OnnxSource, x: torch.Tensor, session: Any = None) -> dict[str, float]:
+    """How far onnxruntime's logits on x are from the PyTorch model's: max |difference|, arg-max agreement, the
+    number of images and the largest |logit| (the scale of fp32 rounding)."""
+    ref = torch_logits(model, x)
+    got = onnx_logits(source, x.cpu().numpy(), session=session)
+    if ref.shape != got.shape:
+        raise ParityError(f"exported model gives logits of shape {got.shape}, PyTorch {ref.shape}")
+    return {"max_abs_diff": float(np.abs(ref - got).max()),
+            "argmax_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+            "n_examples": len(x), "max_abs_logit": float(np.abs(ref).max())}
+
+
+def parity_bound(parity: dict[str, float], tolerance: float = PARITY_TOLERANCE) -> float:
+    """max(tolerance, 1e-5 * max |logit|): absolute for ordinary logits, relative for huge ones."""
+    return max(tolerance, PARITY_RELATIVE * parity["max_abs_logit"])
+
+
 def check_parity(
     model: nn.Module,
     source: OnnxSource,
@@ -207,13 +224,9 @@ def check_parity(
 
     The bound is max(tolerance, 1e-5 * max |logit|): absolute for ordinary logits, relative for huge ones.
     """
-    ref = torch_logits(model, x)
-    got = onnx_logits(source, x.cpu().numpy(), session=session)
-    if ref.shape != got.shape:
-        raise ParityError(f"exported model gives logits of shape {got.shape}, PyTorch {ref.shape}")
-    diff = float(np.abs(ref - got).max())
-    agree = float((ref.argmax(1) == got.argmax(1)).mean())
-    tolerance = max(tolerance, PARITY_RELATIVE * float(np.abs(ref).max()))
+    parity = measure_parity(model, source, x, session)
+    diff, agree = parity["max_abs_diff"], parity["argmax_agreement"]
+    tolerance = parity_bound(parity, tolerance)
     if not diff <= tolerance:  # also catches NaN
         where = source if isinstance(source, (str, os.PathLike)) else "the exported graph"
         raise ParityError(
