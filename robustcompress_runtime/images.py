@@ -4,7 +4,9 @@ numpy and Pillow only (no torch), so the deploy runtime can use it. The rule, fo
 
 - Pictures (files, Pillow images of any mode, integer arrays) become 8-bit RGB: palette, CMYK, YCbCr, 1-bit and
   greyscale are converted by Pillow; 16-bit and 32-bit greyscale are rescaled from their full range (Pillow's own
-  conversion would clip them); transparency is composited onto black; EXIF orientation is applied.
+  conversion would clip them): 0..65535 for 16-bit values, and 32-bit values beyond 16 bits (and float pictures
+  beyond [0, 1]) from 0 to their own maximum, as they have no fixed white point; NaN or infinite pixels are
+  refused; transparency is composited onto black; EXIF orientation is applied.
 - Non-square pictures lose the edges of their long side (centre square), then are resized to ``size`` x ``size``:
   area-averaged when shrinking (exact for pictures upscaled by an integer factor), bilinear when growing.
   Resizing the short side and centre-cropping gives the same picture.
@@ -61,19 +63,35 @@ def _centre_square(width: int, height: int) -> tuple[int, int, int, int]:
     return left, top, left + side, top + side
 
 
-def _pil_to_rgb8(image: Image.Image, notes: list[str]) -> Image.Image:
+def _deep_grey_scale(image: Image.Image, values: np.ndarray) -> float:
+    """The value that becomes white for a float (F) or integer (I, I;16) greyscale picture: floats beyond [0, 1]
+    and 32-bit values beyond 16 bits have no fixed white point, so their own maximum is white."""
+    top = float(values.max(initial=0.0))
+    if image.mode == "F":
+        return max(1.0, top)
+    if image.mode.startswith("I;16") or 255 < top <= 65535:
+        return 65535.0
+    return top if top > 65535 else 255.0
+
+
+def _deep_grey_to_rgb8(image: Image.Image, what: str) -> Image.Image:
+    """A float (F) or 16/32-bit integer (I) greyscale picture as 8-bit RGB, rescaled from its full range (Pillow's
+    own conversion would clip it); NaN or infinite values are refused, as for float arrays."""
+    values = np.asarray(image).astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise ValueError(f"{what} holds {int((~finite).sum())} NaN or infinite values (Pillow mode {image.mode}); "
+                         "pass a picture whose pixels are numbers")
+    scale = _deep_grey_scale(image, values)
+    grey = np.rint(np.clip(values / scale, 0.0, 1.0) * 255).astype(np.uint8)
+    return Image.fromarray(grey, "L").convert("RGB")
+
+
+def _pil_to_rgb8(image: Image.Image, notes: list[str], what: str = "the image") -> Image.Image:
     """Any Pillow mode as an 8-bit RGB image, by the module's rule."""
     mode = image.mode
     if mode == "F" or mode.startswith("I"):
-        arr = np.asarray(image).astype(np.float64)
-        if mode == "F":
-            scale = max(1.0, float(np.nanmax(arr, initial=0.0)))
-        elif mode.startswith("I;16") or float(arr.max(initial=0)) > 255:
-            scale = 65535.0
-        else:
-            scale = 255.0
-        grey = np.rint(np.clip(np.nan_to_num(arr / scale), 0.0, 1.0) * 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+        return _deep_grey_to_rgb8(image, what)
     if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
         rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
         alpha = rgba[..., 3:]
@@ -136,7 +154,9 @@ def picture_to_rgb8(image: Image.Image | np.ndarray | str | os.PathLike, size: i
                     notes: list[str] | None = None) -> np.ndarray:
     """A picture (file, Pillow image or integer array) as a size x size x 3 uint8 array, by the module's rule."""
     notes = [] if notes is None else notes
+    what = "the image"
     if isinstance(image, (str, os.PathLike)):
+        what = str(image)
         image = open_picture(image)
     if isinstance(image, np.ndarray):
         array = _array_to_rgb(image, "image array", notes)
@@ -146,9 +166,9 @@ def picture_to_rgb8(image: Image.Image | np.ndarray | str | os.PathLike, size: i
     elif not isinstance(image, Image.Image):
         raise ValueError(f"expected an image file, Pillow image or numpy array, got {type(image).__name__}")
     else:
-        _check_pixels(*image.size, what="the image")
+        _check_pixels(*image.size, what=what)
         try:
-            image = _pil_to_rgb8(image, notes)
+            image = _pil_to_rgb8(image, notes, what)
         except OSError as exc:
             raise ValueError(f"the image could not be decoded ({exc}); the file may be truncated or corrupt") from exc
     width, height = image.size

@@ -62,18 +62,31 @@ def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def unreadable_model_error(path: str | os.PathLike, cause: str) -> ValueError:
+    """The one-line error for a file that is not an ONNX model (truncated, empty, another format)."""
+    cause = cause.strip().splitlines()[0] if cause.strip() else "empty"
+    return ValueError(f"{path} is not a readable ONNX model ({cause}); it may be truncated or another kind of file: "
+                      "pass the .onnx 'robustcompress export' wrote, or export it again")
+
+
 def make_session(source: str | os.PathLike | bytes, threads: int | None = None) -> ort.InferenceSession:
     """The one onnxruntime session factory (runtime, export checks, ``evaluate`` and the demo all use it).
 
     ``source`` is a path or a serialised model; CPU execution provider; ``threads`` sets the intra-op thread count
-    (default: onnxruntime's choice).
+    (default: onnxruntime's choice). A file onnxruntime cannot load is a ValueError naming it.
     """
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    model = source if isinstance(source, bytes) else str(source)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    if isinstance(source, bytes):
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001  onnxruntime raises its own types (InvalidArgument, Fail, ...) for bad files
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"ONNX file {source} does not exist; check the path") from exc
+        raise unreadable_model_error(source, f"onnxruntime: {exc}") from exc
 
 
 def check_classifier_signature(session: ort.InferenceSession, path: str | os.PathLike, input_size: int, channels: int = 3) -> int:
@@ -123,10 +136,7 @@ def load_model(path: str | os.PathLike, threads: int | None = None) -> DeployedM
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist; pass the .onnx written by 'robustcompress export'")
-    try:
-        session = make_session(path, threads)
-    except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-        raise ValueError(f"{path} could not be opened by onnxruntime ({exc}); is it a complete .onnx file?") from exc
+    session = make_session(path, threads)
     metadata = decode_metadata(dict(session.get_modelmeta().custom_metadata_map))
     model_input = session.get_inputs()[0]
     shape = model_input.shape  # [batch, C, H, W]; batch is symbolic

@@ -330,6 +330,34 @@ def test_a_dataset_is_checked_batch_by_batch_not_only_at_index_0(digits8, tmp_pa
     assert not (tmp_path / "out" / "config.json").exists()
 
 
+def _nan_in_sample_5(train: TensorDataset) -> TensorDataset:
+    x, y = train.tensors
+    x = x.clone()
+    x[5, 1, 2, 3] = float("nan")
+    return TensorDataset(x, y)
+
+
+def test_a_tensor_dataset_with_one_nan_pixel_in_sample_5_is_refused_before_training(digits8, tmp_path):
+    train, test = digits8
+    rc = RobustCompressor([], "test_efficientnet", method="pgd-at", out_dir=tmp_path / "out",
+                          verify_attacks=(), **TINY)
+    with pytest.raises(ValueError, match=r"train_data images contain 1 NaN pixel values \(the first in image 5\)"):
+        rc.fit(_nan_in_sample_5(train), val_data=test)
+    with pytest.raises(ValueError, match=r"val_data images contain 1 NaN pixel values \(the first in image 5\)"):
+        rc.fit(train, val_data=_nan_in_sample_5(test))
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_the_trainer_checks_an_in_memory_training_set_it_is_handed_directly(digits8):
+    from robustcompress.methods import create_method
+    from robustcompress.trainer import train
+
+    student = build_model("test_efficientnet", 10, 8)
+    config = TrainConfig(epochs=1, batch_size=64, eps=0.0, steps=0, progress=False)
+    with pytest.raises(ValueError, match=r"NaN pixel values \(the first in image 5\)"):
+        train(student, [], create_method("standard"), _nan_in_sample_5(digits8[0]), 10, config, torch.device("cpu"))
+
+
 def test_float_labels_are_refused_not_truncated(digits8):
     train, _ = digits8
     x, y = train.tensors
@@ -438,7 +466,7 @@ def test_runtime_prints_one_line_for_any_exception(tmp_path, monkeypatch, capsys
     not_onnx.write_bytes(b"not a model")
     assert runtime.main([str(not_onnx), "x.png"]) == 2
     err = capsys.readouterr().err
-    assert "could not be opened by onnxruntime" in err and "Traceback" not in err
+    assert "is not a readable ONNX model" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
     def broken(*args, **kwargs):

@@ -322,6 +322,67 @@ def test_launched_server_answers_an_attack_and_reports_bad_input(models, labelle
             client.predict(handle_file(str(not_a_picture)), "PGD", EPS_255, 10, "student", api_name="/attack")
 
 
+def test_each_request_gets_its_own_output_files(models, labelled_batch):
+    """Identical requests must not share output files: Gradio rewrites a shared file while serving it to another."""
+    from robustcompress.apps.demo import make_attack_handler
+
+    x, _ = labelled_batch
+    picture = Image.fromarray(upscale(x[6:7], 128))
+    handler = make_attack_handler(models)
+    first, second = (handler(picture, "FGSM", EPS_255, 1, "student") for _ in range(2))
+    images = first[:3]
+    assert all(isinstance(path, str) and Path(path).suffix == ".png" for path in images + second[:3])
+    assert len(set(images) | set(second[:3])) == 6  # six files, none shared
+    for path, again in zip(images, second[:3]):
+        assert Path(path).read_bytes() == Path(again).read_bytes()  # the same pictures nonetheless
+
+
+CONCURRENT_REQUESTS = 20
+
+
+def test_twenty_identical_concurrent_requests_all_succeed(models, labelled_batch, tmp_path):
+    from gradio_client import Client, handle_file
+
+    x, _ = labelled_batch
+    picture = tmp_path / "digit.png"
+    Image.fromarray(upscale(x[7:8], 128)).save(picture)
+    expected = run_attack(models, picture, attack="FGSM", eps_255=EPS_255, steps=1, target="undefended")
+    with running_demo(models) as url:
+        client = Client(url, verbose=False)
+        jobs = [client.submit(handle_file(str(picture)), "FGSM", EPS_255, 1, "undefended", api_name="/attack")
+                for _ in range(CONCURRENT_REQUESTS)]
+        results = [job.result(timeout=120) for job in jobs]
+    adversarial = upscale(expected.x_adv, 256)
+    for clean, adv, delta, *_, verdict in results:
+        assert verdict == expected.verdict
+        with Image.open(adv) as image:
+            assert np.array_equal(np.asarray(image.convert("RGB")), adversarial)
+
+
+def test_user_errors_are_logged_in_one_line_each_not_a_traceback(models, labelled_batch, tmp_path, capfd, caplog):
+    from gradio_client import Client, handle_file
+
+    x, _ = labelled_batch
+    picture = tmp_path / "digit.png"
+    Image.fromarray(upscale(x[4:5], 128)).save(picture)
+    not_a_picture = tmp_path / "notes.txt"
+    not_a_picture.write_text("hello")
+    capfd.readouterr()
+    with running_demo(models) as url:
+        client = Client(url, verbose=False)
+        for args in ((handle_file(str(picture)), "PGD", 40, 10, "student"),
+                     (handle_file(str(not_a_picture)), "PGD", EPS_255, 10, "student"),
+                     (handle_file(str(picture)), "PGD", EPS_255, 10, "nobody")):
+            with pytest.raises(Exception):
+                client.predict(*args, api_name="/attack")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("demo: refused")]
+    assert len(refused) == 3 and all("\n" not in m for m in refused), refused
+    assert any("greater than maximum value 16" in m for m in refused)
+    assert any("notes.txt" in m for m in refused) and any("nobody" in m for m in refused)
+
+
 # Debian's package, never a Playwright browser download; .ci/run installs it.
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -252,3 +252,57 @@ def test_cli_export_refuses_a_raised_tolerance(tmp_path, capsys):
         cli_main(["export", str(tmp_path / "missing"), "--tolerance", "0.5"])
     assert info.value.code == 2
     assert "argument --tolerance: 0.5 must be at most 0.01" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"this is not a model", b"", b"\x08\x07" + bytes(range(256)) * 4])
+def test_a_garbage_onnx_file_is_one_line_naming_the_file_everywhere(exported: SimpleNamespace, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture, content: bytes) -> None:
+    from robustcompress.export.classifier import OnnxClassifier
+    from robustcompress_runtime.runtime import main as runtime_main
+
+    garbage = tmp_path / "student.onnx"
+    garbage.write_bytes(content)
+    assert cli_main(["evaluate", str(garbage), "digits", "--attacks", "fgsm", "--n-examples", "8"]) == 2
+    assert cli_main(["evaluate", str(garbage), "digits", "--bundle", str(exported.bundle), "--n-examples", "8"]) == 2
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
+    assert runtime_main([str(garbage), str(image)]) == 2
+    for line in capsys.readouterr().err.strip().splitlines():
+        assert str(garbage) in line and "not a readable ONNX model" in line and "unexpected" not in line, line
+    for load in (lambda: OnnxClassifier(garbage), lambda: read_metadata(garbage)):  # what evaluate and the demo use
+        with pytest.raises(ValueError, match="not a readable ONNX model") as exc:
+            load()
+        assert str(garbage) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_evaluate_judges_the_int8_export_with_the_tolerance_its_export_recorded(exported: SimpleNamespace,
+                                                                               tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    """The deployed INT8 file is evaluable: its logits are not the fp32 twin's to 1e-4, and need not be."""
+    recorded = read_metadata(exported.int8)["verification"]["max_abs_logit_diff_vs_fp32"]
+    assert recorded > 1e-3  # INT8 rounding moves logits far beyond the fp32 parity tolerance
+    report = tmp_path / "int8.json"
+    argv = ["evaluate", str(exported.int8), "digits", "--attacks", "fgsm", "--n-examples", "32", "--checks", "none",
+            "--json", str(report)]
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "INT8" in err and "recorded" in err and "transfer" in err and "Report this" not in err
+    model = json.loads(report.read_text())["model"]
+    assert model["source"] == "onnx" and "INT8" in model["attacked_via"]
+    assert model["twin_max_abs_logit_diff"] <= model["twin_parity_tolerance"]
+    assert model["twin_parity_tolerance"] > recorded
+
+
+def test_evaluate_refuses_an_int8_file_beyond_its_recorded_tolerance_in_one_line(exported: SimpleNamespace,
+                                                                                 tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture) -> None:
+    int8 = onnx.load(str(exported.int8))
+    meta = read_metadata(int8)
+    meta["verification"]["max_abs_logit_diff_vs_fp32"] = 1e-6  # a record this file cannot meet
+    fake = tmp_path / "student.int8.onnx"
+    onnx.save(set_metadata(int8, {"verification": meta["verification"]}), str(fake))
+    argv = ["evaluate", str(fake), "digits", "--bundle", str(exported.bundle), "--attacks", "fgsm", "--n-examples", "8"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(fake) in err and "--bundle" in err
+    assert "Report this" not in err and "was not written" not in err

@@ -185,3 +185,112 @@ def test_real_cifar10_jpeg_folder_loads_with_counts_and_labels_from_folder_names
     first_cat = sorted((CIFAR_JPG / "train" / "cat").glob("*.jpg"))[0]
     index = int((data.train.tensors[1] == 3).nonzero()[0])
     assert np.array_equal(data.train.tensors[0][index].permute(1, 2, 0).numpy(), np.asarray(Image.open(first_cat)))
+
+
+def _every_entry_point(picture, size: int = 12) -> list[np.ndarray]:
+    """The picture as training data, the deploy runtime and the demo see it (HWC floats in [0, 1])."""
+    from robustcompress.apps.handler import image_to_tensor
+    from robustcompress_runtime.runtime import image_to_chw
+
+    demo, _ = image_to_tensor(picture, size)
+    return [picture_to_rgb8(picture, size).astype(np.float32) / 255, image_to_chw(picture, size).transpose(1, 2, 0),
+            demo[0].permute(1, 2, 0).numpy()]
+
+
+def test_32_bit_greyscale_beyond_16_bits_is_rescaled_by_every_entry_point_not_clipped(tmp_path):
+    ramp = (np.arange(144, dtype=np.int64).reshape(12, 12) * (2**24 // 143)).astype(np.int32)
+    path = tmp_path / "deep32.tif"
+    Image.fromarray(ramp, "I").save(path)
+    assert Image.open(path).mode == "I" and int(np.asarray(Image.open(path)).max()) > 2**23
+    expected = np.rint(ramp / ramp.max() * 255) / 255  # divided by its own maximum: the ramp stays a ramp
+    for picture in (str(path), Image.open(path)):
+        for seen in _every_entry_point(picture):
+            assert np.allclose(seen[..., 0], expected, atol=1e-6)
+            assert len(np.unique(seen)) > 100  # not clipped to white
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_float_picture_with_nan_or_inf_is_refused_by_every_entry_point(tmp_path, bad):
+    from robustcompress.apps.handler import image_to_tensor
+    from robustcompress_runtime.runtime import main as runtime_main
+
+    full = Image.fromarray(np.full((12, 12), bad, np.float32), "F")
+    one = np.full((12, 12), 0.5, np.float32)
+    one[3, 4] = bad
+    for picture in (full, Image.fromarray(one, "F")):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            picture_to_rgb8(picture, 12)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            picture_to_array(picture, 12)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            image_to_tensor(picture, 12)
+    path = tmp_path / "nan.tif"
+    full.save(path)
+    with pytest.raises(ValueError, match=f"{path}.*NaN or infinite"):
+        picture_to_rgb8(path, 12)
+
+
+def _all_images(data) -> torch.Tensor:
+    return torch.cat([data.train.tensors[0], data.test.tensors[0]])
+
+
+def test_a_file_replaced_with_the_same_name_size_and_mtime_is_decoded_again_not_served_stale(tmp_path, monkeypatch):
+    import os
+
+    import robustcompress.data.folders as folders
+
+    _make_folder(tmp_path, {"a": 3, "b": 3}, suffix=".bmp")  # uncompressed: every 12x12 BMP has the same size
+    first = load_image_folder(tmp_path, holdout=2, progress=False)
+    target = tmp_path / "a" / "001.bmp"
+    before = target.stat()
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(target)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    changed = load_image_folder(tmp_path, holdout=2, progress=False)
+    assert not torch.equal(_all_images(changed), _all_images(first))
+    assert (_all_images(changed).flatten(1).amax(1) == 0).any()  # the new all-black picture is there
+    # An untouched folder is read from the cache, not decoded again.
+    monkeypatch.setattr(folders, "decode_files", lambda *a, **k: pytest.fail("decoded an unchanged folder again"))
+    assert torch.equal(_all_images(load_image_folder(tmp_path, holdout=2, progress=False)), _all_images(changed))
+
+
+def test_a_corrupt_image_cache_is_named_and_rebuilt(tmp_path, caplog):
+    _make_folder(tmp_path / "photos", {"a": 3, "b": 3})
+    first = load_image_folder(tmp_path / "photos", holdout=2, progress=False)
+    cache = Path(__import__("os").environ["ROBUSTCOMPRESS_CACHE"]) / "images"
+    for path in cache.glob("*.npz"):
+        path.write_bytes(b"PK\x03\x04 truncated")
+    again = load_image_folder(tmp_path / "photos", holdout=2, progress=False)
+    assert torch.equal(_all_images(again), _all_images(first))
+    warned = [r.getMessage() for r in caplog.records if "image cache" in r.getMessage()]
+    assert warned and all("\n" not in m for m in warned)
+    assert ".npz" in warned[0] and "cannot be read" in warned[0] and "decoded again" in warned[0]
+    third = load_image_folder(tmp_path / "photos", holdout=2, progress=False)  # the rebuilt cache is good
+    assert torch.equal(_all_images(third), _all_images(first))
+
+
+@pytest.mark.parametrize("how", ["read-only folder", "a file in the way"])
+def test_an_unwritable_image_cache_is_named_and_the_folder_still_loads(tmp_path, monkeypatch, caplog, how):
+    import os
+
+    _make_folder(tmp_path / "photos", {"a": 3, "b": 3})
+    cache = tmp_path / "cache"
+    if how == "read-only folder":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        (cache / "images").mkdir(parents=True)
+        (cache / "images").chmod(0o555)
+    else:
+        cache.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("ROBUSTCOMPRESS_CACHE", str(cache))
+    try:
+        data = load_image_folder(tmp_path / "photos", holdout=2, progress=False)
+    finally:
+        if (cache / "images").is_dir():
+            (cache / "images").chmod(0o755)
+    assert len(data.train) + len(data.test) == 6
+    warned = [r.getMessage() for r in caplog.records if "image cache" in r.getMessage()]
+    assert warned and all("\n" not in m for m in warned)
+    assert str(cache / "images") in warned[0] and "cannot be written" in warned[0]
+    assert "ROBUSTCOMPRESS_CACHE" in warned[0] and "cache=False" in warned[0]

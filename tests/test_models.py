@@ -66,3 +66,59 @@ def test_checkpoint_for_other_class_count_is_explained(tmp_path):
     torch.save(other.state_dict(), path)
     with pytest.raises(ValueError, match="does not fit"):
         load_weights(build_model("lcnet_050", 10, 16), path)
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    text = str(exc.value)
+    assert "\n" not in text and "unexpected " not in text.lower()[:11]
+    return text
+
+
+def test_a_checkpoint_with_missing_and_extra_keys_names_them(tmp_path):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in build_model("lcnet_050", 10, 16).net.state_dict().items()}
+    missing = sorted(state)[:2]
+    for key in missing:
+        del state[key]
+    state["extra.weight"] = torch.zeros(3)
+    path = tmp_path / "edited.safetensors"
+    save_file(state, str(path))
+    for load in (lambda: load_weights(build_model("lcnet_050", 10, 16), path),
+                 lambda: create_model(("lcnet_050", str(path)), 10, 16)):
+        with pytest.raises(ValueError) as exc:
+            load()
+        text = _one_line(exc)
+        assert str(path) in text and "2 missing" in text and "1 unexpected" in text
+        assert all(f"'{key}'" in text for key in missing) and "'extra.weight'" in text
+
+
+def test_a_checkpoint_with_many_missing_keys_shows_a_few(tmp_path):
+    state = build_model("lcnet_050", 10, 16).net.state_dict()
+    path = tmp_path / "half.pt"
+    torch.save({k: v for i, (k, v) in enumerate(state.items()) if i % 2}, path)
+    with pytest.raises(ValueError) as exc:
+        load_weights(build_model("lcnet_050", 10, 16), path)
+    text = _one_line(exc)
+    assert f"{len(state) - len(state) // 2} missing" in text and "..." in text and len(text) < 600
+
+
+def test_nan_weights_are_refused_naming_the_file_and_tensor(tmp_path):
+    model = build_model("lcnet_050", 10, 16)
+    state = {k: v.clone() for k, v in model.net.state_dict().items()}
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first][0] = float("nan")
+    path = tmp_path / "diverged.pt"
+    torch.save(state, path)
+    for load in (lambda: load_weights(build_model("lcnet_050", 10, 16), path),
+                 lambda: create_model(("lcnet_050", str(path)), 10, 16, role="teacher")):
+        with pytest.raises(ValueError) as exc:
+            load()
+        text = _one_line(exc)
+        assert str(path) in text and "NaN or infinite" in text and f"'{first}'" in text
+    with torch.no_grad():
+        model.net.state_dict()[first][0] = float("nan")  # a module handed over with NaN weights
+    with pytest.raises(ValueError) as exc:
+        create_model(model, 10, 16, role="teacher 'lcnet_050'")
+    text = _one_line(exc)
+    assert "teacher 'lcnet_050'" in text and "NaN or infinite" in text and first in text

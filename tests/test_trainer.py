@@ -128,3 +128,39 @@ def test_a_full_disk_names_the_file_being_written(tmp_path):
     assert info.value.filename == str(tmp_path / "config.json") and list(tmp_path.iterdir()) == []
     assert describe_error(info.value) == (f"No space left on device ({tmp_path / 'config.json'}); free some disk space "
                                           "or pass --out on another disk, then rerun")
+
+
+@pytest.mark.parametrize("n", [65, 33])
+def test_a_last_batch_of_one_is_merged_into_the_one_before_not_a_batchnorm_crash(digits16, n):
+    """N = 1 (mod batch size): BatchNorm cannot normalise a batch of one image in training mode."""
+    student = build_model("test_efficientnet", 10, 16)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in student.modules())
+    config = TrainConfig(**{**CONFIG, "epochs": 1, "batch_size": 32})
+    history = train(student, [], create_method("pgd-at"), _subset(digits16, n), 10, config, CPU)
+    assert len(history) == 1 and history[0]["loss"] == history[0]["loss"]  # finite, every image seen once
+
+
+@pytest.mark.parametrize("world, n, batch_size", [(1, 65, 32), (1, 33, 32), (2, 67, 32), (2, 35, 32), (2, 64, 32),
+                                                  (3, 70, 32), (1, 64, 32)])
+def test_every_sample_is_in_one_batch_and_no_process_gets_a_batch_of_one(monkeypatch, world, n, batch_size):
+    from robustcompress.trainer import distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: world)
+    seen: list[int] = []
+    steps = set()
+    for rank in range(world):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        batches = list(distributed.local_batches(n, batch_size, True, seed=3))
+        steps.add(len(batches))
+        for local, total in batches:
+            assert len(local) >= 2 and total >= 2 * world
+            seen += local.tolist()
+    assert sorted(seen) == list(range(n))  # none dropped, none twice
+    assert steps == {distributed.global_batches_per_epoch(n, batch_size)}  # every rank takes the same steps
+
+
+def test_a_training_set_too_small_for_batchnorm_is_refused_in_one_line(digits16):
+    config = TrainConfig(**{**CONFIG, "epochs": 1})
+    with pytest.raises(ValueError, match="train_data has 1 image; training needs at least 2"):
+        train(build_model("test_efficientnet", 10, 16), [], create_method("pgd-at"), _subset(digits16, 1), 10, config,
+              CPU)

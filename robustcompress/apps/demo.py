@@ -1,11 +1,16 @@
 """The Gradio demo: attack a picture and watch the robust student hold while the undefended model is fooled."""
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from robustcompress.apps.handler import (
@@ -20,6 +25,7 @@ from robustcompress.apps.handler import (
     run_attack,
     upscale,
 )
+from robustcompress.io import atomic_write
 
 log = logging.getLogger("robustcompress")
 
@@ -37,6 +43,75 @@ THEME = gr.themes.Soft(
 CSS = ".pixelated img { image-rendering: pixelated; }"
 
 
+#: Request folders older than this are removed as new requests arrive (Gradio has copied their files by then).
+OUTPUT_MAX_AGE_S = 15 * 60
+
+
+def user_error(message: str) -> gr.Error:
+    """The error a user sees in the page; the server log gets one line, not a traceback (the mistake is theirs)."""
+    log.warning("demo: refused a request: %s", message)
+    return gr.Error(message, print_exception=False)
+
+
+class RequestFiles:
+    """Every request's pictures in files of its own, under one private folder removed when the process ends.
+
+    Gradio names the file of a returned array after its bytes and rewrites it in place, so two identical requests
+    (two people attacking the same gallery picture) shared one file, rewritten while it was served to the other
+    ("Too little data for declared Content-Length"). Gradio copies a returned path into its cache by a rename, so
+    files of our own are safe to serve.
+    """
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="robustcompress-demo-"))
+        atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+
+    def new_folder(self) -> Path:
+        """A fresh folder for one request (and the removal of those old enough to have been served)."""
+        self._remove_old_folders()
+        return Path(tempfile.mkdtemp(dir=self.root, prefix="request-"))
+
+    def save_png(self, folder: Path, name: str, pixels: np.ndarray | Image.Image) -> str:
+        path = folder / f"{name}.png"
+        picture = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
+        atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+        return str(path)
+
+    def _remove_old_folders(self) -> None:
+        cutoff = time.time() - OUTPUT_MAX_AGE_S
+        for folder in self.root.glob("request-*"):
+            try:
+                old = folder.stat().st_mtime < cutoff
+            except FileNotFoundError:  # another request removed it a moment ago
+                continue
+            if old:
+                shutil.rmtree(folder, ignore_errors=True)  # ignore_errors: another request may be removing it too
+
+
+class CheckedSlider(gr.Slider):
+    """gr.Slider whose out-of-range values are a message in the page and one line in the log, not a traceback."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except gr.Error as exc:
+            raise user_error(str(exc.message)) from exc
+
+
+class CheckedRadio(gr.Radio):
+    """gr.Radio whose unknown choices are a message in the page and one line in the log, not a traceback."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except (gr.Error, ValueError) as exc:
+            raise user_error(str(getattr(exc, "message", exc))) from exc
+
+
 class PictureInput(gr.Image):
     """gr.Image whose unreadable uploads (not an image, absurdly large) become a message in the UI, not a trace."""
 
@@ -52,14 +127,14 @@ class PictureInput(gr.Image):
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
                 width = height = 0  # Gradio's own decoding below reports it
             if width * height > MAX_PIXELS:
-                raise gr.Error(f"{name} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); at most "
-                               f"{MAX_PIXELS / 1e6:.0f} megapixels are accepted. Downscale it and try again.")
+                raise user_error(f"{name} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); at "
+                                 f"most {MAX_PIXELS / 1e6:.0f} megapixels are accepted. Downscale it and try again.")
         try:
             return super().preprocess(payload)
         except Image.DecompressionBombError as exc:
-            raise gr.Error(f"This image is far too large to process ({exc}). Downscale it and try again.") from exc
+            raise user_error(f"This image is far too large to process ({exc}). Downscale it and try again.") from exc
         except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise gr.Error(
+            raise user_error(
                 f"{name} is not an image Pillow can read; upload a PNG, JPEG, BMP, TIFF or WebP picture."
             ) from exc
 
@@ -114,21 +189,24 @@ def _gallery(models: DemoModels) -> tuple[list[tuple[Image.Image, str]], str]:
     return items, f"Test images of {models.dataset} (click one to use it)"
 
 
-def make_attack_handler(models: DemoModels) -> Callable[..., tuple[Any, ...]]:
-    """The click handler: run_attack, with user errors shown as messages and the results as UI values."""
+def make_attack_handler(models: DemoModels, files: RequestFiles | None = None) -> Callable[..., tuple[Any, ...]]:
+    """The click handler: run_attack, with user errors shown as messages (one log line each) and the results as UI
+    values; its three pictures are PNG files of this request's own (see RequestFiles)."""
+    files = files or RequestFiles()
 
     def on_attack(picture: Any, attack: str, eps_255: float, steps: float, target: str) -> tuple[Any, ...]:
         try:
             result = run_attack(models, picture, attack, eps_255, steps, target)
         except ValueError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise user_error(str(exc)) from exc
         for note in result.notes:
             gr.Warning(f"Note: {note}.")
         delta = perturbation_image(result.x_clean, result.x_adv, result.eps)
+        folder = files.new_folder()
         return (
-            upscale(result.x_clean, DISPLAY_SIDE),
-            upscale(result.x_adv, DISPLAY_SIDE),
-            upscale(delta, DISPLAY_SIDE),
+            files.save_png(folder, "clean", upscale(result.x_clean, DISPLAY_SIDE)),
+            files.save_png(folder, "adversarial", upscale(result.x_adv, DISPLAY_SIDE)),
+            files.save_png(folder, "perturbation", upscale(delta, DISPLAY_SIDE)),
             result.top_k("student_clean"),
             result.top_k("student_adv"),
             result.top_k("undefended_clean"),
@@ -143,7 +221,12 @@ def make_attack_handler(models: DemoModels) -> Callable[..., tuple[Any, ...]]:
 def build_app(models: DemoModels) -> gr.Blocks:
     """The Blocks app for one loaded bundle (not launched)."""
     gallery_items, gallery_caption = _gallery(models)
-    gallery_pictures = [picture for picture, _ in gallery_items]
+    files = RequestFiles()
+    # Saved once as files: a picked picture returned as an image would be rewritten for every click on it.
+    gallery_folder = files.root / "gallery"
+    gallery_folder.mkdir()
+    gallery_pictures = [files.save_png(gallery_folder, f"{i:03d}", picture)
+                        for i, (picture, _) in enumerate(gallery_items)]
     default_eps = min(MAX_EPS_255, max(1.0, round(models.eps * 255))) if models.eps else 8.0
 
     with gr.Blocks(title="robustcompress demo", analytics_enabled=False) as app:
@@ -164,15 +247,15 @@ def build_app(models: DemoModels) -> gr.Blocks:
                     allow_preview=False, interactive=False, elem_id="gallery", elem_classes="pixelated",
                 )
             with gr.Column(scale=1):
-                attack = gr.Radio(list(ATTACKS), value="PGD", label="Attack", elem_id="attack-kind")
-                eps = gr.Slider(0, MAX_EPS_255, value=default_eps, step=0.5, label="eps (/255)",
-                                info=f"L∞ budget per pixel; the student was trained for {models.eps * 255:.0f}/255")
-                steps = gr.Slider(1, MAX_STEPS, value=10, step=1, precision=0, label="Steps",
-                                  info="PGD iterations (FGSM takes one step; APGD-CE runs its own 100)")
+                attack = CheckedRadio(list(ATTACKS), value="PGD", label="Attack", elem_id="attack-kind")
+                eps = CheckedSlider(0, MAX_EPS_255, value=default_eps, step=0.5, label="eps (/255)",
+                                    info=f"L∞ budget per pixel; the student was trained for {models.eps * 255:.0f}/255")
+                steps = CheckedSlider(1, MAX_STEPS, value=10, step=1, precision=0, label="Steps",
+                                      info="PGD iterations (FGSM takes one step; APGD-CE runs its own 100)")
                 # Default: fool the undefended model white-box and show the same image to the student, the story a
                 # newcomer should see first; switching to the student shows the stronger, white-box test.
-                target = gr.Radio([(label, key) for key, label in TARGETS.items()], value="undefended",
-                                  label="The attack is computed on", elem_id="attack-target")
+                target = CheckedRadio([(label, key) for key, label in TARGETS.items()], value="undefended",
+                                      label="The attack is computed on", elem_id="attack-target")
                 button = gr.Button("Attack", variant="primary", elem_id="attack-button")
                 verdict = gr.Textbox(label="Verdict", interactive=False, lines=2, elem_id="verdict")
         with gr.Row():
@@ -205,12 +288,12 @@ def build_app(models: DemoModels) -> gr.Blocks:
             else:
                 gr.Markdown("_No accuracy-vs-eps plot (a .png) was found in the bundle or its folder._")
 
-        def pick(evt: gr.SelectData) -> Image.Image:
+        def pick(evt: gr.SelectData) -> str:
             return gallery_pictures[evt.index]
 
         gallery.select(pick, None, picture, api_name=False)
         button.click(
-            make_attack_handler(models),
+            make_attack_handler(models, files),
             inputs=[picture, attack, eps, steps, target],
             outputs=[clean_image, adv_image, delta_image, student_clean, student_adv, undefended_clean,
                      undefended_adv, onnx_adv, verdict],

@@ -19,7 +19,9 @@ MODEL is one of
                             alias such as cifar10_resnet18_autoattack
   FILE.onnx                 an exported model. White-box attacks are crafted on its PyTorch twin (the bundle it was
                             exported from: --bundle, or found next to the file) and judged by onnxruntime, after a
-                            parity check. Without a twin only clean accuracy and black-box attacks (square) run.
+                            parity check (an INT8 export: within twice the logit difference its export
+                            recorded; the twin's attacks are then transfer attacks). Without a twin only clean
+                            accuracy and black-box attacks (square) run.
 
 exit status: 0 verified (and the gate passed), 1 the gate failed, 2 usage or input error.
 

@@ -18,6 +18,7 @@ from robustcompress.attacks.common import eval_mode
 from robustcompress.export import PARITY_TOLERANCE
 from robustcompress.io import atomic_write
 from robustcompress_runtime.runtime import check_classifier_signature  # noqa: F401  (the one signature check)
+from robustcompress_runtime.runtime import unreadable_model_error
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -123,6 +124,19 @@ def export_onnx(
     return save_onnx(set_metadata(to_onnx(model, input_size, channels, opset), metadata or {}), path)
 
 
+def load_onnx_file(path: str | os.PathLike, load_external_data: bool = True) -> onnx.ModelProto:
+    """onnx.load, with a file that holds no ONNX model (truncated, empty, another format) a one-line ValueError."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist; check the path")
+    try:
+        proto = onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as exc:  # noqa: BLE001  protobuf's DecodeError and friends: the bytes are not a ModelProto
+        raise unreadable_model_error(path, f"{type(exc).__name__}: {exc}") from exc
+    if not proto.HasField("graph") or not proto.graph.node:
+        raise unreadable_model_error(path, "it holds no graph")
+    return proto
+
+
 def read_metadata(source: OnnxSource) -> dict[str, Any]:
     """The metadata props of an exported model, JSON values decoded (the same decoding as the deploy runtime)."""
     from robustcompress_runtime.runtime import decode_metadata
@@ -132,7 +146,7 @@ def read_metadata(source: OnnxSource) -> dict[str, Any]:
     elif isinstance(source, bytes):
         proto = onnx.load_from_string(source)
     else:
-        proto = onnx.load(str(source), load_external_data=False)
+        proto = load_onnx_file(source, load_external_data=False)
     return decode_metadata({e.key: e.value for e in proto.metadata_props})
 
 
@@ -147,7 +161,7 @@ def is_robustcompress_export(metadata: dict[str, Any]) -> bool:
 
 def graph_input_size(source: str | os.PathLike) -> int | None:
     """The fixed, square spatial size of a graph's first input ([N, C, S, S]), or None when it has none."""
-    proto = onnx.load(str(source), load_external_data=False)
+    proto = load_onnx_file(source, load_external_data=False)
     inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     if not inputs:
         return None
@@ -182,6 +196,23 @@ def torch_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> np
         return torch.cat([model(x[i : i + batch_size].cpu().float()) for i in range(0, len(x), batch_size)]).numpy()
 
 
+def measure_parity(model: nn.Module, source: OnnxSource, x: torch.Tensor, session: Any = None) -> dict[str, float]:
+    """How far onnxruntime's logits on x are from the PyTorch model's: max |difference|, arg-max agreement, the
+    number of images and the largest |logit| (the scale of fp32 rounding)."""
+    ref = torch_logits(model, x)
+    got = onnx_logits(source, x.cpu().numpy(), session=session)
+    if ref.shape != got.shape:
+        raise ParityError(f"exported model gives logits of shape {got.shape}, PyTorch {ref.shape}")
+    return {"max_abs_diff": float(np.abs(ref - got).max()),
+            "argmax_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+            "n_examples": len(x), "max_abs_logit": float(np.abs(ref).max())}
+
+
+def parity_bound(parity: dict[str, float], tolerance: float = PARITY_TOLERANCE) -> float:
+    """max(tolerance, 1e-5 * max |logit|): absolute for ordinary logits, relative for huge ones."""
+    return max(tolerance, PARITY_RELATIVE * parity["max_abs_logit"])
+
+
 def check_parity(
     model: nn.Module,
     source: OnnxSource,
@@ -193,13 +224,9 @@ def check_parity(
 
     The bound is max(tolerance, 1e-5 * max |logit|): absolute for ordinary logits, relative for huge ones.
     """
-    ref = torch_logits(model, x)
-    got = onnx_logits(source, x.cpu().numpy(), session=session)
-    if ref.shape != got.shape:
-        raise ParityError(f"exported model gives logits of shape {got.shape}, PyTorch {ref.shape}")
-    diff = float(np.abs(ref - got).max())
-    agree = float((ref.argmax(1) == got.argmax(1)).mean())
-    tolerance = max(tolerance, PARITY_RELATIVE * float(np.abs(ref).max()))
+    parity = measure_parity(model, source, x, session)
+    diff, agree = parity["max_abs_diff"], parity["argmax_agreement"]
+    tolerance = parity_bound(parity, tolerance)
     if not diff <= tolerance:  # also catches NaN
         where = source if isinstance(source, (str, os.PathLike)) else "the exported graph"
         raise ParityError(

@@ -11,7 +11,7 @@ import onnx
 import torch
 import torch.nn as nn
 
-from robustcompress.export.onnx import OnnxSource, onnx_logits, onnx_session, torch_logits
+from robustcompress.export.onnx import OnnxSource, load_onnx_file, onnx_logits, onnx_session, torch_logits
 from robustcompress.export.verification import accuracy, attack_description, craft_adversarial
 
 WEIGHT_QMAX = 127  # onnxruntime's symmetric int8 range is [-127, 127]
@@ -53,7 +53,7 @@ def quantize_int8(
     if isinstance(source, (bytes, onnx.ModelProto)):
         proto = source if isinstance(source, onnx.ModelProto) else onnx.load_from_string(source)
     else:
-        proto = onnx.load(str(source))
+        proto = load_onnx_file(source)
     with tempfile.TemporaryDirectory(prefix="rc-int8-") as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         # Shape inference and graph optimisation (BN folding, fusions) first, as onnxruntime recommends.

@@ -86,7 +86,39 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         tensors[key] = value
     if not tensors:
         raise ValueError(f"checkpoint {path} holds no tensors; save model.state_dict()")
+    check_finite_weights(tensors, f"checkpoint {path}")
     return tensors
+
+
+#: How many key names a one-line error lists before "...".
+SHOWN_KEYS = 3
+
+
+def _some(names: list[str], quote: bool = True) -> str:
+    shown = ", ".join(f"'{n}'" if quote else n for n in names[:SHOWN_KEYS])
+    return shown + (", ..." if len(names) > SHOWN_KEYS else "")
+
+
+def check_finite_weights(state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse weights holding NaN or infinity (a diverged or damaged run): they would turn every logit into NaN."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{what} holds NaN or infinite values in {len(bad)} of {len(state)} tensors ({_some(bad)}), "
+                         "as a diverged or damaged training run leaves; use an earlier checkpoint or train again")
+
+
+def describe_mismatch(state: Mapping[str, torch.Tensor], net: nn.Module, ignore: tuple[str, ...] = ()) -> str:
+    """What keeps ``state`` from loading into ``net``: the missing, unexpected and wrongly shaped keys, a few named
+    (the counts of layout_mismatch)."""
+    target = net.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    wrong = [f"'{k}' {tuple(v.shape)} in the file, {tuple(target[k].shape)} in the model" for k, v in state.items()
+             if k in target and tuple(v.shape) != tuple(target[k].shape) and not k.startswith(ignore)]
+    parts = [f"{len(missing)} missing ({_some(missing)})"] if missing else []
+    parts += [f"{len(unexpected)} unexpected ({_some(unexpected)})"] if unexpected else []
+    parts += [f"{len(wrong)} of the wrong shape ({_some(wrong, quote=False)})"] if wrong else []
+    return ", ".join(parts) or "the keys match"
 
 
 def _shared_prefix(state: Mapping[str, torch.Tensor]) -> str | None:

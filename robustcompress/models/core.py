@@ -9,8 +9,10 @@ import torch
 import torch.nn as nn
 
 from robustcompress.models.checkpoints import (
+    check_finite_weights,
     checkpoint_num_classes,
     classifier_prefix,
+    describe_mismatch,
     layout_mismatch,
     match_layout,
     read_state_dict,
@@ -131,7 +133,8 @@ def load_weights(model: ImageClassifier, path: str | os.PathLike) -> ImageClassi
     except RuntimeError as exc:
         raise ValueError(
             f"checkpoint {path} does not fit model '{model.name}' with {model.num_classes} classes: "
-            f"{str(exc).splitlines()[0]} ... Check the architecture name and num_classes the checkpoint was trained with."
+            f"{describe_mismatch(state, model.net)}. Check the architecture name and num_classes the checkpoint was "
+            "trained with"
         ) from exc
     return model
 
@@ -159,12 +162,13 @@ def load_checkpoint_model(
     candidates = [build_model(name, classes, input_size, mean, std, small_input=small) for small in
                   (small_default, not small_default)]
     model = min(candidates, key=lambda m: layout_mismatch(match_layout(state, m.net), m.net))
+    state = match_layout(state, model.net)
     try:
-        model.net.load_state_dict(match_layout(state, model.net), strict=True)
+        model.net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ValueError(
-            f"checkpoint {path} does not fit timm '{name}': {str(exc).splitlines()[0]} ... Check that the "
-            "checkpoint was trained with this architecture (the name before '=')."
+            f"checkpoint {path} does not fit timm '{name}': {describe_mismatch(state, model.net)}. Check that the "
+            "checkpoint was trained with this architecture (the name before '=')"
         ) from exc
     return model
 
@@ -184,6 +188,9 @@ def check_classifier(model: nn.Module, num_classes: int, input_size: int, channe
         ) from exc
     finally:
         model.train(was_training)
+    if not bool(torch.isfinite(out).all()):
+        check_finite_weights(dict(model.named_parameters()) | dict(model.named_buffers()), role)
+        raise ValueError(f"{role} gives NaN or infinite logits on a random image; check its forward (or its weights)")
     if out.dim() != 2 or out.shape[1] != num_classes:
         got = out.shape[-1] if out.dim() >= 1 else "a scalar"
         raise ValueError(

@@ -77,23 +77,46 @@ def _destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
+#: The fewest samples each process's share of a global batch may hold: BatchNorm cannot normalise one image in
+#: training mode ("Expected more than 1 value per channel").
+MIN_LOCAL_BATCH = 2
+
+
+def global_batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of every global batch of an epoch over n samples, the same on every rank.
+
+    A trailing batch too small to give every process MIN_LOCAL_BATCH samples (one image, in a single process) is
+    merged into the batch before it, so no sample is dropped and no process trains on a batch of one.
+    """
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < MIN_LOCAL_BATCH * world_size():
+        _, end = bounds.pop()
+        bounds[-1] = (bounds[-1][0], end)
+    return bounds
+
+
 def local_batches(n: int, batch_size: int, shuffle: bool, seed: int) -> Iterator[tuple[torch.Tensor, int]]:
-    """Per global batch: (this rank's indices, global batch size).
+    """Per global batch (global_batch_bounds): (this rank's indices, global batch size).
 
     The permutation comes from a generator seeded identically on every rank, so the ranks split the same global
-    batches. A trailing global batch smaller than the number of processes is skipped (no rank may be empty).
+    batches.
     """
     world, me = world_size(), rank()
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for start in range(0, n, batch_size):
-        batch = order[start : start + batch_size]
-        if len(batch) < world:
-            if me == 0:
-                log.warning("skipping the last %d sample(s) of the epoch: fewer than the %d processes",
-                            len(batch), world)
-            continue
+    for start, end in global_batch_bounds(n, batch_size):
+        batch = order[start:end]
         yield batch[me::world], len(batch)
+
+
+def check_training_set_size(n: int, what: str = "train_data") -> None:
+    """Refuse a training set too small to give every process a batch of MIN_LOCAL_BATCH images."""
+    least = MIN_LOCAL_BATCH * world_size()
+    if n < least:
+        processes = f" on each of {world_size()} processes" if world_size() > 1 else ""
+        raise ValueError(f"{what} has {n} image{'s' if n != 1 else ''}; training needs at least {least} "
+                         f"({MIN_LOCAL_BATCH} per batch{processes}: BatchNorm cannot normalise a single image). Add "
+                         "images")
 
 
 def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
@@ -240,5 +263,5 @@ def merge_raw_flags(gathered: Sequence[RawFlags], n: int) -> RawFlags:
 
 
 def global_batches_per_epoch(n: int, batch_size: int) -> int:
-    """Optimizer steps per epoch, the same on every rank (a trailing batch smaller than the world is skipped)."""
-    return n // batch_size + (1 if n % batch_size >= world_size() else 0)
+    """Optimizer steps per epoch, the same on every rank (a trailing batch too small to share is merged)."""
+    return len(global_batch_bounds(n, batch_size))

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from robustcompress.data import random_crop_flip
-from robustcompress.data.core import check_images, check_labels
+from robustcompress.data.core import check_dataset_images, check_images, check_labels
 from robustcompress.data.tensors import as_float_images
 from robustcompress.methods.registry import Method, StepContext
 from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
@@ -27,6 +27,7 @@ from robustcompress.trainer.distributed import (
     all_reduce_,
     all_reduce_gradients_,
     average_buffers_,
+    check_training_set_size,
     global_batches_per_epoch,
     init_from_env,
     local_batches,
@@ -112,8 +113,8 @@ def iterate_shards(
         return
     loader = DataLoader(ds, batch_sampler=[idx.tolist() for idx, _ in batches], num_workers=0)
     for (x, y), weight, (cpu_idx, _) in zip(loader, weights, batches):
-        # A user's Dataset computes each item on the fly, so every batch is checked as it arrives (a min/max and
-        # a NaN test: cheap next to a training step); in-memory tensors were checked once when loaded.
+        # A user's Dataset computes each item on the fly, so every batch is checked as it arrives (one min/max
+        # pass: cheap next to a training step); in-memory tensors were checked whole when train() began.
         check_images(x, "train_data images in this batch")
         yield (x.to(device, non_blocking=True).float(), check_labels(y, "train_data labels").to(device), weight,
                cpu_idx)
@@ -234,7 +235,9 @@ def train(
         raise ValueError(f"method '{method.name}' distils from a teacher; pass teachers=[...] or use method='pgd-at'")
     if len(train_set) == 0:  # type: ignore[arg-type]
         raise ValueError("the training set is empty; pass a dataset with at least one image")
+    check_training_set_size(len(train_set))  # type: ignore[arg-type]
     check_attack_budget(method, config)
+    check_dataset_images(train_set, "train_data")  # iterate_shards indexes in-memory tensors without a check
     plan = plan_speed(config.speed, device, config.precision, config.channels_last)
     main_process = rank() == 0
     log.info(plan.summary())
