@@ -195,7 +195,8 @@ def paired_verdict_lines(results: dict[str, Any], draws: int = 10_000) -> list[s
     verdicts: dict[str, dict[int, list[bool]]] = {}
     for r in results["rows"]:
         if r["status"] == "ok" and (r.get("per_image") or {}).get("autoattack") and not r.get("teachers_remade"):
-            verdicts.setdefault(r["method"], {})[r["seed"]] = r["per_image"]["autoattack"]
+            flags = r["per_image"]["autoattack"]  # a '0'/'1' string (a list of booleans in older rows)
+            verdicts.setdefault(r["method"], {})[r["seed"]] = [f in (True, "1") for f in flags]
     lines = []
     for method, baselines in VERDICT_PAIRS.items():
         for base in baselines:

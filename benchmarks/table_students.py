@@ -15,6 +15,11 @@ from table_teachers import Teacher, teacher_roles
 
 
 # -- students -----------------------------------------------------------------------------------------------------------
+def verdict_string(flags: Any) -> str:
+    """Per-image verdicts as one string, '1' where the image survived (compact in the results JSON)."""
+    return "".join("1" if flag else "0" for flag in flags)
+
+
 def autoattack_block(setting: Setting, seed: int) -> slice:
     """The test images (positions in the shuffled test split) seed ``seed``'s AutoAttack runs on: the first
     aa_test_images, or with aa_block_per_seed the seed's own block of that many."""
@@ -77,8 +82,8 @@ def evaluate_student(model: torch.nn.Module, method: str, seed: int, setting: Se
                worst_case_n=sub.n_examples, eval_time_s=row["eval_time_s"] + sum(sub.timings_s.values()),
                attack_times_s={**main.timings_s, **sub.timings_s},  # where the evaluation budget goes
                # per-image verdicts, for paired differences and the bootstrap over images and seeds
-               per_image={"autoattack": [bool(v) for v in sub.per_sample[aa[0]]],
-                          **{a: [bool(v) for v in main.per_sample[a]] for a in setting.attacks}})
+               per_image={"autoattack": verdict_string(sub.per_sample[aa[0]]),
+                          **{a: verdict_string(main.per_sample[a]) for a in setting.attacks}})
     stages = sub.stage_correct.get("autoattack")
     if stages and "apgd-t" in stages and setting.autoattack_column == "standard":
         row.update(autoattack_stages={k: v / sub.n_examples for k, v in stages.items()})

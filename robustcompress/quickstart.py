@@ -60,10 +60,6 @@ SETTINGS: dict[str, Any] = {
 }
 
 
-#: The quickstart trains in fp32 on every CPU: its teachers are trained in one-thread processes or in line with two
-#: threads depending on the cache, and bf16 kernels sum in a thread-dependent order where fp32 ones here do not, so
-#: bf16 would make its table depend on the cache's state (its 8x8 models gain little from bf16 anyway).
-QUICKSTART_PRECISION = "fp32"
 #: Bumped when the baseline's training or evaluation changes, so a cached baseline from older code is not reused.
 BASELINE_RECIPE = 1
 #: The CPU threads every model of the quickstart is trained and evaluated with, in whichever process: the cache's
@@ -128,14 +124,14 @@ def cached_baseline(s: dict[str, Any], data: Any, common: dict[str, Any], kw: di
 def quickstart_teachers(s: dict[str, Any], data: Any, device: torch.device, progress: bool) -> list[Any]:
     """The quickstart's standard teachers (trained once, then from the teacher cache)."""
     return [train_teacher(name, data, epochs=s["teacher_epochs"], lr=s["teacher_lr"], batch_size=s["batch_size"],
-                          seed=s["seed"], device=device, progress=progress, precision=QUICKSTART_PRECISION)
+                          seed=s["seed"], device=device, progress=progress)
             for name in s["teachers"]]
 
 
 def training_kwargs(s: dict[str, Any], device: str, progress: bool) -> dict[str, Any]:
     """RobustCompressor arguments shared by the distilled student and the baseline."""
     return dict(eps=s["eps"], steps=s["steps"], epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
-                seed=s["seed"], device=device, verify_attacks=(), progress=progress, precision=QUICKSTART_PRECISION)
+                seed=s["seed"], device=device, verify_attacks=(), progress=progress)
 
 
 def evaluation_kwargs(s: dict[str, Any], device: torch.device, progress: bool) -> dict[str, Any]:

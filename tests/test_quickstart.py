@@ -97,8 +97,8 @@ def test_the_references_run_in_a_second_one_thread_process_as_they_would_in_line
     """On a CPU with two threads the second teacher, the baseline and the teachers' evaluation run beside the first
     teacher and the distillation; the teachers and the results are the ones the same work gives in this process, and
     the baseline lands in the cache."""
-    from robustcompress.quickstart import (QUICKSTART_PRECISION, BackgroundReferences, baseline_folder,
-                                           quickstart_teachers, read_cached_baseline, reference_runs)
+    from robustcompress.quickstart import (BackgroundReferences, baseline_folder, quickstart_teachers,
+                                           read_cached_baseline, reference_runs)
     from robustcompress.teachers import train_teacher
 
     s, data, common, kw = _tiny_references(seed=7, teachers=["test_resnet", "test_efficientnet"])
@@ -118,7 +118,7 @@ def test_the_references_run_in_a_second_one_thread_process_as_they_would_in_line
         torch.set_num_threads(1)  # as in the worker, so the teachers' numbers can be compared exactly
         in_line = reference_runs(s, data, common, kw, teachers)  # the baseline now comes from the cache
         trained_here = train_teacher("test_efficientnet", data, epochs=1, lr=s["teacher_lr"], batch_size=64, seed=7,
-                                     device="cpu", use_cache=False, progress=False, precision=QUICKSTART_PRECISION)
+                                     device="cpu", use_cache=False, progress=False)
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, b) for a, b in zip(trained_here.state_dict().values(), teachers[1].state_dict().values()))

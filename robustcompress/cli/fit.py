@@ -59,8 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fast (default: channels_last, with --precision auto), compile (fast + torch.compile) or "
                         "reference (fp32, NCHW, eager). Multi-GPU: torchrun --nproc_per_node N -m robustcompress fit ...")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
-                   help="training precision of --speed fast: auto (default) is bf16 autocast on GPUs with bf16 and on "
-                        "CPUs with AMX-BF16 or AVX512-BF16, fp32 elsewhere; evaluation always runs in fp32")
+                   help="training precision of --speed fast: auto (default) is bf16 autocast on GPUs with bf16 and "
+                        "fp32 on CPUs; bf16 forces it (1.4-2.5x faster on CPUs with AMX-BF16 or AVX512-BF16, but not "
+                        "bit-reproducible there); evaluation always runs in fp32")
     p.add_argument("--teacher-outputs", choices=["live", "cached"],
                    help="live (default): teachers run on every batch; cached: teachers that see only clean images "
                         "(sa-mdrad's, mtard's clean one) run once over the training set, a cheaper setting")

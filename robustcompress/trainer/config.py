@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 from robustcompress.arguments import require_int, require_number
 
-#: Speed modes (robustcompress.trainer.fast implements them): "fast": channels_last, bf16 autocast where the
-#: hardware has native bf16 (precision="auto") and GPU-resident data on CUDA; "compile": fast plus torch.compile;
+#: Speed modes (robustcompress.trainer.fast implements them): "fast": channels_last, plus bf16 autocast and
+#: GPU-resident data on CUDA (precision="auto"; precision="bf16" on a CPU); "compile": fast plus torch.compile;
 #: "reference": fp32, NCHW, eager, data copied per batch (how the field's reference implementations run).
 SPEEDS = ("fast", "compile", "reference")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -32,11 +32,11 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     progress: bool = True
-    #: "fast" (channels_last; native bf16 autocast; GPU-resident data on CUDA), "compile" (fast + torch.compile) or
+    #: "fast" (channels_last; bf16 autocast and GPU-resident data on CUDA), "compile" (fast + torch.compile) or
     #: "reference" (fp32, NCHW, eager); see robustcompress.trainer.fast.
     speed: str = "fast"
-    #: "auto": in fast mode, bf16 autocast where the hardware has native bf16 (CUDA; CPUs with AMX-BF16 or
-    #: AVX512-BF16), else fp32; "bf16" or "fp32" force it. Evaluation is always fp32.
+    #: "auto": in fast mode, bf16 autocast on CUDA GPUs with bf16, fp32 on CPUs (bf16 there was not bit-reproducible);
+    #: "bf16" or "fp32" force it (bf16 pays on CPUs with AMX-BF16 or AVX512-BF16). Evaluation is always fp32.
     precision: str = "auto"
     channels_last: bool | None = None  # None: on in fast mode (CPU and CUDA)
     #: "live" (teachers run on every batch) or "cached": the outputs of teachers that a method queries on clean

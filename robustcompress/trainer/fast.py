@@ -68,11 +68,12 @@ def plan_speed(
     """Resolve a speed setting for a device (``cpu``: the CPU to plan for, default this machine's).
 
     "fast" means channels_last everywhere, GPU-resident data on CUDA, and with ``precision="auto"`` bf16 autocast
-    for the training forwards and the training attack where the hardware has native bf16: CUDA GPUs that support it,
-    and CPUs with AMX-BF16 or AVX512-BF16 (robustcompress.trainer.cpu). Elsewhere auto is fp32: on CPUs without
-    native bf16 autocast is slower than fp32, while oneDNN's NHWC convolutions made an adversarial training step
-    1.4-1.5x faster on a 2-core AVX2 machine. ``precision="bf16"``/``"fp32"`` or ``channels_last=False`` override.
-    Evaluation never autocasts, whatever training used (an attack in bf16 can under-report).
+    for the training forwards and the training attack on CUDA GPUs that support it. On CPUs auto is fp32 (see the
+    comment below); ``precision="bf16"`` trains in bf16 there, which pays on CPUs with AMX-BF16 or AVX512-BF16
+    (robustcompress.trainer.cpu; the plan records which the CPU has) and is slower elsewhere. oneDNN's NHWC
+    convolutions made an adversarial training step 1.4-1.5x faster on a 2-core AVX2 machine.
+    ``precision="bf16"``/``"fp32"`` or ``channels_last=False`` override. Evaluation never autocasts, whatever
+    training used (an attack in bf16 can under-report).
     """
     if speed not in SPEEDS:
         raise ValueError(f"unknown speed '{speed}'; use one of {list(SPEEDS)}")
@@ -88,10 +89,11 @@ def plan_speed(
     if not cuda:
         cpu = cpu or cpu_info()
     if precision == "auto":
-        # bf16 needs no loss scaling, so it is safe to switch on by default where the hardware runs it natively;
-        # GPUs without bf16 (pre-Ampere) and CPUs without AMX-BF16 / AVX512-BF16 stay fp32.
-        native = torch.cuda.is_bf16_supported() if cuda else cpu.native_bf16 is not None
-        amp_dtype = torch.bfloat16 if native else None
+        # bf16 needs no loss scaling, so it is on by default on GPUs that have it (pre-Ampere ones stay fp32). On
+        # CPUs auto stays fp32 even with AMX-BF16 / AVX512-BF16: there oneDNN's bf16 kernels gave runs of the same
+        # seed that were not bit-identical (resnet10t_narrow, torch 2.14, AVX512-BF16 EPYC), which breaks the
+        # same-seed-same-bundle guarantee; precision="bf16" opts in (1.4-2.5x faster there).
+        amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
     else:
         amp_dtype = torch.bfloat16 if precision == "bf16" else None
     return SpeedPlan(
