@@ -321,10 +321,13 @@ class LateBadImages(Dataset):
         return (x * 255 if i >= 40 else x), int(y)
 
 
+def _tiny_pgd_at(out: Path) -> RobustCompressor:
+    return RobustCompressor([], "test_efficientnet", method="pgd-at", out_dir=out, verify_attacks=(), **TINY)
+
+
 def test_a_dataset_is_checked_batch_by_batch_not_only_at_index_0(digits8, tmp_path):
     train, test = digits8
-    rc = RobustCompressor([], "test_efficientnet", method="pgd-at", out_dir=tmp_path / "out",
-                          verify_attacks=(), **TINY)
+    rc = _tiny_pgd_at(tmp_path / "out")
     with pytest.raises(ValueError, match=r"train_data images in this batch must lie in \[0, 1\]"):
         rc.fit(LateBadImages(train), val_data=test)
     assert not (tmp_path / "out" / "config.json").exists()
@@ -339,8 +342,7 @@ def _nan_in_sample_5(train: TensorDataset) -> TensorDataset:
 
 def test_a_tensor_dataset_with_one_nan_pixel_in_sample_5_is_refused_before_training(digits8, tmp_path):
     train, test = digits8
-    rc = RobustCompressor([], "test_efficientnet", method="pgd-at", out_dir=tmp_path / "out",
-                          verify_attacks=(), **TINY)
+    rc = _tiny_pgd_at(tmp_path / "out")
     with pytest.raises(ValueError, match=r"train_data images contain 1 NaN pixel values \(the first in image 5\)"):
         rc.fit(_nan_in_sample_5(train), val_data=test)
     with pytest.raises(ValueError, match=r"val_data images contain 1 NaN pixel values \(the first in image 5\)"):
