@@ -51,7 +51,9 @@ def merge_results(path: Path, header: dict[str, Any], new_rows: list[dict[str, A
     order = {m: i for i, m in enumerate(ISSUE_METHODS)}
     merged_rows = sorted(rows.values(), key=lambda r: (order.get(r["method"], len(order)), method_label(r), r["seed"]))
     commands = list(dict.fromkeys([*(old.get("commands", []) if same else []), command_line()]))
-    return {**header, "rows": merged_rows, "commands": commands}
+    # A table's note stays until a run gives a new one (--note): a run that adds rows has nothing to say about it.
+    note = header.get("note") or (old.get("note", "") if same else "")
+    return {**header, "note": note, "rows": merged_rows, "commands": commands}
 
 
 #: The teacher roles of the protocol, in the order the table lists them.

@@ -75,8 +75,11 @@ def test_split_runs_merge_and_a_new_setting_starts_over(protocol, report, tmp_pa
     path = tmp_path / "cifar10_subset.json"
     first = report.merge_results(path, _header(protocol, setting), [_row("akd", 0, 0.8)])
     protocol.write_json(path, first)
+    first["note"] = "a note about the table"
+    protocol.write_json(path, first)
     second = report.merge_results(path, _header(protocol, setting), [_row("pgd-at", 0, 0.6), _row("akd", 1, 0.7)])
     assert [(r["method"], r["seed"]) for r in second["rows"]] == [("pgd-at", 0), ("akd", 0), ("akd", 1)]
+    assert second["note"] == "a note about the table"  # a run without --note keeps the table's note
     protocol.write_json(path, second)
     other = report.merge_results(path, _header(protocol, protocol.Setting(epochs=3)), [_row("trades", 0, 0.5)])
     assert [r["method"] for r in other["rows"]] == ["trades"]
