@@ -311,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             new_rows.append(row)
             # After every row, so an interrupted run keeps what it finished; the plot once, at the end.
             write_any(out, merge_results(path, header, new_rows), args.validation_only, table_name, plot=False)
+    if not new_rows and args.skip_done:  # everything was done already: the table (and its header) stays as it is
+        print(f"nothing left to run for {path.name}", flush=True)
+        return 0
     write_any(out, merge_results(path, header, new_rows), args.validation_only, table_name)
     print(f"wrote {path} and {path.with_suffix('.md')} in {time.perf_counter() - started:.0f}s", flush=True)
     return 1 if failures else 0
