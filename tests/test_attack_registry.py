@@ -72,3 +72,40 @@ def test_run_autoattack_is_the_resumable_driver(standard_model, batch):
     assert torch.equal(survived, flags)
     assert (x_adv - x).abs().max() <= EPS + 1e-6
     assert torch.equal(craft("apgd-ce", standard_model, x, y, EPS, seed=1, batch_size=4), x_adv)
+
+
+def test_a_user_registered_attack_runs_through_evaluate_by_name(standard_model, batch, monkeypatch):
+    """register_attack makes a user's attack a name like pgd20: evaluate runs it, list_attacks shows it, and a
+    clash with a built-in or an earlier registration is refused in one line."""
+    from robustcompress.attacks import list_attacks, register_attack
+    from robustcompress.attacks import registry
+    from robustcompress.verify import evaluate
+
+    monkeypatch.setattr(registry, "_REGISTERED", {})  # registrations are process-wide: keep this test's own
+    calls = []
+
+    def flip_sign_fgsm(model, x, y, eps, seed):  # FGSM written by a user, counting its calls
+        calls.append(len(x))
+        x = x.clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        (grad,) = torch.autograd.grad(loss, x)
+        return (x + eps * grad.sign()).clamp(0, 1).detach()
+
+    register_attack("my-fgsm", flip_sign_fgsm, settings={"steps": 1})
+    assert "my-fgsm" in list_attacks() and "pgd20" in list_attacks()
+    x, y = batch
+    data = torch.utils.data.TensorDataset(x, y)
+    report = evaluate(standard_model, data, attacks=("my-fgsm", "fgsm"), eps=8 / 255, n_examples=len(x), seed=0,
+                      progress=False)
+    assert sum(calls) == len(x) and report.attack_settings["my-fgsm"] == {"steps": 1}
+    # the same function as the built-in FGSM gives the same verdict on every image
+    assert report.per_sample["my-fgsm"] == report.per_sample["fgsm"]
+    with pytest.raises(ValueError, match="'pgd20' is a built-in attack"):
+        register_attack("pgd20", flip_sign_fgsm)
+    with pytest.raises(ValueError, match="registered already; pass replace=True"):
+        register_attack("my-fgsm", flip_sign_fgsm)
+    register_attack("my-fgsm", flip_sign_fgsm, kind="white-box", replace=True)
+    with pytest.raises(ValueError, match="kind 'grey-box' must be one of"):
+        register_attack("other", flip_sign_fgsm, kind="grey-box")
+    with pytest.raises(ValueError, match="unknown attack 'nope'.*my-fgsm.*register_attack"):
+        evaluate(standard_model, data, attacks=("nope",), eps=8 / 255, progress=False)

@@ -5,7 +5,8 @@ from robustcompress.attacks.common import eval_mode
 from robustcompress.attacks.fgsm import fgsm
 from robustcompress.attacks.losses import cross_entropy, cw_margin, kl_div, soft_cross_entropy
 from robustcompress.attacks.pgd import pgd
-from robustcompress.attacks.registry import ATTACKS, PRESETS, Attack, craft, craft_batches, get_attack, resolve_attacks
+from robustcompress.attacks.registry import (ATTACKS, PRESETS, Attack, craft, craft_batches, get_attack, list_attacks,
+                                             register_attack, resolve_attacks)
 
 __all__ = [
     "ATTACKS",
@@ -20,7 +21,9 @@ __all__ = [
     "fgsm",
     "get_attack",
     "kl_div",
+    "list_attacks",
     "pgd",
+    "register_attack",
     "resolve_attacks",
     "run_autoattack",
     "soft_cross_entropy",

@@ -109,9 +109,60 @@ def _autoattack(name: str) -> AttackFn:
     return run
 
 
+#: Attacks users registered with register_attack, by name.
+_REGISTERED: dict[str, Attack] = {}
+#: The kinds an attack may have (see Attack).
+ATTACK_KINDS = ("white-box", "black-box")
+
+
+def register_attack(name: str, run: AttackFn, *, kind: str = "white-box", settings: dict[str, Any] | None = None,
+                    replace: bool = False) -> Attack:
+    """Make ``run(model, x, y, eps, seed) -> x_adv`` available by ``name`` to evaluate, verify, export and the CLI.
+
+    ``run`` attacks one batch of [0, 1] images within the L-inf ball of radius eps and must give the same images
+    for the same seed. ``kind`` is "white-box" (it needs input gradients) or "black-box" (queries only, so it also
+    runs on an ONNX session); ``settings`` go into reports. A name the registry already answers (a built-in such as
+    pgd20, or an earlier registration) is refused unless ``replace=True`` (built-ins can never be replaced).
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][\w.-]*", name):
+        raise ValueError(f"attack name {name!r} must start with a letter and hold only letters, digits, '_', '.' or "
+                         "'-', e.g. 'my-pgd'")
+    if not callable(run):
+        raise ValueError(f"register_attack('{name}', run): run must be a function (model, x, y, eps, seed) -> x_adv")
+    if kind not in ATTACK_KINDS:
+        raise ValueError(f"register_attack('{name}'): kind {kind!r} must be one of {', '.join(ATTACK_KINDS)}")
+    if name in PRESETS or name == "clean" or _builtin_attack(name) is not None:
+        raise ValueError(f"'{name}' is a built-in attack or preset; register yours under another name")
+    if name in _REGISTERED and not replace:
+        raise ValueError(f"an attack '{name}' is registered already; pass replace=True to replace it")
+    attack = Attack(name, kind, dict(settings or {}), run)
+    _REGISTERED[name] = attack
+    return attack
+
+
+def list_attacks() -> list[str]:
+    """The attack names the registry answers: the documented built-ins (families such as pgdN take any N), the
+    presets, and the ones registered with register_attack."""
+    return [*ATTACKS, *PRESETS, *sorted(_REGISTERED)]
+
+
 def get_attack(name: str) -> Attack:
     """The attack called ``name``: fgsm, pgdN, pgdNxR (R restarts), cwN, square / squareQ (Q queries),
-    autoattack, autoattack-fast or apgd-ce. PGD and CW use step eps/4 (2/255 at eps 8/255) and a random start."""
+    autoattack, autoattack-fast, apgd-ce, or one registered with :func:`register_attack`. PGD and CW use step eps/4
+    (2/255 at eps 8/255) and a random start."""
+    attack = _REGISTERED.get(name) or _builtin_attack(name)
+    if attack is not None:
+        return attack
+    registered = f", {', '.join(sorted(_REGISTERED))}" if _REGISTERED else ""
+    raise ValueError(
+        f"unknown attack '{name}'; use clean, fgsm, pgd20 (any step count, e.g. pgd100; pgd20x5 for 5 restarts), "
+        f"cw30, square (or square1000 for 1000 queries), {', '.join(AUTOATTACK_VERSIONS)}{registered}, a preset "
+        f"({', '.join(PRESETS)}), or register one (robustcompress.attacks.register_attack)"
+    )
+
+
+def _builtin_attack(name: str) -> Attack | None:
+    """The built-in attack called ``name``, or None."""
     if name == "fgsm":
         return Attack(name, "white-box", {"steps": 1, "step_size": "eps", "loss": "ce", "random_start": False}, _fgsm)
     if name in AUTOATTACK_VERSIONS:
@@ -130,11 +181,7 @@ def get_attack(name: str) -> Attack:
         queries = int(match["n"] or DEFAULT_SQUARE_QUERIES)
         return Attack(name, "black-box", {"queries": queries, "p_init": 0.8, "loss": "margin", "restarts": 1},
                       _square_attack(queries))
-    raise ValueError(
-        f"unknown attack '{name}'; use clean, fgsm, pgd20 (any step count, e.g. pgd100; pgd20x5 for 5 restarts), "
-        f"cw30, square (or square1000 for 1000 queries), {', '.join(AUTOATTACK_VERSIONS)}, or a preset "
-        f"({', '.join(PRESETS)})"
-    )
+    return None
 
 
 def resolve_attacks(attacks: Sequence[str] | None = None, preset: str | None = None) -> list[str]:
