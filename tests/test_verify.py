@@ -18,7 +18,7 @@ from robustcompress.verify import (
     verify_model,
     write_report,
 )
-from robustcompress.verify.resumable import autoattack_flags
+from robustcompress.attacks import autoattack_flags
 
 EPS = 32 / 255  # large enough that PGD breaks most digits on an undefended net
 N = 48

@@ -6,7 +6,7 @@ from robustcompress.trainer.config import TrainConfig
 
 #: Public names and the module that defines them, imported on first use: TrainConfig (and so a bundle's record)
 #: needs no torch.
-_LAZY = {"atomic_save": "robustcompress.trainer.checkpoint", "load_checkpoint": "robustcompress.trainer.checkpoint",
+_LAZY = {"atomic_save": "robustcompress.io", "load_checkpoint": "robustcompress.io",
          "train": "robustcompress.trainer.loop"}
 
 __all__ = ["TrainConfig", "atomic_save", "load_checkpoint", "train"]

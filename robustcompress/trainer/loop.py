@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 from robustcompress.data import random_crop_flip
 from robustcompress.data.core import check_dataset_images, check_images, check_labels
 from robustcompress.data.tensors import as_float_images
+from robustcompress.io import atomic_save, load_checkpoint
 from robustcompress.methods.registry import Method, StepContext
 from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
-from robustcompress.trainer.checkpoint import atomic_save, load_checkpoint
 from robustcompress.trainer.config import SCHEDULES, TrainConfig
 from robustcompress.trainer.distributed import (
     DistributedStudent,
