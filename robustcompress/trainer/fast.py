@@ -31,7 +31,7 @@ class SpeedPlan:
     compile: bool
     data_on_device: bool
     sync_every: int  # steps between host reads of the loss; 1 = every step, as reference code does
-    cpu: CpuInfo | None = None  # the CPU that decided the precision (None on CUDA)
+    cpu: CpuInfo | None = None  # the CPU that trains, recorded with the run (None on CUDA)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """Autocast for the forwards (attack included); a no-op context in fp32."""
@@ -80,14 +80,13 @@ def plan_speed(
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{precision}'; use one of {list(PRECISIONS)}")
     cuda = device.type == "cuda"
+    cpu = None if cuda else cpu or cpu_info()
     if speed == "reference":
         if precision == "bf16" or channels_last:
             raise ValueError(
                 "speed='reference' is fp32 and NCHW by definition; drop precision/channels_last or use speed='fast'"
             )
-        return SpeedPlan("reference", None, False, False, False, 1, None if cuda else cpu or cpu_info())
-    if not cuda:
-        cpu = cpu or cpu_info()
+        return SpeedPlan("reference", None, False, False, False, 1, cpu)
     if precision == "auto":
         # bf16 needs no loss scaling, so it is on by default on GPUs that have it (pre-Ampere ones stay fp32). On
         # CPUs auto stays fp32 even with AMX-BF16 / AVX512-BF16: there oneDNN's bf16 kernels gave runs of the same
