@@ -209,7 +209,7 @@ def precision_key(config: TrainConfig, device: torch.device) -> dict[str, str]:
     """The cache-key entry of a teacher trained in bf16 autocast ({} in fp32, so fp32 caches keep their keys): the
     same recipe in another precision is another teacher."""
     plan = plan_speed(config.speed, device, config.precision, config.channels_last)
-    return {} if plan.amp_dtype is None else {"precision": str(plan.amp_dtype).removeprefix("torch.")}
+    return {} if plan.amp_dtype is None else {"precision": plan.precision}
 
 
 def train_teacher(

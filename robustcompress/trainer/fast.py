@@ -39,11 +39,16 @@ class SpeedPlan:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.amp_dtype)
 
+    @property
+    def precision(self) -> str:
+        """'fp32' or the autocast dtype's name ('bfloat16')."""
+        return "fp32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
+
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary for logs, benchmarks and reports."""
         return {
             "speed": self.speed,
-            "precision": "fp32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch."),
+            "precision": self.precision,
             "channels_last": self.channels_last,
             "compile": self.compile,
             "data_on_device": self.data_on_device,
