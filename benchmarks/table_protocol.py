@@ -330,7 +330,11 @@ def command_line() -> str:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    from robustcompress.trainer.cpu import cpu_info
+
+    cpu = cpu_info()  # the model and the flags that decide the kernels (AVX2 / AVX-512 / AVX512-BF16 / AMX)
+    return (f"cpu ({cpu.model}; {', '.join(cpu.flags) or 'no AVX2'}; {platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads)")
 
 
 def reductions(setting: Setting, base: Setting = FULL) -> dict[str, list[Any]]:
