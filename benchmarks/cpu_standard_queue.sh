@@ -31,15 +31,19 @@ step() {  # step LABEL COMMAND...: run one step, log its start, end and exit cod
 step pgd-at-0 "${STANDARD[@]}" --methods pgd-at --seeds 0
 # 2. bf16 training against the CPU-scale table's fp32 rows (the bf16 issue's evidence): PGD-AT needs no teacher.
 step scale-bf16-pgd-at "${SCALE_BF16[@]}" --methods pgd-at --seeds 0,1,2
-# 3. The robust teacher (made and cached on the first robust-teacher method) and AKD, seed 0.
+# 3. SA-MDRAD seed 0 (standard teachers only): with PGD-AT seed 0 it is the pair the attack-strength audit needs.
+step sa-mdrad-0 "${STANDARD[@]}" --methods sa-mdrad --seeds 0
+# 4. bf16 training of a distillation method against the CPU-scale table's fp32 rows (the bf16 issue's evidence).
+step scale-bf16-sa-mdrad "${SCALE_BF16[@]}" --methods sa-mdrad --seeds 0,1,2
+# 5. The robust teacher (made and cached on the first robust-teacher method) and AKD, seed 0.
 step akd-0 "${STANDARD[@]}" --methods akd --seeds 0
-# 4. The six methods the verdicts rest on, the rest of their seeds.
-step sa-mdrad "${STANDARD[@]}" --methods sa-mdrad --seeds 0,1,2
+# 6. The six methods the verdicts rest on, the rest of their seeds.
+step sa-mdrad "${STANDARD[@]}" --methods sa-mdrad --seeds 1,2
 step pgd-at "${STANDARD[@]}" --methods pgd-at --seeds 1,2
 step trades "${STANDARD[@]}" --methods trades --seeds 0,1,2
 step rslad "${STANDARD[@]}" --methods rslad --seeds 0,1,2
 step akd "${STANDARD[@]}" --methods akd --seeds 1,2
 step dual-path "${STANDARD[@]}" --methods dual-path --seeds 0,1,2
-# 5. The other baselines, one seed each.
+# 7. The other baselines, one seed each.
 step baselines "${STANDARD[@]}" --methods ard,iad,adaad,mtard --seeds 0
 echo "$(date -u +%FT%TZ) queue finished" | tee -a "$LOG"
