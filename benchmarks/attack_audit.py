@@ -38,6 +38,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from table_protocol import PROTOCOLS, load_benchmark_data  # noqa: E402
+from table_report import paired_bootstrap  # noqa: E402
 from table_students import autoattack_block  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,15 +140,6 @@ def accuracy(flags: list[bool] | torch.Tensor) -> float:
     return float(torch.as_tensor(flags, dtype=torch.float32).mean())
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, draws: int = 10000, seed: int = 0) -> dict[str, float]:
-    """Mean of a - b (per-image 0/1 verdicts on the same images) with a 95% percentile bootstrap interval."""
-    rng = np.random.default_rng(seed)
-    diff = a.astype(float) - b.astype(float)
-    means = diff[rng.integers(0, len(diff), size=(draws, len(diff)))].mean(axis=1)
-    return {"difference": float(diff.mean()), "low": float(np.quantile(means, 0.025)),
-            "high": float(np.quantile(means, 0.975)), "n": int(len(diff))}
-
-
 def render(state: dict[str, Any]) -> str:
     methods = state["methods"]
     lines = [f"# Attack-strength audit: {' vs '.join(methods)} (CIFAR-10, {state['protocol']}, seed {state['seed']})",
@@ -217,9 +209,11 @@ def summarise(state: dict[str, Any], flags: dict[str, dict[str, torch.Tensor]], 
                            "autoattack": state["autoattack"][m]}
     if len(methods) == 2:
         bits = {m: np.array([c == "1" for c in state["worst_flags"][m]]) for m in methods}
+        n = len(bits[methods[0]])
         state["verdict"] = {
-            "autoattack": paired_bootstrap(aa[methods[1]].numpy(), aa[methods[0]].numpy()),
-            "worst_case": paired_bootstrap(bits[methods[1]], bits[methods[0]])}
+            name: dict(zip(("difference", "low", "high"), paired_bootstrap([list(a)], [list(b)])), n=n)
+            for name, a, b in (("autoattack", aa[methods[1]].tolist(), aa[methods[0]].tolist()),
+                               ("worst_case", bits[methods[1]].tolist(), bits[methods[0]].tolist()))}
 
 
 def write(out: Path, state: dict[str, Any]) -> None:
