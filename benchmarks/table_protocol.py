@@ -216,7 +216,17 @@ path, data, student, validation split and teachers 1 and 2, and changes what the
   every seed-0 student has its own per-image verdicts, so the teacher's margin over PGD-AT is paired.
 - **Students**: 10 epochs (a PGD-AT run: 3,830 steps of about 0.26 s in bf16 on an AVX512-BF16 EPYC).
 
-The epoch count and the robust teacher's recipe come from the pilots recorded in the results page."""
+The epoch count and the robust teacher's recipe come from the pilots recorded in the results page.
+
+**Cost and order** (estimates from the PGD-AT pilot and `throughput_cpu.md`, bf16 on the AVX512-BF16 EPYC; one
+ResNet-18 forward costs about 18 student forwards, about 0.26 s per batch of 128): a PGD-AT run trains in about
+25 min and evaluates in about 26 min (standard AutoAttack 18 of them). SA-MDRAD (clean-image teachers cached once),
+TRADES and RSLAD (robust teacher on clean images, cached) cost about the same per run, AKD somewhat more (the robust
+teacher on the adversarial image every step: about 1.9x PGD-AT's training step). Dual-path queries the robust teacher
+on every point of both paths (10 points + the clean image: about 3.8 h per run) and AdaAD back-propagates through it
+in its inner maximisation (about 4.5 h per run). Both run in full, as the issue asks (dual-path has never run as
+itself), after the robust teacher (about 3 h of fine-tuning) and the other seed methods: the whole table is about
+30 CPU-hours, run by `benchmarks/cpu_standard_queue.sh` across sessions (every step resumable)."""
 CPU_PROTOCOL_NOTES = {"cpu-scale": CPU_SCALE_NOTES, "cpu-standard": CPU_STANDARD_NOTES}
 #: --autoattack choices -> the robustcompress.verify attack that runs them. 'fast' is APGD-CE + APGD-T; 'apgd-ce' is
 #: its first component alone (the smoke run's: APGD-T's nine targeted runs dominate the cost on a CPU).
