@@ -279,6 +279,41 @@ def checks_cell(rows: Sequence[dict[str, Any]]) -> str:
     return "warn: " + ", ".join(warned) if warned else "pass"
 
 
+#: The CPU-scale table whose ranking the CPU-standard page compares with its own.
+CPU_SCALE_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "cifar10_cpu.json"
+
+
+def method_means(results: dict[str, Any], metric: str = "autoattack") -> dict[str, float]:
+    """Each method's mean ``metric`` over its seeds (rows of the protocol's own setting: no variant, own teachers)."""
+    values: dict[str, list[float]] = {}
+    for r in results["rows"]:
+        if r["status"] == "ok" and r.get(metric) is not None and not r.get("variant") and not r.get("teachers_remade"):
+            values.setdefault(r["method"], []).append(r[metric])
+    return {m: statistics.mean(v) for m, v in values.items()}
+
+
+def rank_agreement_lines(results: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+    """How far the cheap protocol's ranking (``reference``) predicts this one: Spearman and Kendall rank correlation
+    of the methods' mean AutoAttack accuracy, over the methods both tables have."""
+    from scipy.stats import kendalltau, spearmanr
+
+    here, there = method_means(results), method_means(reference)
+    common = sorted(set(here) & set(there), key=lambda m: -here[m])
+    lines = ["", "## Does the CPU-scale ranking predict this one?", "",
+             "Mean AutoAttack accuracy per method (seeds of the protocol's own setting) here and in the CPU-scale "
+             "table (4/255, FGSM-RS, 3 epochs), and the rank correlation over the methods both have.", ""]
+    if len(common) < 3:
+        return lines + [f"Not yet: {len(common)} method(s) in both tables ({', '.join(common) or 'none'}); a rank "
+                        "correlation needs at least 3."]
+    rho, tau = spearmanr([here[m] for m in common], [there[m] for m in common]).statistic, kendalltau(
+        [here[m] for m in common], [there[m] for m in common]).statistic
+    rank_there = {m: i + 1 for i, m in enumerate(sorted(common, key=lambda m: -there[m]))}
+    lines += ["| method | here: AutoAttack | rank | CPU-scale: AutoAttack | rank |", "|---|---|---|---|---|"]
+    lines += [f"| {m} | {100 * here[m]:.1f} | {i + 1} | {100 * there[m]:.1f} | {rank_there[m]} |"
+              for i, m in enumerate(common)]
+    return lines + ["", f"Spearman's rho {rho:+.2f}, Kendall's tau {tau:+.2f} over {len(common)} methods."]
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """The results file people read: setting, what was reduced, teachers' rows, one row per method."""
     s, env, data = results["setting"], results["environment"], results["data"]
@@ -385,6 +420,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                       "Welch–Satterthwaite degrees of freedom). Win: the whole interval above 0; loss: below 0; tie: "
                       "it contains 0.", "", "| seed method | baseline | verdict | difference [95% CI] |",
                       "|---|---|---|---|", *verdict_lines(results)]
+    if results.get("protocol") == "cpu-standard" and CPU_SCALE_RESULTS.is_file():
+        lines += rank_agreement_lines(results, json.loads(CPU_SCALE_RESULTS.read_text()))
     lines += precision_lines(results)
     failed = [r for r in results["rows"] if r["status"] != "ok"]
     if failed:
