@@ -33,6 +33,10 @@ step pgd-at-0 "${STANDARD[@]}" --methods pgd-at --seeds 0
 step scale-bf16-pgd-at "${SCALE_BF16[@]}" --methods pgd-at --seeds 0,1,2
 # 3. SA-MDRAD seed 0 (standard teachers only): with PGD-AT seed 0 it is the pair the attack-strength audit needs.
 step sa-mdrad-0 "${STANDARD[@]}" --methods sa-mdrad --seeds 0
+# 3b. The CPU-scale SA-MDRAD verdict with image-sampling noise, and the attack-strength audit of the seed-0 pair
+#     (both resumable: finished blocks and attacks are kept in their results files).
+step image-noise python benchmarks/cpu_scale_image_noise.py
+step audit python benchmarks/attack_audit.py --methods pgd-at,sa-mdrad --restarts 3
 # 4. bf16 training of a distillation method against the CPU-scale table's fp32 rows (the bf16 issue's evidence).
 step scale-bf16-sa-mdrad "${SCALE_BF16[@]}" --methods sa-mdrad --seeds 0,1,2
 # 5. The robust teacher (made and cached on the first robust-teacher method) and AKD, seed 0.
