@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from robustcompress.attacks.common import eval_mode
-from robustcompress.attacks.registry import craft
+from robustcompress.attacks import craft
 from robustcompress.export.onnx import (
     PARITY_TOLERANCE,
     OnnxSource,

@@ -29,7 +29,8 @@ from robustcompress.attacks.common import eval_mode, project
 from robustcompress.attacks.losses import cross_entropy, cw_margin
 from robustcompress.arguments import require_int, require_number
 from robustcompress.verify.evaluate import EvalReport, attack_flags
-from robustcompress.attacks.registry import DEFAULT_SQUARE_QUERIES, get_attack
+from robustcompress.attacks.registry import get_attack
+from robustcompress.attacks.square import DEFAULT_SQUARE_QUERIES
 
 CHECK_LEVELS = ("full", "quick", "none")
 PASS, WARN, SKIP = "pass", "warn", "skip"

@@ -17,9 +17,9 @@ from robustcompress.data.core import check_images, check_labels
 from robustcompress.data.tensors import as_float_images
 from robustcompress.arguments import require_int
 from robustcompress.attacks.autoattack import autoattack_flags
-from robustcompress.attacks.registry import ATTACKS, craft_batches, get_attack, resolve_attacks
+from robustcompress.attacks import craft_batches, get_attack, resolve_attacks
 
-__all__ = ["ATTACKS", "EvalReport", "attack_flags", "evaluate", "predict_correct", "take_examples", "validation_score"]
+__all__ = ["EvalReport", "attack_flags", "evaluate", "predict_correct", "take_examples", "validation_score"]
 
 
 @dataclass
