@@ -24,9 +24,9 @@ from robustcompress.run_record import restore_run, run_identity, run_record, run
 from robustcompress.settings import check_arguments, check_teachers, teacher_list
 from robustcompress.teachers import pick_model, prepare_teachers, teacher_references
 from robustcompress.trainer import TrainConfig
-from robustcompress.trainer.distributed import is_main_process
 from robustcompress.trainer.fast import plan_speed
-from robustcompress.trainer.loop import check_attack_budget, resolve_device
+from robustcompress.runtime_env import is_main_process, resolve_device
+from robustcompress.trainer.loop import check_attack_budget
 from robustcompress.trainer.select import check_select_mode
 from robustcompress.verify import CheckSettings, EvalReport, Verification, evaluate, verify_model, write_report
 from robustcompress.verify.runner import autoattack_state_dir

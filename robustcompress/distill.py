@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from robustcompress.data import split_validation
 from robustcompress.methods import Method
 from robustcompress.models import ImageClassifier, create_model
-from robustcompress.teachers import split_validation
 from robustcompress.trainer import TrainConfig, train
-from robustcompress.trainer.loop import seed_everything
+from robustcompress.runtime_env import seed_everything
 from robustcompress.trainer.select import BestSnapshot
 from robustcompress.verify.evaluate import validation_score
 

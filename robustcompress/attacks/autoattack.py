@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from robustcompress.attacks.common import eval_mode, seeded
 from robustcompress.attacks.registry import Attack, attack_family
-from robustcompress.io import atomic_write
+from robustcompress.io import write_json
+from robustcompress.runtime_env import progress_bar
 
 STATE_FORMAT = "robustcompress-autoattack-state"
 log = logging.getLogger("robustcompress")
@@ -95,8 +95,7 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
 
 def _save(path: Path | None, state: dict[str, Any]) -> None:
     if path is not None:
-        text = json.dumps(state)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        write_json(path, state, indent=None)
 
 
 def _load(path: Path | None, expected: dict[str, Any]) -> dict[str, Any] | None:
@@ -160,7 +159,7 @@ def autoattack_flags(
     handler = _Collect(state["warnings"])
     logger = logging.getLogger("auto-attack")
     logger.addHandler(handler)
-    bar = tqdm(total=len(attacks), desc=name, disable=not progress, leave=False)
+    bar = progress_bar(desc=name, enabled=progress, total=len(attacks))
     try:
         for attack in attacks:
             if attack in state["done"]:

@@ -5,11 +5,11 @@ from typing import Iterator
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from robustcompress.attacks.autoattack import run_autoattack
 from robustcompress.attacks.common import batch_seed
 from robustcompress.attacks.registry import get_attack
+from robustcompress.runtime_env import progress_bar
 
 
 def craft_batches(
@@ -41,8 +41,7 @@ def craft_batches(
         return
     assert attack.run is not None
     starts = range(0, len(x), batch_size)
-    for start in tqdm(starts, desc=f"{name} eps {eps * 255:.3g}/255", disable=not progress or len(starts) < 2,
-                      leave=False):
+    for start in progress_bar(starts, f"{name} eps {eps * 255:.3g}/255", progress and len(starts) > 1):
         xb = x[start : start + batch_size].to(device)
         yb = y[start : start + batch_size].to(device)
         yield start, attack.run(model, xb, yb, eps, batch_seed(seed, start)).detach()
