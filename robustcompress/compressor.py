@@ -161,7 +161,7 @@ class RobustCompressor:
             self._require_student(), self.teachers, self.method, data.train, self.num_classes, self.config,
             self.device, select=self.select, val_size=self.val_size,
             checkpoint_dir=self.out_dir / CHECKPOINTS if self.out_dir else None, resume=resume,
-            force_resume=force, teacher_weights=self.teacher_weights, run_info=run_identity(self))
+            force_resume=force, teacher_weights=self.teacher_weights, run_info=run_identity(self), log_dir=self.out_dir)
         self.history, self.last_state, self.selection = run.history, run.last_state, run.selection
         self.timings_s["train"] = time.perf_counter() - t1
         if writes and resume:  # the resumed student replaces the earlier bundle: its exports no longer describe it

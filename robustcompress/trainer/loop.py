@@ -1,6 +1,7 @@
 """One training loop for every method: the method supplies the adversarial input and the loss, the loop the rest."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ from robustcompress.methods.registry import Method, StepContext
 from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
 from robustcompress.runtime_env import is_main_process, progress_bar, progress_note, rank, seed_everything, world_size
 from robustcompress.trainer.config import SCHEDULES, TrainConfig
+from robustcompress.trainer.epoch_log import EpochLog
 from robustcompress.trainer.distributed import (
     DistributedStudent,
     all_reduce_,
@@ -190,6 +192,7 @@ def train(
     *,
     run_info: dict[str, Any] | None = None,
     force_resume: bool = False,
+    log_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``student`` with ``method``; returns the per-epoch history.
 
@@ -204,6 +207,10 @@ def train(
     ``run_info`` (JSON-like: method, student, ...) is stored in the checkpoint with the config; resuming with a
     different config or run_info raises ValueError naming the differences, unless ``force_resume=True``, which
     continues and records the changes in the first resumed epoch's history entry ('resumed_with_changes').
+
+    ``log_dir`` (the run folder) receives every finished epoch as a line of metrics.jsonl and, when tensorboard is
+    installed, as TensorBoard scalars (robustcompress.trainer.epoch_log); the validation metrics an
+    ``on_epoch_end`` callback adds to the epoch's record are logged with it.
     """
     if method.needs_teacher and not teachers:
         raise ValueError(f"method '{method.name}' distils from a teacher; pass teachers=[...] or use method='pgd-at'")
@@ -263,7 +270,9 @@ def train(
             log.warning("resume=True but no checkpoint at %s; starting from scratch", ckpt_path)
     teacher_outputs = _precomputed_teacher_outputs(method, teachers, train_set, config, device)
     train_set = place_dataset(train_set, device, plan)
-    with speed_context(plan, student, teachers) as (student_forward, teacher_forwards):
+    epoch_log = EpochLog(log_dir, start_epoch) if log_dir is not None and main_process else None
+    with speed_context(plan, student, teachers) as (student_forward, teacher_forwards), \
+            epoch_log or contextlib.nullcontext():
         runner = TrainStep(
             wrap_for_training(student_forward, method, device), teacher_forwards, method, optimizer, scheduler,
             config, plan, device, num_classes, teacher_weights, teacher_outputs,
@@ -290,8 +299,12 @@ def train(
             if main_process:
                 log.info("%s epoch %d: loss %.4f train acc %.3f", method.name, epoch + 1, record["loss"],
                          record["train_acc"])
-            if on_epoch_end is not None:  # after the checkpoint, so a callback that stops training loses nothing
-                on_epoch_end(epoch, record)
+            try:
+                if on_epoch_end is not None:  # after the checkpoint, so a callback that stops training loses nothing
+                    on_epoch_end(epoch, record)
+            finally:  # a callback that stops training still leaves the epoch (and what it measured) in the log
+                if epoch_log is not None:
+                    epoch_log.add(record)
     return history
 
 
