@@ -81,7 +81,8 @@ def test_a_user_registered_attack_runs_through_evaluate_by_name(standard_model, 
     from robustcompress.attacks import registry
     from robustcompress.verify import evaluate
 
-    monkeypatch.setattr(registry, "_FAMILIES", list(registry._FAMILIES))  # registrations are process-wide: keep this test's own
+    # registrations are process-wide: this test's own end with it
+    monkeypatch.setattr(registry, "_FAMILIES", list(registry._FAMILIES))
     calls = []
 
     def flip_sign_fgsm(model, x, y, eps, seed):  # FGSM written by a user, counting its calls

@@ -1,7 +1,7 @@
 """Whole sets of adversarial images from a registry attack, a batch at a time, seeded by each batch's position."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -12,17 +12,9 @@ from robustcompress.attacks.registry import get_attack
 from robustcompress.runtime_env import progress_bar
 
 
-def craft_batches(
-    name: str,
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    seed: int = 0,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-) -> Iterator[tuple[int, torch.Tensor]]:
+def craft_batches(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int = 0,
+                  batch_size: int = 256, device: torch.device | str | None = None,
+                  progress: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
     """Attack ``name`` on x, ``batch_size`` images at a time: yields (index of the batch's first image, x_adv).
 
     Batch ``start`` uses seed ``seed + start`` (:func:`~robustcompress.attacks.common.batch_seed`), so a result does
@@ -47,16 +39,8 @@ def craft_batches(
         yield start, attack.run(model, xb, yb, eps, batch_seed(seed, start)).detach()
 
 
-def craft(
-    name: str,
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    seed: int = 0,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Adversarial images for all of x from the registry's attack ``name`` (see :func:`craft_batches`)."""
-    return torch.cat([x_adv for _, x_adv in craft_batches(name, model, x, y, eps, seed, batch_size, device, progress)])
+def craft(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int = 0,
+          **options: Any) -> torch.Tensor:
+    """Adversarial images for all of x from the registry's attack ``name``; ``options`` (batch_size, device,
+    progress) and the seeding are :func:`craft_batches`'."""
+    return torch.cat([x_adv for _, x_adv in craft_batches(name, model, x, y, eps, seed, **options)])
