@@ -199,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     variant = variant_from(args)  # before any work: a malformed --method-arg costs nothing
     if args.cache is not None:
         os.environ["ROBUSTCOMPRESS_CACHE"] = str(args.cache)
-    from robustcompress.teachers import weights_fingerprint
-    from robustcompress.trainer.loop import resolve_device
+    from robustcompress.io import weights_fingerprint
+    from robustcompress.runtime_env import resolve_device
 
     protocol = protocol_of(args)
     table_name = RESULTS_OF[protocol]

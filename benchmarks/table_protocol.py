@@ -288,7 +288,7 @@ def validation_split(setting: Setting, data: Any) -> tuple[Any, Any]:
     """(data without the validation images, validation set): the split RobustCompressor(select='best-robust',
     val_size=setting.val_images) carves, so teachers never train on the images students are selected on."""
     from robustcompress.distill import VALIDATION_SPLIT_SEED
-    from robustcompress.teachers import split_validation
+    from robustcompress.data import split_validation
 
     if not setting.val_images:
         return data, None

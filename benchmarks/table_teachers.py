@@ -44,7 +44,7 @@ def cached_teacher(role: str, recipe: dict[str, Any], data: Any, device: torch.d
     ``train(checkpoint_dir)`` may checkpoint there, so a long training interrupted by the end of a session goes on
     from its last epoch when the benchmark runs again (its time then counts the epochs of this run only)."""
     from robustcompress.models import load_weights
-    from robustcompress.teachers import data_fingerprint
+    from robustcompress.data import data_fingerprint
     from robustcompress.io import save_safetensors
 
     key = digest([role, recipe, data_fingerprint(data)])
@@ -140,7 +140,7 @@ def precision_entry(setting: Setting) -> dict[str, str]:
 
 
 def weights_of(model: torch.nn.Module) -> str:
-    from robustcompress.teachers import weights_fingerprint
+    from robustcompress.io import weights_fingerprint
 
     return weights_fingerprint(model)
 
@@ -185,7 +185,8 @@ def make_teacher1(setting: Setting, data: Any, device: torch.device, progress: b
 def evaluate_teacher(teacher: Teacher, setting: Setting, data: Any, device: torch.device,
                      progress: bool) -> dict[str, Any]:
     """The teacher's row; cached by weights and evaluation setting, since attacking a ResNet-18 is slow on CPU."""
-    from robustcompress.teachers import data_fingerprint, weights_fingerprint
+    from robustcompress.data import data_fingerprint
+    from robustcompress.io import weights_fingerprint
     from robustcompress.verify import evaluate
 
     attacks = teacher_attacks(setting)

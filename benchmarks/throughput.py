@@ -39,7 +39,8 @@ from robustcompress.process_exit import exit_process
 from robustcompress.trainer import TrainConfig
 from robustcompress.trainer.cpu import cpu_info
 from robustcompress.trainer.fast import plan_speed, speed_context, to_memory_format
-from robustcompress.trainer.loop import TrainStep, resolve_device
+from robustcompress.runtime_env import resolve_device
+from robustcompress.trainer.loop import TrainStep
 from throughput_table import group_key, run_key, table  # a sibling module: benchmarks/ is on sys.path
 
 PRESETS: dict[str, dict[str, Any]] = {

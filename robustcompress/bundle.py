@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from robustcompress.io import atomic_write, save_safetensors, writable_dir
+from robustcompress.io import save_safetensors, writable_dir, write_json
 from robustcompress.trainer.config import TrainConfig
 
 if TYPE_CHECKING:  # the record is read without torch (benchmarks/gpu_check_summary.py); weights need it
@@ -87,7 +87,7 @@ def write_bundle(directory: str | os.PathLike, record: Mapping[str, Any],
     """
     directory = writable_dir(directory)
     check_record(dict(record), directory / CONFIG_NAME)
-    text = json.dumps(record, indent=2)  # before any file: a record that is not JSON writes nothing
+    json.dumps(record)  # before any file: a record that is not JSON writes nothing
     stale = [path for path in (directory / f"{STUDENT_LAST}.safetensors", *directory.glob("teacher_*.safetensors"))
              if path.is_file() and path.stem not in weights
              and (path.stem == STUDENT_LAST or _TEACHER_FILE.fullmatch(path.name))]
@@ -95,7 +95,7 @@ def write_bundle(directory: str | os.PathLike, record: Mapping[str, Any],
         path.unlink()
     for stem, state in weights.items():
         save_safetensors(dict(state), directory / f"{stem}.safetensors")
-    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    write_json(directory / CONFIG_NAME, record)
     return directory
 
 

@@ -24,9 +24,9 @@ from robustcompress.run_record import restore_run, run_identity, run_record, run
 from robustcompress.settings import check_arguments, check_teachers, teacher_list
 from robustcompress.teachers import pick_model, prepare_teachers, teacher_references
 from robustcompress.trainer import TrainConfig
-from robustcompress.trainer.distributed import is_main_process
 from robustcompress.trainer.fast import plan_speed
-from robustcompress.trainer.loop import check_attack_budget, resolve_device
+from robustcompress.runtime_env import is_main_process, resolve_device
+from robustcompress.trainer.loop import check_attack_budget
 from robustcompress.trainer.select import check_select_mode
 from robustcompress.verify import CheckSettings, EvalReport, Verification, evaluate, verify_model, write_report
 from robustcompress.verify.runner import autoattack_state_dir
@@ -161,7 +161,7 @@ class RobustCompressor:
             self._require_student(), self.teachers, self.method, data.train, self.num_classes, self.config,
             self.device, select=self.select, val_size=self.val_size,
             checkpoint_dir=self.out_dir / CHECKPOINTS if self.out_dir else None, resume=resume,
-            force_resume=force, teacher_weights=self.teacher_weights, run_info=run_identity(self))
+            force_resume=force, teacher_weights=self.teacher_weights, run_info=run_identity(self), log_dir=self.out_dir)
         self.history, self.last_state, self.selection = run.history, run.last_state, run.selection
         self.timings_s["train"] = time.perf_counter() - t1
         if writes and resume:  # the resumed student replaces the earlier bundle: its exports no longer describe it

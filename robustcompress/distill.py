@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from robustcompress.data import split_validation
 from robustcompress.methods import Method
 from robustcompress.models import ImageClassifier, create_model
-from robustcompress.teachers import split_validation
 from robustcompress.trainer import TrainConfig, train
-from robustcompress.trainer.loop import seed_everything
+from robustcompress.runtime_env import seed_everything
 from robustcompress.trainer.select import BestSnapshot
 from robustcompress.verify.evaluate import validation_score
 
@@ -39,13 +39,14 @@ def train_student(
     student: nn.Module, teachers: Sequence[nn.Module], method: Method, train_set: Dataset, num_classes: int,
     config: TrainConfig, device: torch.device, *, select: str = "last", val_size: int | float = 1000,
     checkpoint_dir: Path | None = None, resume: bool = False, force_resume: bool = False,
-    teacher_weights: torch.Tensor | None = None, run_info: dict[str, Any] | None = None,
+    teacher_weights: torch.Tensor | None = None, run_info: dict[str, Any] | None = None, log_dir: Path | None = None,
 ) -> StudentRun:
     """Train ``student`` with ``method`` and leave the selected weights in it.
 
     ``select='best_robust'`` trains on all but ``val_size`` training images (the same ones for every seed), scores
     PGD-10 accuracy on them after each epoch (validation_score) and keeps the best epoch; with a ``checkpoint_dir``
-    the best snapshot survives an interruption. ``'last'`` keeps the final weights.
+    the best snapshot survives an interruption. ``'last'`` keeps the final weights. ``log_dir`` (the run folder)
+    receives the per-epoch metrics (metrics.jsonl, TensorBoard), validation scores included.
     """
     selector, val_set = None, None
     if select == "best_robust":
@@ -53,7 +54,7 @@ def train_student(
         selector = BestSnapshot(student, validation_score(val_set, config.eps, device, config.seed), checkpoint_dir)
     history = train(student, teachers, method, train_set, num_classes, config, device, checkpoint_dir=checkpoint_dir,
                     resume=resume, teacher_weights=teacher_weights, on_epoch_end=selector, run_info=run_info,
-                    force_resume=force_resume)
+                    force_resume=force_resume, log_dir=log_dir)
     run = StudentRun(history)
     if selector is not None and selector.best_state is not None:
         run.last_state = selector.restore_best(config.epochs)

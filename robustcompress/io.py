@@ -1,6 +1,9 @@
-"""Files: atomic writes, safetensors, weights-only torch checkpoints and the cache folder (the bottom layer)."""
+"""Files: atomic writes (JSON included), safetensors, weights-only torch checkpoints, weight fingerprints and the
+cache folder (the bottom layer)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -8,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import torch
+    import torch.nn as nn
 
 
 def cache_dir() -> Path:
@@ -81,6 +85,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
+def write_json(path: str | os.PathLike, data: Any, indent: int | None = 2,
+               default: Callable[[Any], Any] | None = None) -> None:
+    """``data`` as JSON at ``path``, atomically; it is serialised before the file is touched, so data that is not
+    JSON raises and leaves any earlier file as it was. ``default`` converts values json cannot (as in json.dumps)."""
+    text = json.dumps(data, indent=indent, default=default)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save through atomic_write; obj must hold only tensors and plain Python values."""
     import io
@@ -114,3 +126,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"checkpoint {path} is corrupt or not a robustcompress checkpoint ({type(exc).__name__}: {exc}); "
             "delete it to start over"
         ) from exc
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A short hash of a model's parameters and buffers (names and raw bytes, any dtype): a cached teacher, a
+    fine-tuned copy or a saved attack state is only reused for the very same weights."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]

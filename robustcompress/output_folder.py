@@ -29,6 +29,9 @@ LOCK_NAME = ".robustcompress.lock"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_FILE = "last.pt"
 VERIFICATION = "verification"
+#: Per-epoch metrics of the run (robustcompress.trainer.epoch_log): one JSON line per epoch, TensorBoard events.
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
 #: The bundle's files (robustcompress.bundle): config.json, student.safetensors, student_last.safetensors and
 #: teacher_<N>.safetensors.
 _BUNDLE_FILE = re.compile(r"config\.json|student(_last)?\.safetensors|teacher_\d+\.safetensors")
@@ -40,7 +43,8 @@ _EXPORT_REPORT = ".report.json"
 
 def earlier_run_outputs(folder: str | os.PathLike) -> list[Path]:
     """What an earlier run (fit, save, export) left in ``folder``, sorted: the bundle's files, checkpoints/,
-    verification/, every .onnx file and the <stem>.report.json of each. Anything else is not a run's and is kept."""
+    verification/, metrics.jsonl, tensorboard/, every .onnx file and the <stem>.report.json of each. Anything else
+    is not a run's and is kept."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -50,9 +54,9 @@ def earlier_run_outputs(folder: str | os.PathLike) -> list[Path]:
     for path in folder.iterdir():
         name = path.name
         if path.is_dir():
-            owned = name in (CHECKPOINTS, VERIFICATION)
+            owned = name in (CHECKPOINTS, VERIFICATION, TENSORBOARD_DIR)
         else:
-            owned = bool(_BUNDLE_FILE.fullmatch(name)) or name.endswith(_EXPORT_SUFFIX) or (
+            owned = bool(_BUNDLE_FILE.fullmatch(name)) or name == METRICS_FILE or name.endswith(_EXPORT_SUFFIX) or (
                 name.endswith(_EXPORT_REPORT) and name[: -len(_EXPORT_REPORT)] in onnx_stems)
         if owned:
             found.append(path)
@@ -89,8 +93,9 @@ def check_output_folder(folder: str | os.PathLike, *, resume: bool, overwrite: b
 
 
 def stale_after_resume(folder: str | os.PathLike) -> list[Path]:
-    """The earlier bundle's outputs a resumed run replaces: all but checkpoints/ (exports of the old student)."""
-    return [p for p in earlier_run_outputs(folder) if p.name != CHECKPOINTS]
+    """The earlier bundle's outputs a resumed run replaces: all but checkpoints/ and the per-epoch metrics, which
+    the resumed run continues (exports of the old student)."""
+    return [p for p in earlier_run_outputs(folder) if p.name not in (CHECKPOINTS, METRICS_FILE, TENSORBOARD_DIR)]
 
 
 def remove_outputs(paths: list[Path]) -> None:

@@ -17,11 +17,11 @@ import torch
 
 from robustcompress.bundle import is_bundle
 from robustcompress.compressor import RobustCompressor
-from robustcompress.data import load_data
-from robustcompress.io import atomic_write, cache_dir, check_writable
+from robustcompress.data import data_fingerprint, load_data
+from robustcompress.io import atomic_write, cache_dir, check_writable, write_json
 from robustcompress.methods import create_method
-from robustcompress.teachers import data_fingerprint, train_teacher
-from robustcompress.trainer.loop import resolve_device
+from robustcompress.teachers import train_teacher
+from robustcompress.runtime_env import resolve_device
 from robustcompress.verify import evaluate
 
 # Sized to finish in about a minute on a 2-core laptop CPU (docs/results/quickstart_profile.md). The digits stay at
@@ -116,8 +116,7 @@ def cached_baseline(s: dict[str, Any], data: Any, common: dict[str, Any], kw: di
     metrics = _metrics(evaluate(baseline.student, data.test, **kw))
     timings["evaluate_baseline"] = time.perf_counter() - t0
     baseline.save(folder)
-    text = json.dumps(metrics, indent=2)
-    atomic_write(folder / "evaluation.json", lambda tmp: Path(tmp).write_text(text))  # last: the folder is complete
+    write_json(folder / "evaluation.json", metrics)  # last: the folder is complete
     return metrics, False
 
 
@@ -204,8 +203,7 @@ def references_main(folder: str, parent_pid: int | None = None) -> int:
                             cached_teachers)
     if its_teachers:
         result["timings"] = {"teachers": teachers_s, **result["timings"]}
-    text = json.dumps(result)
-    atomic_write(Path(folder) / "result.json", lambda tmp: Path(tmp).write_text(text))
+    write_json(Path(folder) / "result.json", result, indent=None)
     return 0
 
 
@@ -236,7 +234,7 @@ class BackgroundReferences:
         if read_cached_baseline(baseline_folder(self.s, data)) is not None:
             return False
         self.folder = Path(tempfile.mkdtemp(prefix="robustcompress-references-"))
-        (self.folder / "settings.json").write_text(json.dumps(self.s))
+        write_json(self.folder / "settings.json", self.s, indent=None)
         self.its_teachers = second_process_teachers(self.s)
         code = ("import sys; from robustcompress.process_exit import exit_process; "
                 "from robustcompress.quickstart import references_main; "
@@ -388,8 +386,7 @@ def run_quickstart(out_dir: str | Path = "quickstart_out", device: str = "auto",
         "bundle": str(out / "bundle"),
         "timings_s": timings,
     }
-    text = json.dumps(report, indent=2)
-    atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(text))
+    write_json(out / "report.json", report)
     markdown = render_markdown(report)
     atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(markdown))
     return report

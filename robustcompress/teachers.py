@@ -18,11 +18,10 @@ from typing import Any, Sequence, Union
 
 import torch
 import torch.nn as nn
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset
 
 from robustcompress.data import DataBundle
-from robustcompress.data.core import dataset_digest
-from robustcompress.data.tensors import subset_tensors
+from robustcompress.data.splits import data_fingerprint, split_validation
 from robustcompress.methods import Method, create_method
 from robustcompress.models import ImageClassifier, build_model
 from robustcompress.models.core import create_model
@@ -34,9 +33,10 @@ from robustcompress.models.sources import (
     replace_classifier,
 )
 from robustcompress.trainer import TrainConfig, train
-from robustcompress.io import atomic_write, cache_dir, save_safetensors
+from robustcompress.io import cache_dir, save_safetensors, weights_fingerprint, write_json
 from robustcompress.trainer.fast import plan_speed
-from robustcompress.trainer.loop import CHECKPOINT_NAME, resolve_device, seed_everything
+from robustcompress.runtime_env import resolve_device, seed_everything
+from robustcompress.trainer.loop import CHECKPOINT_NAME
 
 log = logging.getLogger("robustcompress")
 
@@ -45,20 +45,6 @@ log = logging.getLogger("robustcompress")
 Select = Union[str, int]
 SELECT_NAMES = ("last", "best_robust", "best_clean")
 VALIDATION_ATTACK = "pgd10"
-
-
-def data_fingerprint(data: DataBundle) -> str:
-    """A short hash of the training images and labels, so a cached teacher is only reused on the same data."""
-    return dataset_digest(data.train)
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """A short hash of a model's parameters and buffers, so a fine-tuned copy is cached per starting point."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def check_select(select: Select, epochs: int) -> None:
@@ -70,24 +56,6 @@ def check_select(select: Select, epochs: int) -> None:
                          f"(1..{epochs})")
     if isinstance(select, int) and not 1 <= select <= epochs:
         raise ValueError(f"select={select} is not an epoch of this run; pick 1..{epochs} (epochs={epochs})")
-
-
-def split_validation(ds: Dataset, fraction: float | int, seed: int) -> tuple[Dataset, Dataset]:
-    """(train part, validation part): a seeded random ``fraction`` (or, given an int, that many) of the images is
-    held out for model selection."""
-    n = len(ds)  # type: ignore[arg-type]
-    is_count = isinstance(fraction, int) and not isinstance(fraction, bool)
-    held_out = fraction if is_count else round(n * fraction)
-    if (not is_count and not 0 < fraction < 1) or held_out < 1 or held_out >= n:
-        raise ValueError(
-            f"a validation split of {fraction} leaves no validation or no training images out of {n}; use e.g. "
-            "0.1 or 1000"
-        )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[:held_out], order[held_out:]
-    if isinstance(ds, TensorDataset):  # keep tensors so the trainer's fast in-memory path still applies
-        return subset_tensors(ds, train_idx), subset_tensors(ds, val_idx)
-    return Subset(ds, train_idx.tolist()), Subset(ds, val_idx.tolist())
 
 
 class _StopAfterSelectedEpoch(Exception):
@@ -201,8 +169,7 @@ def _load_cached(path: Path, teacher: nn.Module, what: str) -> nn.Module | None:
 
 def _store(path: Path, model: nn.Module, info: dict[str, Any]) -> None:
     save_safetensors(model.state_dict(), path)
-    text = json.dumps(info, indent=2)
-    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    write_json(path.with_suffix(".json"), info)
 
 
 def precision_key(config: TrainConfig, device: torch.device) -> dict[str, str]:

@@ -10,7 +10,7 @@ import sys
 import torch
 
 from robustcompress.cli import entry
-from robustcompress.trainer.loop import resolve_device
+from robustcompress.runtime_env import resolve_device
 from test_ddp import run_all  # tests/ is this script's folder, so it is on sys.path
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def test_a_user_registered_attack_runs_through_evaluate_by_name(standard_model, 
     from robustcompress.attacks import registry
     from robustcompress.verify import evaluate
 
-    monkeypatch.setattr(registry, "_REGISTERED", {})  # registrations are process-wide: keep this test's own
+    # registrations are process-wide: this test's own end with it
+    monkeypatch.setattr(registry, "_FAMILIES", list(registry._FAMILIES))
     calls = []
 
     def flip_sign_fgsm(model, x, y, eps, seed):  # FGSM written by a user, counting its calls
@@ -109,3 +110,14 @@ def test_a_user_registered_attack_runs_through_evaluate_by_name(standard_model, 
         register_attack("other", flip_sign_fgsm, kind="grey-box")
     with pytest.raises(ValueError, match="unknown attack 'nope'.*my-fgsm.*register_attack"):
         evaluate(standard_model, data, attacks=("nope",), eps=8 / 255, progress=False)
+
+
+def test_list_attacks_shows_every_family_once_and_the_one_presets_table():
+    """Every built-in name list_attacks shows is answered by its family; the presets are the registry's one table."""
+    from robustcompress.attacks import PRESETS, autoattack, list_attacks
+
+    names = list_attacks()
+    assert {"fgsm", "pgd20", "pgd20x5", "cw30", "square", "autoattack", "autoattack-fast", "apgd-ce"} <= set(names)
+    assert names[-len(PRESETS):] == list(PRESETS) and len(set(names)) == len(names)
+    assert all(get_attack(n).name == n for n in names if n not in PRESETS)
+    assert not hasattr(autoattack, "PRESETS")  # AutoAttack's suites are SUITES, not a second presets table

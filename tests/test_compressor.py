@@ -252,10 +252,11 @@ def test_a_new_run_removes_every_output_of_the_earlier_one(digits8, tmp_path):
         (out / name).parent.mkdir(exist_ok=True)
         (out / name).write_text("from the earlier run")
     (out / "notes.txt").write_text("the user's")
-    with pytest.raises(ValueError, match="\\(checkpoints/, config.json, mine.onnx, mine.report.json and 7 more\\)"):
+    with pytest.raises(ValueError, match="\\(checkpoints/, config.json, metrics.jsonl, mine.onnx and 8 more\\)"):
         _fitted(out, train, test)
     _fitted(out, train, test, fit={"overwrite": True})
-    assert sorted(_files(out)) == ["checkpoints/last.pt", "config.json", "notes.txt", "student.safetensors"]
+    assert sorted(_files(out)) == ["checkpoints/last.pt", "config.json", "metrics.jsonl", "notes.txt",
+                                   "student.safetensors"]
 
 
 def test_a_resumed_run_removes_the_exports_of_the_bundle_it_replaces(digits8, tmp_path):

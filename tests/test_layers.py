@@ -10,8 +10,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Each layer may import only layers listed before it (and itself); robustcompress_runtime is below them all.
-LAYERS = ["lazy", "process_exit", "arguments", "io", "models", "data", "attacks", "methods", "trainer", "settings", "bundle", "verify", "teachers",
-          "distill", "export", "run_record", "targets", "compressor", "quickstart", "apps", "cli", "__main__"]
+LAYERS = ["runtime_env", "lazy", "process_exit", "arguments", "io", "models", "data", "attacks", "methods", "trainer",
+          "settings", "bundle", "verify", "teachers", "distill", "export", "run_record", "targets", "compressor",
+          "quickstart", "apps", "cli", "__main__"]
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

@@ -11,7 +11,8 @@ from robustcompress.data import DataBundle
 from robustcompress.methods import create_method
 from robustcompress.models import build_model
 from robustcompress.models.core import create_model
-from robustcompress.teachers import split_validation, train_teacher, weak_adversarial_finetune
+from robustcompress.data import split_validation
+from robustcompress.teachers import train_teacher, weak_adversarial_finetune
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.verify import evaluate
 

@@ -164,3 +164,74 @@ def test_a_training_set_too_small_for_batchnorm_is_refused_in_one_line(digits16)
     with pytest.raises(ValueError, match="train_data has 1 image; training needs at least 2"):
         train(build_model("test_efficientnet", 10, 16), [], create_method("pgd-at"), _subset(digits16, 1), 10, config,
               CPU)
+
+
+class _FakeSummaryWriter:
+    """Stands in for torch.utils.tensorboard.SummaryWriter: records every scalar."""
+
+    scalars: list = []
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def _train_logged(digits8, folder, epochs=2, **kw):
+    train_set, _ = digits8
+    model = build_model("test_resnet", 10, 8)
+    config = TrainConfig(**{**CONFIG, "epochs": epochs, "eps": 0.0, "steps": 0})
+    return train(model, [], create_method("standard"), train_set, 10, config, CPU, folder / "checkpoints",
+                 log_dir=folder, **kw)
+
+
+def test_every_epoch_is_a_line_of_metrics_jsonl_and_tensorboard_scalars(digits8, tmp_path, monkeypatch):
+    """metrics.jsonl gets one JSON line per epoch (train loss, validation metrics, seconds); with tensorboard
+    installed the same numbers go to TensorBoard in the run folder, the convention PyTorch users expect."""
+    import json
+    import sys
+    import types
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = _FakeSummaryWriter
+    monkeypatch.setitem(sys.modules, "tensorboard", types.ModuleType("tensorboard"))
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    monkeypatch.setattr(_FakeSummaryWriter, "scalars", [])
+
+    def validation(epoch, record):
+        record["validation"] = {"score": 0.5 + epoch, "robust_acc": 0.5 + epoch}
+
+    history = _train_logged(digits8, tmp_path, on_epoch_end=validation)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert [line["train_loss"] for line in lines] == [h["loss"] for h in history]
+    assert lines[1]["validation"] == {"score": 1.5, "robust_acc": 1.5} and lines[0]["seconds"] > 0
+    tags = {(tag, step) for tag, _, step in _FakeSummaryWriter.scalars}
+    assert {("train/loss", 1), ("train/loss", 2), ("val/robust_acc", 2), ("time/epoch_seconds", 1)} <= tags
+
+
+def test_without_tensorboard_only_metrics_jsonl_is_written(digits8, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # 'import tensorboard' fails as if it were not installed
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    _train_logged(digits8, tmp_path, epochs=1)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+    assert not (tmp_path / "tensorboard").exists()
+
+
+def test_a_resumed_run_continues_metrics_jsonl_without_repeating_epochs(digits8, tmp_path):
+    import json
+
+    with pytest.raises(Interrupt):
+        _train_logged(digits8, tmp_path, on_epoch_end=_stop_after(0))
+    _train_logged(digits8, tmp_path, resume=True)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]

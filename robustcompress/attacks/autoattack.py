@@ -7,48 +7,62 @@ fails with an UnboundLocalError on ``y_adv``. So :func:`autoattack_flags` drives
 exactly as its standard evaluation does (each attack runs, in order, on the samples still robust, ``batch_size`` at
 a time, with the attack's seed reset per batch), and after every batch writes the per-sample flags to its own JSON
 state file. A resumed run therefore gives the same result as an uninterrupted one. :func:`run_autoattack` (the
-adversarial images) is the same driver without a state file.
+adversarial images) is the same driver without a state file. Registry names: autoattack, autoattack-fast,
+apgd-ce (:data:`SUITES`).
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from robustcompress.attacks.common import eval_mode, seeded
-from robustcompress.io import atomic_write
+from robustcompress.attacks.registry import Attack, attack_family
+from robustcompress.io import write_json
+from robustcompress.runtime_env import progress_bar
 
-#: pyautoattack versions: None is pyautoattack's own 'standard' (APGD-CE, APGD-T, FAB-T, Square).
-PRESETS = {
-    "standard": None,
-    "fast": ["apgd-ce", "apgd-t"],
-    "apgd-ce": ["apgd-ce"],
-}
-#: The registry's AutoAttack names and the pyautoattack version each one runs.
-AUTOATTACK_VERSIONS = {"autoattack": "standard", "autoattack-fast": "fast", "apgd-ce": "apgd-ce"}
 STATE_FORMAT = "robustcompress-autoattack-state"
 log = logging.getLogger("robustcompress")
 
 
-def build_autoattack(
+@dataclass(frozen=True)
+class Suite:
+    """One AutoAttack suite: the version name reports give, pyautoattack's attacks (None: its own 'standard' set
+    of APGD-CE, APGD-T, FAB-T, Square) and what it runs, in words."""
+
+    version: str
+    attacks: tuple[str, ...] | None
+    description: str
+
+
+#: The registry's AutoAttack names, one suite each.
+SUITES = {
+    "autoattack": Suite("standard", None, "APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000 queries); "
+                                          "pyautoattack 'standard'"),
+    "autoattack-fast": Suite("fast", ("apgd-ce", "apgd-t"), "APGD-CE, APGD-T (up to 9 targets), 100 iterations, "
+                                                           "1 restart each"),
+    "apgd-ce": Suite("apgd-ce", ("apgd-ce",), "APGD-CE, 100 iterations, 1 restart"),
+}
+
+
+def _build_autoattack(
     model: nn.Module,
     eps: float,
-    version: str = "standard",
+    suite: Suite,
     seed: int = 0,
     device: torch.device | str = "cpu",
     num_classes: int | None = None,
 ) -> Any:
-    """A configured pyautoattack.AutoAttack for ``version``; its ``attacks_to_run`` lists the attacks in order."""
+    """A configured pyautoattack.AutoAttack for ``suite``; its ``attacks_to_run`` lists the attacks in order."""
     from pyautoattack import AutoAttack
 
-    if version not in PRESETS:
-        raise ValueError(f"unknown AutoAttack version '{version}'; use one of {list(PRESETS)}")
-    attacks = PRESETS[version]
+    attacks = None if suite.attacks is None else list(suite.attacks)
     kwargs = {"version": "standard"} if attacks is None else {"version": "custom", "attacks": attacks}
     adversary = AutoAttack(model, norm="Linf", eps=eps, device=str(device), seed=seed, **kwargs)
     if attacks is not None:
@@ -81,8 +95,7 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
 
 def _save(path: Path | None, state: dict[str, Any]) -> None:
     if path is not None:
-        text = json.dumps(state)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        write_json(path, state, indent=None)
 
 
 def _load(path: Path | None, expected: dict[str, Any]) -> dict[str, Any] | None:
@@ -122,8 +135,8 @@ def autoattack_flags(
     gradients, randomised defence, ...) are appended to ``warnings_out``. ``images_out`` (a CPU copy of x, without
     a state file) receives the adversarial image of every sample an attack broke.
     """
-    if name not in AUTOATTACK_VERSIONS:
-        raise ValueError(f"unknown AutoAttack suite '{name}'; use one of {', '.join(AUTOATTACK_VERSIONS)}")
+    if name not in SUITES:
+        raise ValueError(f"unknown AutoAttack suite '{name}'; use one of {', '.join(SUITES)}")
     if images_out is not None and state_path is not None:
         raise ValueError("a resumed AutoAttack run has no images of the batches run before; pass no state_path")
     scorer = model if scorer is None else scorer
@@ -131,7 +144,7 @@ def autoattack_flags(
     path = None if state_path is None else Path(state_path)
     with torch.no_grad(), eval_mode(model):
         num_classes = int(model(x[:1].to(device)).shape[1])
-    adversary = build_autoattack(model, eps, AUTOATTACK_VERSIONS[name], seed, device, num_classes)
+    adversary = _build_autoattack(model, eps, SUITES[name], seed, device, num_classes)
     attacks = list(adversary.attacks_to_run)
     identity = {"suite": name, "attacks": attacks, "eps": eps, "seed": seed, "n": len(y)}
     state = _load(path, identity)
@@ -146,7 +159,7 @@ def autoattack_flags(
     handler = _Collect(state["warnings"])
     logger = logging.getLogger("auto-attack")
     logger.addHandler(handler)
-    bar = tqdm(total=len(attacks), desc=name, disable=not progress, leave=False)
+    bar = progress_bar(desc=name, enabled=progress, total=len(attacks))
     try:
         for attack in attacks:
             if attack in state["done"]:
@@ -201,12 +214,24 @@ def run_autoattack(
     ``version`` is a registry name ('autoattack', 'autoattack-fast', 'apgd-ce') or pyautoattack's ('standard',
     'fast'). For a resumable evaluation use :func:`autoattack_flags` with a ``state_path``.
     """
-    names = {v: k for k, v in AUTOATTACK_VERSIONS.items()}
-    name = version if version in AUTOATTACK_VERSIONS else names.get(version)
+    by_version = {suite.version: name for name, suite in SUITES.items()}
+    name = version if version in SUITES else by_version.get(version)
     if name is None:
-        raise ValueError(f"unknown AutoAttack version '{version}'; use one of {list(AUTOATTACK_VERSIONS)}")
+        raise ValueError(f"unknown AutoAttack version '{version}'; use one of {list(SUITES)}")
     if eps == 0:
         return x.detach().clone()  # an empty ball has nothing to search
     images = x.detach().cpu().clone()
     autoattack_flags(model, x, y, name, eps, batch_size, x.device, seed, images_out=images)
     return images.to(x.device)
+
+
+@attack_family("|".join(re.escape(name) for name in SUITES), examples=tuple(SUITES))
+def _family(match: re.Match[str]) -> Attack:
+    name = match.string
+    suite = SUITES[name]
+
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+        # One batch of the AutoAttack driver, which robustcompress.verify also runs (resumably) over whole sets.
+        return run_autoattack(model, x, y, eps, version=name, batch_size=max(1, len(x)), seed=seed)
+
+    return Attack(name, "autoattack", {"suite": suite.description, "version": suite.version}, run)

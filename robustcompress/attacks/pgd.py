@@ -1,6 +1,8 @@
-"""L-inf projected gradient descent on any differentiable per-sample loss (Madry et al. 2018)."""
+"""L-inf projected gradient descent on any differentiable per-sample loss (Madry et al. 2018); registry names pgdN
+and pgdNxR (N steps, R restarts)."""
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import torch
@@ -8,6 +10,7 @@ import torch.nn as nn
 
 from robustcompress.attacks.common import eval_mode, project
 from robustcompress.attacks.losses import cross_entropy, cw_margin
+from robustcompress.attacks.registry import Attack, AttackFn, attack_family
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NAMED_LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "cw": cw_margin}
@@ -56,3 +59,50 @@ def pgd(
             if return_path:
                 path.append(x_adv)
     return path if return_path else x_adv.detach()
+
+
+def pgd_with_restarts(steps: int, loss: str, restarts: int) -> AttackFn:
+    """The registry's PGD run (step eps/4, random start) with ``restarts`` starts; a sample counts as fooled by the
+    first restart that fools it."""
+
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+        x_best: torch.Tensor | None = None
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for r in range(restarts):
+            # Restart r uses seed + r, so restarts=1 is exactly the single run and further restarts add fresh starts.
+            # A private generator: the global random state is neither used nor disturbed (safe across threads).
+            generator = torch.Generator(device=x.device).manual_seed(seed + r)
+            x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, loss=loss, generator=generator)
+            assert isinstance(x_adv, torch.Tensor)
+            if restarts == 1:
+                return x_adv
+            with torch.no_grad(), eval_mode(model):
+                wrong = model(x_adv).argmax(1) != y
+            if x_best is None:
+                x_best = x_adv.clone()
+            else:
+                new = wrong & ~fooled  # keep the first restart that fools each sample
+                x_best[new] = x_adv[new]
+            fooled |= wrong
+            if bool(fooled.all()):
+                break
+        assert x_best is not None
+        return x_best
+
+    return run
+
+
+def restarted_attack(match: re.Match[str], loss: str) -> Attack:
+    """The white-box Attack for a name such as pgd20 or cw30x5 (groups ``steps`` and ``restarts``) on ``loss``."""
+    steps, restarts = int(match["steps"]), int(match["restarts"] or 1)
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"attack '{match.string}' needs at least one step and one restart")
+    settings = {"steps": steps, "step_size": "eps/4", "loss": "ce" if loss == "ce" else "cw-margin",
+                "random_start": True, "restarts": restarts}
+    return Attack(match.string, "white-box", settings, pgd_with_restarts(steps, loss, restarts))
+
+
+@attack_family(r"pgd(?P<steps>\d+)(?:x(?P<restarts>\d+))?", examples=("pgd10", "pgd20", "pgd50", "pgd100", "pgd20x5"),
+               usage="pgd20 (any step count, e.g. pgd100; pgd20x5 for 5 restarts)")
+def _family(match: re.Match[str]) -> Attack:
+    return restarted_attack(match, "ce")

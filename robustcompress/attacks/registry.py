@@ -1,23 +1,19 @@
 """The one attack registry: every evaluation attack by name, one signature ``run(model, x, y, eps, seed)``.
 
-Names: fgsm, pgdN, pgdNxR, cwN, squareQ and the AutoAttack suites (autoattack, autoattack-fast, apgd-ce), plus the
-fast/standard presets. Verification, the export report, the demo and the benchmark all get their attacks here (and
-craft whole sets with :func:`craft` / :func:`craft_batches`), so the same name, eps and seed give the same images.
+A name is answered by a *family*: a pattern and a parser, e.g. ``pgd(N)(xR)`` -> PGD with N steps and R restarts.
+Each built-in family lives in its own file (fgsm, pgd, cw, square, autoattack) and registers itself with
+:func:`attack_family`; a user's attack registered with :func:`register_attack` joins the same table. Verification,
+the export report, the demo and the benchmark all get their attacks here, so the same name, eps and seed give the
+same images. :data:`PRESETS` is the one table of attack suites ('fast', 'standard').
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
-
-from robustcompress.attacks.autoattack import AUTOATTACK_VERSIONS, run_autoattack
-from robustcompress.attacks.common import batch_seed, eval_mode, seeded
-from robustcompress.attacks.fgsm import fgsm
-from robustcompress.attacks.pgd import pgd
 
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
 
@@ -26,14 +22,8 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "fast": ("fgsm", "pgd20", "cw30", "autoattack-fast"),
     "standard": ("fgsm", "pgd20", "cw30", "autoattack"),
 }
-#: AutoAttack suites run through pyautoattack (robustcompress.attacks.autoattack, AUTOATTACK_VERSIONS there).
-AUTOATTACK_SUITES = {
-    "autoattack": "APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000 queries); pyautoattack 'standard'",
-    "autoattack-fast": "APGD-CE, APGD-T (up to 9 targets), 100 iterations, 1 restart each",
-    "apgd-ce": "APGD-CE, 100 iterations, 1 restart",
-}
-DEFAULT_SQUARE_QUERIES = 5000
-_PATTERN = re.compile(r"^(?P<kind>pgd|cw|square)(?P<n>\d+)?(?:x(?P<restarts>\d+))?$")
+#: The kinds a user's attack may have (see Attack; 'autoattack' is the built-in AutoAttack suites' own kind).
+ATTACK_KINDS = ("white-box", "black-box")
 
 
 @dataclass(frozen=True)
@@ -56,63 +46,33 @@ class Attack:
         return self.kind != "black-box"
 
 
-def _pgd_attack(steps: int, loss: str, restarts: int) -> AttackFn:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-        x_best: torch.Tensor | None = None
-        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for r in range(restarts):
-            # Restart r uses seed + r, so restarts=1 is exactly the single run and further restarts add fresh starts.
-            # A private generator: the global random state is neither used nor disturbed (safe across threads).
-            generator = torch.Generator(device=x.device).manual_seed(seed + r)
-            x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, loss=loss, generator=generator)
-            assert isinstance(x_adv, torch.Tensor)
-            if restarts == 1:
-                return x_adv
-            with torch.no_grad(), eval_mode(model):
-                wrong = model(x_adv).argmax(1) != y
-            if x_best is None:
-                x_best = x_adv.clone()
-            else:
-                new = wrong & ~fooled  # keep the first restart that fools each sample
-                x_best[new] = x_adv[new]
-            fooled |= wrong
-            if bool(fooled.all()):
-                break
-        assert x_best is not None
-        return x_best
+@dataclass(frozen=True)
+class AttackFamily:
+    """The attack names one parser answers: every name that fully matches ``pattern``, built by ``parse(match)``.
 
-    return run
+    ``examples`` are the names :func:`list_attacks` shows, ``usage`` how an unknown-name error describes the family.
+    """
+
+    pattern: re.Pattern[str]
+    parse: Callable[[re.Match[str]], Attack]
+    examples: tuple[str, ...]
+    usage: str
+    builtin: bool = True
 
 
-def _square_attack(queries: int) -> AttackFn:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-        from pyautoattack.square import SquareAttack
-
-        # AutoAttack runs 5000 queries with its fixed p schedule; shorter budgets rescale the schedule to fit.
-        attack = SquareAttack(model, norm="Linf", n_queries=queries, eps=eps, p_init=0.8, n_restarts=1, seed=seed,
-                              verbose=False, device=x.device, resc_schedule=queries != DEFAULT_SQUARE_QUERIES)
-        with seeded(seed, x.device), eval_mode(model), torch.no_grad():
-            return attack.perturb(x, y).detach()
-
-    return run
+#: Every family the registry answers, built-ins first (in the order their files register them), then the users'.
+_FAMILIES: list[AttackFamily] = []
 
 
-def _fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-    return fgsm(model, x, y, eps)
+def attack_family(pattern: str, examples: Sequence[str], usage: str | None = None
+                  ) -> Callable[[Callable[[re.Match[str]], Attack]], Callable[[re.Match[str]], Attack]]:
+    """Decorator for a built-in family's parser: ``parse(match) -> Attack`` answers every name matching ``pattern``."""
 
+    def wrap(parse: Callable[[re.Match[str]], Attack]) -> Callable[[re.Match[str]], Attack]:
+        _FAMILIES.append(AttackFamily(re.compile(pattern), parse, tuple(examples), usage or ", ".join(examples)))
+        return parse
 
-def _autoattack(name: str) -> AttackFn:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-        # One batch of the AutoAttack driver, which robustcompress.verify also runs (resumably) over whole sets.
-        return run_autoattack(model, x, y, eps, version=name, batch_size=max(1, len(x)), seed=seed)
-
-    return run
-
-
-#: Attacks users registered with register_attack, by name.
-_REGISTERED: dict[str, Attack] = {}
-#: The kinds an attack may have (see Attack).
-ATTACK_KINDS = ("white-box", "black-box")
+    return wrap
 
 
 def register_attack(name: str, run: AttackFn, *, kind: str = "white-box", settings: dict[str, Any] | None = None,
@@ -131,57 +91,38 @@ def register_attack(name: str, run: AttackFn, *, kind: str = "white-box", settin
         raise ValueError(f"register_attack('{name}', run): run must be a function (model, x, y, eps, seed) -> x_adv")
     if kind not in ATTACK_KINDS:
         raise ValueError(f"register_attack('{name}'): kind {kind!r} must be one of {', '.join(ATTACK_KINDS)}")
-    if name in PRESETS or name == "clean" or _builtin_attack(name) is not None:
+    if name in PRESETS or name == "clean" or any(f.builtin and f.pattern.fullmatch(name) for f in _FAMILIES):
         raise ValueError(f"'{name}' is a built-in attack or preset; register yours under another name")
-    if name in _REGISTERED and not replace:
+    earlier = [f for f in _FAMILIES if f.pattern.fullmatch(name)]
+    if earlier and not replace:
         raise ValueError(f"an attack '{name}' is registered already; pass replace=True to replace it")
     attack = Attack(name, kind, dict(settings or {}), run)
-    _REGISTERED[name] = attack
+    _FAMILIES[:] = [f for f in _FAMILIES if f not in earlier]
+    _FAMILIES.append(AttackFamily(re.compile(re.escape(name)), lambda _: attack, (name,), name, builtin=False))
     return attack
 
 
 def list_attacks() -> list[str]:
     """The attack names the registry answers: the documented built-ins (families such as pgdN take any N), the
     presets, and the ones registered with register_attack."""
-    return [*ATTACKS, *PRESETS, *sorted(_REGISTERED)]
+    builtin = [n for f in _FAMILIES if f.builtin for n in f.examples]
+    return [*builtin, *PRESETS, *sorted(n for f in _FAMILIES if not f.builtin for n in f.examples)]
 
 
 def get_attack(name: str) -> Attack:
     """The attack called ``name``: fgsm, pgdN, pgdNxR (R restarts), cwN, square / squareQ (Q queries),
     autoattack, autoattack-fast, apgd-ce, or one registered with :func:`register_attack`. PGD and CW use step eps/4
     (2/255 at eps 8/255) and a random start."""
-    attack = _REGISTERED.get(name) or _builtin_attack(name)
-    if attack is not None:
-        return attack
-    registered = f", {', '.join(sorted(_REGISTERED))}" if _REGISTERED else ""
+    for family in _FAMILIES:
+        match = family.pattern.fullmatch(name)
+        if match:
+            return family.parse(match)
+    builtin = ", ".join(f.usage for f in _FAMILIES if f.builtin)
+    registered = "".join(f", {f.usage}" for f in sorted(_FAMILIES, key=lambda f: f.usage) if not f.builtin)
     raise ValueError(
-        f"unknown attack '{name}'; use clean, fgsm, pgd20 (any step count, e.g. pgd100; pgd20x5 for 5 restarts), "
-        f"cw30, square (or square1000 for 1000 queries), {', '.join(AUTOATTACK_VERSIONS)}{registered}, a preset "
-        f"({', '.join(PRESETS)}), or register one (robustcompress.attacks.register_attack)"
+        f"unknown attack '{name}'; use clean, {builtin}{registered}, a preset ({', '.join(PRESETS)}), or register "
+        "one (robustcompress.attacks.register_attack)"
     )
-
-
-def _builtin_attack(name: str) -> Attack | None:
-    """The built-in attack called ``name``, or None."""
-    if name == "fgsm":
-        return Attack(name, "white-box", {"steps": 1, "step_size": "eps", "loss": "ce", "random_start": False}, _fgsm)
-    if name in AUTOATTACK_VERSIONS:
-        return Attack(name, "autoattack", {"suite": AUTOATTACK_SUITES[name], "version": AUTOATTACK_VERSIONS[name]},
-                      _autoattack(name))
-    match = _PATTERN.match(name)
-    if match and match["kind"] in ("pgd", "cw") and match["n"]:
-        steps, restarts = int(match["n"]), int(match["restarts"] or 1)
-        if steps < 1 or restarts < 1:
-            raise ValueError(f"attack '{name}' needs at least one step and one restart")
-        loss = "ce" if match["kind"] == "pgd" else "cw"
-        settings = {"steps": steps, "step_size": "eps/4", "loss": "ce" if loss == "ce" else "cw-margin",
-                    "random_start": True, "restarts": restarts}
-        return Attack(name, "white-box", settings, _pgd_attack(steps, loss, restarts))
-    if match and match["kind"] == "square" and not match["restarts"]:
-        queries = int(match["n"] or DEFAULT_SQUARE_QUERIES)
-        return Attack(name, "black-box", {"queries": queries, "p_init": 0.8, "loss": "margin", "restarts": 1},
-                      _square_attack(queries))
-    return None
 
 
 def resolve_attacks(attacks: Sequence[str] | None = None, preset: str | None = None) -> list[str]:
@@ -198,62 +139,3 @@ def resolve_attacks(attacks: Sequence[str] | None = None, preset: str | None = N
     for name in unique:
         get_attack(name)
     return unique
-
-
-#: The named attacks documented in the README; get_attack() also accepts the pgdN / cwN / squareQ families.
-ATTACKS: dict[str, Attack] = {
-    n: get_attack(n)
-    for n in ("fgsm", "pgd10", "pgd20", "pgd50", "pgd100", "pgd20x5", "cw30", "square", "autoattack",
-              "autoattack-fast", "apgd-ce")
-}
-
-
-def craft_batches(
-    name: str,
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    seed: int = 0,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """Attack ``name`` on x, ``batch_size`` images at a time: yields (index of the batch's first image, x_adv).
-
-    Batch ``start`` uses seed ``seed + start`` (:func:`~robustcompress.attacks.common.batch_seed`), so a result does
-    not depend on which batches ran before. AutoAttack suites run through their driver over the whole set at once
-    (attack by attack on the samples still robust, as :func:`robustcompress.verify.evaluate` runs them) and come
-    back as one batch. Images are on ``device`` (default: x's device).
-    """
-    attack = get_attack(name)
-    device = x.device if device is None else torch.device(device)
-    if eps == 0:
-        yield 0, x.to(device).clone()
-        return
-    if attack.kind == "autoattack":
-        yield 0, run_autoattack(model, x.to(device), y.to(device), eps, version=name, batch_size=batch_size,
-                                seed=seed)
-        return
-    assert attack.run is not None
-    starts = range(0, len(x), batch_size)
-    for start in tqdm(starts, desc=f"{name} eps {eps * 255:.3g}/255", disable=not progress or len(starts) < 2,
-                      leave=False):
-        xb = x[start : start + batch_size].to(device)
-        yb = y[start : start + batch_size].to(device)
-        yield start, attack.run(model, xb, yb, eps, batch_seed(seed, start)).detach()
-
-
-def craft(
-    name: str,
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    seed: int = 0,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Adversarial images for all of x from the registry's attack ``name`` (see :func:`craft_batches`)."""
-    return torch.cat([x_adv for _, x_adv in craft_batches(name, model, x, y, eps, seed, batch_size, device, progress)])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -88,9 +87,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from robustcompress.attacks.registry import resolve_attacks
     from robustcompress.data import load_data
-    from robustcompress.io import atomic_write, check_writable
+    from robustcompress.io import check_writable, write_json
     from robustcompress.targets import load_pytorch, load_target, model_input_size
-    from robustcompress.trainer.loop import resolve_device
+    from robustcompress.runtime_env import resolve_device
     from robustcompress.verify import CheckSettings, format_gate, verify_model, write_report
     from robustcompress.verify.gate import check_requirements_measurable, parse_requirement
     from robustcompress.verify.report import format_summary
@@ -137,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
         paths = write_report(result, args.out)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     if args.json:
-        text = json.dumps(result.to_dict(), indent=2, default=str)
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
+        write_json(args.json, result.to_dict(), default=str)
     if gated:
         message = format_gate(result.gate)
         print(message, file=sys.stdout if result.gate_passed else sys.stderr)

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     cfg["out_dir"] = args.out or cfg.get("out_dir") or DEFAULT_OUT
     rc = RobustCompressor(**cfg)
     rc.fit(data, resume=resume, force=force, overwrite=overwrite)
-    from robustcompress.trainer.distributed import is_main_process
+    from robustcompress.runtime_env import is_main_process
 
     if not is_main_process():  # under torchrun rank 0 reports
         return 0

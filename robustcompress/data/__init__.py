@@ -6,5 +6,7 @@ from robustcompress.data.core import (
     load_data,
     random_crop_flip,
 )
+from robustcompress.data.splits import data_fingerprint, split_validation
 
-__all__ = ["DataBundle", "as_loader", "check_images", "load_data", "random_crop_flip"]
+__all__ = ["DataBundle", "as_loader", "check_images", "data_fingerprint", "load_data", "random_crop_flip",
+           "split_validation"]

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from robustcompress.data.tensors import PixelDataset
 from robustcompress.io import atomic_write, cache_dir
+from robustcompress.runtime_env import progress_bar
 from robustcompress_runtime.images import IMAGE_SUFFIXES, picture_to_rgb8
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def decode_files(paths: Sequence[str], size: int, skip_bad: bool = False, worker
     images = np.empty((len(paths), 3, size, size), np.uint8)
     kept: list[int] = []
     errors: list[str] = []
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False)
+    bar = progress_bar(desc=desc, enabled=progress, total=len(paths), unit="img")
 
     def collect(start: int, result: tuple[np.ndarray, list[int], list[str]]) -> None:
         arr, idx, errs = result

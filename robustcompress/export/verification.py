@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from robustcompress.attacks.common import eval_mode
-from robustcompress.attacks.registry import craft
+from robustcompress.attacks import craft
 from robustcompress.export.onnx import (
     PARITY_TOLERANCE,
     OnnxSource,
@@ -38,7 +38,7 @@ def craft_adversarial(
         raise ValueError(f"the attack needs at least one PGD step, got steps={steps}")
     model = model.cpu()
     with eval_mode(model):
-        return craft(f"pgd{steps}", model, x.cpu(), y.cpu(), eps, seed, batch_size, progress=progress)
+        return craft(f"pgd{steps}", model, x.cpu(), y.cpu(), eps, seed, batch_size=batch_size, progress=progress)
 
 
 def attack_description(steps: int, eps: float, seed: int, crafted_on: str) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from robustcompress.export.onnx import (PARITY_TOLERANCE, onnx_logits, read_meta
 from robustcompress.export.quantize import quantize_int8, verify_int8
 from robustcompress.export.verification import verify_onnx
 from robustcompress.models import ImageClassifier
-from robustcompress.io import atomic_write
+from robustcompress.io import write_json
 
 REPORT_FORMAT = "robustcompress-export-report/1"
 log = logging.getLogger("robustcompress")
@@ -114,8 +113,7 @@ def export_verified(
         report["latency_note"] = (f"{latency_runs} batch-1 runs per file on {os.cpu_count()} CPU cores while "
                                   "exporting; use python -m robustcompress.apps.latency for careful numbers")
     report["report_path"] = str(paths["report"])
-    text = json.dumps(report, indent=2, default=_json_default)
-    atomic_write(paths["report"], lambda tmp: Path(tmp).write_text(text + "\n"))
+    write_json(paths["report"], report, default=_json_default)
     return report
 
 

@@ -18,10 +18,10 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from robustcompress.attacks.common import eval_mode
-from robustcompress.io import cache_dir, save_safetensors
+from robustcompress.io import cache_dir, save_safetensors, weights_fingerprint
+from robustcompress.runtime_env import progress_bar
 
 log = logging.getLogger("robustcompress")
 #: Logits are small and kept exactly; feature maps (the bulk: 512 x 4 x 4 per image for a CIFAR ResNet-18) are
@@ -100,7 +100,7 @@ class CleanTeacherOutputs:
         features: dict[int, list[torch.Tensor]] = {t: [] for t in plan.teachers}
         chosen = [teachers[t] for t in plan.teachers]
         starts = range(0, len(images), batch_size)
-        bar = tqdm(starts, desc="teacher outputs on the training images", disable=not progress, leave=False)
+        bar = progress_bar(starts, "teacher outputs on the training images", progress)
         with torch.inference_mode(), eval_mode(*chosen):
             for start in bar:
                 x = as_float_images(images[start : start + batch_size]).to(device)
@@ -130,9 +130,7 @@ class CleanTeacherOutputs:
 def _cache_path(teachers: Sequence[nn.Module], plan: CleanTeacherPlan, images: torch.Tensor, views: int) -> Path:
     digest = hashlib.sha256()
     for t in plan.teachers:
-        for name, tensor in sorted(teachers[t].state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(weights_fingerprint(teachers[t]).encode())
     digest.update(images.cpu().contiguous().numpy().tobytes())
     digest.update(f"{tuple(images.shape)}|{images.dtype}|{plan}|{views}".encode())
     return cache_dir() / "teacher_outputs" / f"{digest.hexdigest()[:16]}.safetensors"

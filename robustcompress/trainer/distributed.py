@@ -1,4 +1,5 @@
-"""Multi-process training under torchrun: process group from the environment, sharded batches, DDP, sharded evaluation.
+"""Multi-process training under torchrun: sharded batches, DDP, sharded evaluation (the process group and the ranks
+are robustcompress.runtime_env's).
 
 ``batch_size`` stays the global batch: every rank draws the same seeded permutation, takes the same global batch
 and keeps every world_size-th sample of it, and losses are weighted so that DDP's gradient average equals the
@@ -8,10 +9,7 @@ no BatchNorm in training mode, whose statistics are per process as in standard D
 """
 from __future__ import annotations
 
-import atexit
 import inspect
-import logging
-import os
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 import torch
@@ -19,62 +17,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-log = logging.getLogger("robustcompress")
-
-
-def launched_by_torchrun() -> bool:
-    """True when the environment describes more than one process (torchrun sets WORLD_SIZE, RANK, LOCAL_RANK)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def is_distributed() -> bool:
-    """True inside an initialised process group with more than one process."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank() -> int:
-    """This process's rank (0 outside a process group)."""
-    return dist.get_rank() if is_distributed() else 0
-
-
-def world_size() -> int:
-    """Number of processes training together (1 outside a process group)."""
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def is_main_process() -> bool:
-    """Rank 0 (or the only process): the one that logs, writes checkpoints and saves bundles."""
-    return rank() == 0
-
-
-def init_from_env(device: torch.device) -> torch.device:
-    """Join the process group torchrun describes (once) and return this process's device.
-
-    CUDA uses NCCL and the GPU numbered LOCAL_RANK; CPU uses gloo. Without torchrun's environment this returns
-    ``device`` unchanged.
-    """
-    if not launched_by_torchrun():
-        return device
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise ValueError(
-                f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
-                "start torchrun with --nproc_per_node at most the number of GPUs"
-            )
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        atexit.register(_destroy_process_group)
-        if dist.get_rank() == 0:
-            log.info("distributed training on %d processes (%s)", dist.get_world_size(), dist.get_backend())
-    return device
-
-
-def _destroy_process_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+from robustcompress.runtime_env import is_distributed, rank, world_size
 
 
 #: The fewest samples each process's share of a global batch may hold: BatchNorm cannot normalise one image in

@@ -1,19 +1,16 @@
 """One training loop for every method: the method supplies the adversarial input and the loss, the loop the rest."""
 from __future__ import annotations
 
+import contextlib
 import logging
-import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
 
 from robustcompress.data import random_crop_flip
 from robustcompress.data.core import check_dataset_images, check_images, check_labels
@@ -21,7 +18,9 @@ from robustcompress.data.tensors import as_float_images
 from robustcompress.io import atomic_save, load_checkpoint
 from robustcompress.methods.registry import Method, StepContext
 from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
+from robustcompress.runtime_env import is_main_process, progress_bar, progress_note, rank, seed_everything, world_size
 from robustcompress.trainer.config import SCHEDULES, TrainConfig
+from robustcompress.trainer.epoch_log import EpochLog
 from robustcompress.trainer.distributed import (
     DistributedStudent,
     all_reduce_,
@@ -29,10 +28,7 @@ from robustcompress.trainer.distributed import (
     average_buffers_,
     check_training_set_size,
     global_batches_per_epoch,
-    init_from_env,
     local_batches,
-    rank,
-    world_size,
     wrap_for_training,
 )
 from robustcompress.trainer.fast import (
@@ -57,26 +53,6 @@ def check_attack_budget(method: Method, config: TrainConfig) -> None:
                          f"{config.steps}); use method='standard' for clean training")
     if config.step_size <= 0:
         raise ValueError(f"method '{method.name}' needs step_size > 0 (got {config.step_size}); e.g. eps / 4")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU.
-
-    Under torchrun (WORLD_SIZE > 1) this also joins the process group and returns this process's device
-    (cuda:LOCAL_RANK on GPUs).
-    """
-    if str(device) == "auto":
-        return init_from_env(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but no CUDA GPU is visible; use device='auto' or 'cpu'")
-    return init_from_env(device)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -216,6 +192,7 @@ def train(
     *,
     run_info: dict[str, Any] | None = None,
     force_resume: bool = False,
+    log_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``student`` with ``method``; returns the per-epoch history.
 
@@ -230,6 +207,10 @@ def train(
     ``run_info`` (JSON-like: method, student, ...) is stored in the checkpoint with the config; resuming with a
     different config or run_info raises ValueError naming the differences, unless ``force_resume=True``, which
     continues and records the changes in the first resumed epoch's history entry ('resumed_with_changes').
+
+    ``log_dir`` (the run folder) receives every finished epoch as a line of metrics.jsonl and, when tensorboard is
+    installed, as TensorBoard scalars (robustcompress.trainer.epoch_log); the validation metrics an
+    ``on_epoch_end`` callback adds to the epoch's record are logged with it.
     """
     if method.needs_teacher and not teachers:
         raise ValueError(f"method '{method.name}' distils from a teacher; pass teachers=[...] or use method='pgd-at'")
@@ -239,10 +220,9 @@ def train(
     check_attack_budget(method, config)
     check_dataset_images(train_set, "train_data")  # iterate_shards indexes in-memory tensors without a check
     plan = plan_speed(config.speed, device, config.precision, config.channels_last)
-    main_process = rank() == 0
+    main_process = is_main_process()
     log.info(plan.summary())
-    if main_process and config.progress:
-        tqdm.write(plan.summary(), file=sys.stderr)  # once per run, so a user sees what precision trains
+    progress_note(plan.summary(), config.progress)  # once per run, so a user sees what precision trains
     student.to(device)
     for t in teachers:
         t.to(device).eval().requires_grad_(False)
@@ -290,7 +270,9 @@ def train(
             log.warning("resume=True but no checkpoint at %s; starting from scratch", ckpt_path)
     teacher_outputs = _precomputed_teacher_outputs(method, teachers, train_set, config, device)
     train_set = place_dataset(train_set, device, plan)
-    with speed_context(plan, student, teachers) as (student_forward, teacher_forwards):
+    epoch_log = EpochLog(log_dir, start_epoch) if log_dir is not None and main_process else None
+    with speed_context(plan, student, teachers) as (student_forward, teacher_forwards), \
+            epoch_log or contextlib.nullcontext():
         runner = TrainStep(
             wrap_for_training(student_forward, method, device), teacher_forwards, method, optimizer, scheduler,
             config, plan, device, num_classes, teacher_weights, teacher_outputs,
@@ -317,8 +299,12 @@ def train(
             if main_process:
                 log.info("%s epoch %d: loss %.4f train acc %.3f", method.name, epoch + 1, record["loss"],
                          record["train_acc"])
-            if on_epoch_end is not None:  # after the checkpoint, so a callback that stops training loses nothing
-                on_epoch_end(epoch, record)
+            try:
+                if on_epoch_end is not None:  # after the checkpoint, so a callback that stops training loses nothing
+                    on_epoch_end(epoch, record)
+            finally:  # a callback that stops training still leaves the epoch (and what it measured) in the log
+                if epoch_log is not None:
+                    epoch_log.add(record)
     return history
 
 
@@ -337,7 +323,7 @@ def _precomputed_teacher_outputs(
     else:
         images = torch.stack([train_set[i][0] for i in range(len(train_set))])  # type: ignore[arg-type]
     return CleanTeacherOutputs.build(teachers, plan, images, config.augment and config.flip, device,
-                                     progress=config.progress and rank() == 0)
+                                     progress=config.progress)
 
 
 #: Settings that may change between an interrupted run and its resumption without changing what is trained.
@@ -369,13 +355,8 @@ def _train_epoch(
     bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
     bad_value = torch.zeros((), device=device)
     seen = 0
-    bar = tqdm(
-        iterate_shards(train_set, config.batch_size, True, config.seed * 1000 + epoch, device),
-        total=steps_per_epoch,
-        desc=f"{method.name} epoch {epoch + 1}/{config.epochs}",
-        disable=not config.progress or rank() != 0,
-        leave=False,
-    )
+    bar = progress_bar(iterate_shards(train_set, config.batch_size, True, config.seed * 1000 + epoch, device),
+                       f"{method.name} epoch {epoch + 1}/{config.epochs}", config.progress, total=steps_per_epoch)
 
     def check_finite() -> None:
         worst = all_reduce_(bad_step.clone(), "max")  # every rank raises together, none waits forever

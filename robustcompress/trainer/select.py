@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from robustcompress.io import atomic_write, save_safetensors
+from robustcompress.io import save_safetensors, write_json
 
 log = logging.getLogger("robustcompress")
 SELECT_MODES = ("last", "best_robust")
@@ -56,8 +56,7 @@ class BestSnapshot:
             if self.directory is not None:
                 save_safetensors(self.best_state, self.directory / "best.safetensors")
         if self.directory is not None:
-            text = json.dumps({"best": self.best, "curve": self.curve}, indent=2)
-            atomic_write(self.directory / "best.json", lambda tmp: Path(tmp).write_text(text))
+            write_json(self.directory / "best.json", {"best": self.best, "curve": self.curve})
 
     def restore_best(self, epochs: int) -> dict[str, torch.Tensor] | None:
         """Put the best weights back into the model and return the ones it ended with (None: nothing scored)."""

@@ -23,13 +23,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from robustcompress.attacks.common import eval_mode, project
 from robustcompress.attacks.losses import cross_entropy, cw_margin
 from robustcompress.arguments import require_int, require_number
 from robustcompress.verify.evaluate import EvalReport, attack_flags
-from robustcompress.attacks.registry import DEFAULT_SQUARE_QUERIES, get_attack
+from robustcompress.attacks.registry import get_attack
+from robustcompress.attacks.square import DEFAULT_SQUARE_QUERIES
+from robustcompress.runtime_env import progress_bar
 
 CHECK_LEVELS = ("full", "quick", "none")
 PASS, WARN, SKIP = "pass", "warn", "skip"
@@ -386,7 +387,7 @@ def run_checks(
         ("autoattack_flags", lambda: check_autoattack_flags(probe, settings)),
     ]
     results = []
-    for name, run in tqdm(checks, desc="sanity checks", disable=not progress, leave=False):
+    for name, run in progress_bar(checks, "sanity checks", progress):
         t0 = time.perf_counter()
         try:
             result = run()

@@ -10,16 +10,17 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from robustcompress.attacks.common import channels_last_weights, eval_mode
 from robustcompress.data.core import check_images, check_labels
 from robustcompress.data.tensors import as_float_images
 from robustcompress.arguments import require_int
 from robustcompress.attacks.autoattack import autoattack_flags
-from robustcompress.attacks.registry import ATTACKS, craft_batches, get_attack, resolve_attacks
+from robustcompress.attacks import craft_batches, get_attack, resolve_attacks
+from robustcompress.io import weights_fingerprint
+from robustcompress.runtime_env import progress_bar
 
-__all__ = ["ATTACKS", "EvalReport", "attack_flags", "evaluate", "predict_correct", "take_examples", "validation_score"]
+__all__ = ["EvalReport", "attack_flags", "evaluate", "predict_correct", "take_examples", "validation_score"]
 
 
 @dataclass
@@ -118,20 +119,11 @@ def check_label_range(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device
                          f"(0..{outputs - 1}); evaluate it on data with the classes it was trained on")
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """A short hash of a model's parameters and buffers, so a saved attack state is only reused for this model."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def autoattack_state_path(state_dir: str | Path, name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                           eps: float, seed: int) -> Path:
     """Where the resumable state of one AutoAttack run lives: one file per model, data, eps, seed and suite."""
     digest = hashlib.sha256()
-    digest.update(model_fingerprint(model).encode())
+    digest.update(weights_fingerprint(model).encode())
     digest.update(x.detach().cpu().contiguous().numpy().tobytes())
     digest.update(y.detach().cpu().contiguous().numpy().tobytes())
     digest.update(f"{eps!r}:{seed}".encode())
@@ -204,9 +196,7 @@ def evaluate(
     model = model.to(device)
     check_label_range(scorer if scorer is not None else model, x_all, y_all, device)
     if shard:  # imported here: plain evaluation does not load the training layer
-        from robustcompress.trainer.distributed import is_main_process, shard_evaluation
-
-        progress = progress and is_main_process()
+        from robustcompress.trainer.distributed import shard_evaluation
 
     def run(rank: int, world: int) -> tuple[dict[str, list[bool]], dict[str, float], dict[str, list[str]],
                                             dict[str, dict[str, int]]]:
@@ -218,7 +208,7 @@ def evaluate(
         warnings: dict[str, list[str]] = {}
         stage_correct: dict[str, dict[str, int]] = {}
         with channels_last_weights(model):  # NHWC kernels: attacks ran 1.4x faster on the CPU
-            for name in tqdm(["clean", *names], desc="attacks", disable=not progress, leave=False):
+            for name in progress_bar(["clean", *names], "attacks", progress):
                 t0 = time.perf_counter()
                 messages: list[str] = []
                 stages: dict[str, int] = {}

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from robustcompress.io import atomic_write
+from robustcompress.io import atomic_write, write_json
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -150,8 +150,7 @@ def write_report(report: Mapping[str, Any] | Any, out_dir: str | os.PathLike) ->
         paths["plot"] = plot_accuracy_vs_eps(data, out / PLOT_PNG)
     files = {**paths, "json": out / REPORT_JSON, "markdown": out / REPORT_MD}
     data["files"] = {kind: p.name for kind, p in files.items()}
-    text = json.dumps(data, indent=2, default=str)
-    atomic_write(out / REPORT_JSON, lambda tmp: Path(tmp).write_text(text))
+    write_json(out / REPORT_JSON, data, default=str)
     markdown = render_markdown(data, PLOT_PNG if "plot" in paths else None)
     atomic_write(out / REPORT_MD, lambda tmp: Path(tmp).write_text(markdown))
     paths["json"], paths["markdown"] = out / REPORT_JSON, out / REPORT_MD

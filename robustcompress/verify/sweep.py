@@ -6,9 +6,9 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from robustcompress.verify.evaluate import attack_flags
+from robustcompress.runtime_env import progress_bar
 
 #: The default budgets (pixel units): 0, 1, 2, 4, 8 and 16 out of 255.
 DEFAULT_SWEEP_EPS: tuple[float, ...] = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
@@ -39,7 +39,7 @@ def eps_sweep(
         raise ValueError(f"sweep eps {bad} outside [0, 1]; give pixel units, e.g. 8/255 = {8 / 255:.4f}")
     t0 = time.perf_counter()
     per_sample: dict[float, torch.Tensor] = {}
-    for eps in tqdm(values, desc=f"eps sweep ({attack})", disable=not progress, leave=False):
+    for eps in progress_bar(values, f"eps sweep ({attack})", progress):
         cached = None if known is None else known.get(eps)
         per_sample[eps] = cached if cached is not None else attack_flags(
             model, x, y, "clean" if eps == 0 else attack, eps, batch_size, device, seed, scorer
