@@ -25,8 +25,12 @@ if XDIST_WORKER:
 LONG_FILES = ("test_quickstart.py", "test_gpu_check.py", "test_benchmark_smoke.py", "test_demo.py", "test_compressor.py",
               "test_verify.py", "test_ddp.py", "test_attack_registry.py", "test_export.py", "test_teacher_sources.py")
 
-CIFAR_SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_subset.npz"
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CIFAR_SUBSET = REPO_ROOT.parent / "shared" / "data" / "cifar10_subset.npz"
+BENCHMARKS = REPO_ROOT / "benchmarks"
+#: The PYTHONPATH that runs this checkout's code in a subprocess, installed or not: the SDK at the root and the deploy
+#: runtime in export/ (its own package, which the SDK's install maps in).
+CHECKOUT_PYTHONPATH = os.pathsep.join((str(REPO_ROOT), str(REPO_ROOT / "export")))
 
 
 def load_benchmark(filename: str, name: str) -> ModuleType:

@@ -189,7 +189,7 @@ def _known_image(exported: SimpleNamespace, folder: Path) -> tuple[Path, str]:
 
 def test_runtime_classifies_an_image_file_without_torch(exported: SimpleNamespace, tmp_path: Path) -> None:
     image, label = _known_image(exported, tmp_path)
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT_PYTHONPATH}
     for model in (exported.fp32, exported.int8):
         run = subprocess.run([sys.executable, "-c", NO_TORCH_PRELUDE, "robustcompress_runtime.runtime", str(model), str(image)],
                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)

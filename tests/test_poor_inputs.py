@@ -195,7 +195,7 @@ def test_wide_integer_npz_images_say_which_dtype_to_save(tmp_path, dtype):
 
 # -- messages name only flags that exist ----------------------------------------------------------------------------
 FOREIGN_FLAGS = {"--nproc_per_node"}  # torchrun's, named in fit --speed's help
-SOURCES = ("robustcompress", "robustcompress_runtime", "apps")
+SOURCES = ("robustcompress", "export/robustcompress_runtime", "apps")
 
 
 def _runtime():
@@ -233,7 +233,7 @@ def _runtime_parser(monkeypatch) -> argparse.ArgumentParser:
 
 def _trees():
     for package in SOURCES:
-        for file in sorted((ROOT / package).rglob("*.py")) if (ROOT / package).is_dir() else []:
+        for file in sorted((ROOT / package).rglob("*.py")):
             yield file, ast.parse(file.read_text())
 
 
