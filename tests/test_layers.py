@@ -105,7 +105,7 @@ def test_only_the_project_packages_are_installed():
     sdk = _packaging(REPO_ROOT / "pyproject.toml")["tool"]["setuptools"]
     assert sorted({p.split(".")[0] for p in sdk["packages"]}) == ["robustcompress", "robustcompress_runtime"]
     assert sdk["package-dir"] == {"robustcompress_runtime": "export/robustcompress_runtime"}  # the SDK ships export's
-    assert (RUNTIME / "__init__.py").is_file() and not (REPO_ROOT / "robustcompress_runtime").exists()
+    assert (RUNTIME / "__init__.py").is_file() and not (REPO_ROOT / "robustcompress_runtime" / "__init__.py").exists()
     assert not (REPO_ROOT / "apps" / "__init__.py").exists()
 
 
