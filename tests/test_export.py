@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +13,13 @@ import onnx
 import pytest
 import torch
 from PIL import Image
+from conftest import CHECKOUT_PYTHONPATH, REPO_ROOT
 
 from robustcompress import RobustCompressor, load_data
 from robustcompress.cli import main as cli_main
 from robustcompress.export import ParityError, check_parity, read_metadata
 from robustcompress.export.onnx import onnx_logits, set_metadata
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 N_VERIFY = 48
 
 # Runs a module with `import torch` failing, then proves torch never got imported.
@@ -204,6 +205,27 @@ def test_runtime_classifies_an_image_file_without_torch(exported: SimpleNamespac
     assert bench.returncode == 0, bench.stderr
     assert "skipping the PyTorch eager row" in bench.stderr  # the bundle beside the file needs torch
     assert "| onnxruntime fp32 |" in bench.stdout and "| onnxruntime int8 (QDQ) |" in bench.stdout
+
+
+@pytest.mark.slow  # pip fetches onnxruntime, numpy and Pillow from the package registry
+def test_pip_install_export_on_a_fresh_venv_classifies_without_torch(exported: SimpleNamespace, tmp_path: Path) -> None:
+    """The edge box: `pip install ./export` in a new virtualenv installs no torch, and the model classifies there."""
+    image, label = _known_image(exported, tmp_path)
+    venv = tmp_path / "edge"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    package = shutil.copytree(REPO_ROOT / "export", tmp_path / "export",  # as copied to the box; builds stay there
+                              ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    install = subprocess.run([python, "-m", "pip", "install", "-q", str(package)], capture_output=True, text=True,
+                             timeout=600)
+    assert install.returncode == 0, install.stderr
+    installed = subprocess.run([python, "-m", "pip", "list", "--format", "freeze"], capture_output=True, text=True,
+                               timeout=60).stdout.lower()
+    assert "robustcompress-runtime==" in installed and "torch" not in installed
+    run = subprocess.run([python, "-m", "robustcompress_runtime", str(exported.fp32), str(image)], capture_output=True,
+                         text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert f"{image}: {label} (probability" in run.stdout
 
 
 def test_runtime_takes_arrays_and_explains_bad_input(exported: SimpleNamespace) -> None:
