@@ -93,7 +93,7 @@ def test_split_runs_merge_and_a_new_setting_starts_over(protocol, report, tmp_pa
     assert "**Not run**" in markdown and "iad" in markdown
     assert "load average 3.0" in markdown
 
-    report.write_results(tmp_path / "table", second)
+    report.write_results(tmp_path / "table", second, "cifar10_subset")
     assert (tmp_path / "table" / "cifar10_subset.png").stat().st_size > 0
     assert "![accuracy per method](cifar10_subset.png)" in (tmp_path / "table" / "cifar10_subset.md").read_text()
 
