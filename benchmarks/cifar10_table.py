@@ -29,6 +29,7 @@ from robustcompress.process_exit import exit_process
 
 # The protocol, its teachers, its students and the results table live beside this script (on sys.path when it runs);
 # this file parses arguments, runs them and prints.
+from repo_paths import shown
 from table_protocol import (AUTOATTACK, DATA_OF, FULL, ISSUE_METHODS, PROTOCOLS, REPO, RESULTS_OF, Setting,
                             calibration_unit, command_line, describe_device, first_images, load_benchmark_data,
                             read_json, reductions, teacher_attacks, today)
@@ -262,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mode": "smoke" if args.smoke else ("fixed" if setting == PROTOCOLS[protocol] else "reduced"),
         "setting": json.loads(json.dumps(dataclasses.asdict(setting))),
         "reduced_from_fixed_setting": json.loads(json.dumps(reductions(setting, PROTOCOLS[protocol]))),
-        "data": {"source": str(data_path), "train_available": len(data.train),
+        "data": {"source": shown(data_path), "train_available": len(data.train),
                  "train_size": len(first_images(data.train, setting.train_images)) - val, "val_size": val,
                  "test_used": min(setting.test_images or len(data.test), len(data.test))},
         "teachers": ordered_teacher_rows(teacher_rows),

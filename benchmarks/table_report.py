@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
+from repo_paths import shown, shown_command_line
 from table_protocol import AUTOATTACK, CPU_PROTOCOL_NOTES, ISSUE_METHODS, command_line, read_json, write_json, write_text
 
 #: Setting fields added after tables were made. Each names the methods it changes; a table written before the
@@ -295,7 +296,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     aa_standard = f"; standard for {', '.join(s['autoattack_standard_for'])}" if s["autoattack_standard_for"] else ""
     dates = sorted({r.get("date", "") for r in results["rows"]} | {results["date"]})
     lines += [
-        f"**Data**: `{data['source']}`, {data['train_size']} of its {data['train_available']} training images, the first "
+        f"**Data**: `{shown(data['source'])}`, {data['train_size']} of its {data['train_available']} training images, the first "
         f"{data['test_used']} test images.",
         "",
         f"**Training** (the same for every method): student `{s['student']}` (timm, small-input stem, from scratch), "
@@ -392,7 +393,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     if warnings:
         lines += ["", "**Masking-check warnings** (the robust numbers of these rows may be overestimates):", ""]
         lines += [f"- {r['method']} seed {r['seed']}, `{c['name']}`: {c['message']}" for r, c in warnings]
-    lines += ["", "## Commands", "", *[f"    {c}" for c in results["commands"]], ""]
+    lines += ["", "## Commands", "", *[f"    {shown_command_line(c)}" for c in results["commands"]], ""]
     return "\n".join(lines)
 
 
@@ -563,7 +564,7 @@ def render_ablations(results: dict[str, Any], table: dict[str, Any], table_name:
         if ref is not None:
             lines.append(f"| {method} | {seed} | {fmt(ref[0])} | {fmt(ref[1])} |")
     lines += ["", f"**Device**: {results['environment']['device']}; {results['date']}.", "",
-              "## Commands", "", *[f"    {c}" for c in results["commands"]], ""]
+              "## Commands", "", *[f"    {shown_command_line(c)}" for c in results["commands"]], ""]
     return "\n".join(lines)
 
 
