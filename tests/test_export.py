@@ -328,3 +328,22 @@ def test_evaluate_refuses_an_int8_file_beyond_its_recorded_tolerance_in_one_line
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(fake) in err and "--bundle" in err
     assert "Report this" not in err and "was not written" not in err
+
+
+# -- export --out given a folder ----------------------------------------------------------------------------------------
+def test_cli_export_into_an_existing_folder_writes_student_onnx_there(tiny_bundle, tmp_path, capsys):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    argv = ["export", str(tiny_bundle), "--out", str(folder), "--data", "digits", "--examples", "8",
+            "--attack-steps", "1", "--latency-runs", "0"]
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["student.onnx", "student.report.json"]
+    assert str(folder / "student.onnx") in capsys.readouterr().out
+
+
+def test_onnx_output_path_rule(tmp_path):
+    from robustcompress.export.student import onnx_output_path
+
+    assert onnx_output_path(tmp_path) == tmp_path / "student.onnx"
+    assert onnx_output_path(f"{tmp_path}/new/") == tmp_path / "new" / "student.onnx"
+    assert onnx_output_path(tmp_path / "m.onnx") == tmp_path / "m.onnx"
