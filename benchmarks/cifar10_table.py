@@ -29,12 +29,12 @@ from robustcompress.process_exit import exit_process
 
 # The protocol, its teachers, its students and the results table live beside this script (on sys.path when it runs);
 # this file parses arguments, runs them and prints.
-import table_report
+from repo_paths import shown
 from table_protocol import (AUTOATTACK, DATA_OF, FULL, ISSUE_METHODS, PROTOCOLS, REPO, RESULTS_OF, Setting,
                             calibration_unit, command_line, describe_device, first_images, load_benchmark_data,
                             read_json, reductions, teacher_attacks, today)
-from table_report import (checks_cell, fmt, merge_results, method_label, ordered_teacher_rows, place_teacher_row,
-                          same_setting, teacher_key, write_ablations, write_results)
+from table_report import (ablations_name, checks_cell, fmt, merge_results, method_label, ordered_teacher_rows,
+                          place_teacher_row, same_setting, teacher_key, write_ablations, write_results)
 from table_students import Variant, run_method
 from table_teachers import evaluate_teacher, make_teachers, teacher_roles
 
@@ -189,9 +189,9 @@ def print_row(row: dict[str, Any]) -> None:
 def write_any(out: Path, results: dict[str, Any], ablations: bool, table_name: str, plot: bool = True) -> None:
     """The table, or the ablations file (which compares with the table's own rows of the same seeds)."""
     if ablations:
-        write_ablations(out, results, read_json(out / f"{table_name}.json"))
+        write_ablations(out, results, table_name)
     else:
-        write_results(out, results, plot=plot)
+        write_results(out, results, table_name, plot=plot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,8 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     protocol = protocol_of(args)
     table_name = RESULTS_OF[protocol]
-    results_name = table_name + ("_ablations" if args.validation_only else "")
-    table_report.RESULTS_NAME = results_name  # also the name write_results writes
+    results_name = ablations_name(table_name) if args.validation_only else table_name
     data_path = args.data or DATA_OF[protocol]
     out = args.out or (REPO / "runs" / "cifar10_smoke" if args.smoke else REPO / "docs" / "results")
     if args.render_only:
@@ -264,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mode": "smoke" if args.smoke else ("fixed" if setting == PROTOCOLS[protocol] else "reduced"),
         "setting": json.loads(json.dumps(dataclasses.asdict(setting))),
         "reduced_from_fixed_setting": json.loads(json.dumps(reductions(setting, PROTOCOLS[protocol]))),
-        "data": {"source": str(data_path), "train_available": len(data.train),
+        "data": {"source": shown(data_path), "train_available": len(data.train),
                  "train_size": len(first_images(data.train, setting.train_images)) - val, "val_size": val,
                  "test_used": min(setting.test_images or len(data.test), len(data.test))},
         "teachers": ordered_teacher_rows(teacher_rows),

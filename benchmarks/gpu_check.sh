@@ -45,7 +45,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 PY="${PYTHON:-$(command -v python || command -v python3 || echo python)}"  # GPU machines may have python3 alone
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # this checkout, whatever the environment has installed
+# this checkout (the SDK, and the deploy runtime in export/), whatever the environment has installed
+export PYTHONPATH="$ROOT:$ROOT/export${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT/logs" || { echo "gpu_check.sh: cannot create $OUT" >&2; exit 2; }
 OUT="$(cd "$OUT" && pwd)"
 STEPS="$OUT/steps.tsv"

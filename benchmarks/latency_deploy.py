@@ -25,9 +25,7 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -49,20 +47,20 @@ from robustcompress_runtime.benchmark import (
     runtime_candidates,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BUNDLE = ROOT / "docs" / "results" / "cifar10_cpu" / "pgd-at"
-DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "cifar10_jpg"
-CALIBRATE_SCRIPT = ROOT / ".." / "shared" / "tools" / "calibrate.py"
+from repo_paths import REPO, shown, shown_command  # a sibling module: benchmarks/ is on sys.path
+DEFAULT_BUNDLE = REPO / "docs" / "results" / "cifar10_cpu" / "pgd-at"
+DEFAULT_DATA = REPO / ".." / "shared" / "data" / "cifar10_jpg"
+CALIBRATE_SCRIPT = REPO / ".." / "shared" / "tools" / "calibrate.py"
 RESULT_NAME = "latency_cpu"
 FORMAT = "robustcompress-latency-deploy/1"
 
 DEFAULTS: dict[str, Any] = {"models": ["mobilenetv2_100", "resnet18"], "sizes": [32, 224], "threads": [1, 2],
                             "runs": 200, "batch_runs": 20, "batch_size": 64, "warmup": 10, "calibration_images": 16,
-                            "out": str(ROOT / "docs" / "results")}
+                            "out": str(REPO / "docs" / "results")}
 # Tiny enough for CI: one small model, one export, a handful of calls; no calibration workload, no bundle.
 SMOKE: dict[str, Any] = {"models": ["test_efficientnet"], "sizes": [16], "threads": [1, 2], "runs": 5,
                          "batch_runs": 2, "batch_size": 4, "warmup": 1, "calibration_images": 4,
-                         "out": str(ROOT / "runs" / "latency_smoke")}
+                         "out": str(REPO / "runs" / "latency_smoke")}
 
 SPEEDUP_GOAL = 1.5
 MAX_ROBUST_LOSS_POINTS = 1.0
@@ -70,15 +68,6 @@ GOAL_ORT = f"onnxruntime fp32 batch-1 p50 >= {SPEEDUP_GOAL}x PyTorch eager"
 GOAL_INT8 = (f"onnxruntime int8 batch-1 p50 >= {SPEEDUP_GOAL}x onnxruntime fp32, "
              f"<= {MAX_ROBUST_LOSS_POINTS:g} point robust-accuracy loss")
 KIND_OF = {name: kind for kind, name in RUNTIME_NAMES.items()}
-
-
-def shown(path: str | Path) -> str:
-    """A path as the report shows it: relative to the repository when it is near it (no machine-specific prefix)."""
-    resolved = Path(path).resolve()
-    try:
-        return os.path.relpath(resolved, ROOT) if resolved.is_relative_to(ROOT.parent) else str(resolved)
-    except ValueError:  # another drive on Windows
-        return str(resolved)
 
 
 def say(message: str) -> None:
@@ -120,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="folder for latency_cpu.json and latency_cpu.md (default docs/results; --smoke: "
                    "runs/latency_smoke)")
     p.add_argument("--bundle", help=f"robust CIFAR-10 bundle whose fp32 and int8 accuracy and latency are reported "
-                   f"(default {DEFAULT_BUNDLE.relative_to(ROOT)}; none with --smoke)")
+                   f"(default {DEFAULT_BUNDLE.relative_to(REPO)}; none with --smoke)")
     p.add_argument("--no-bundle", action="store_true", help="skip the bundle part")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the bundle's labelled images for its accuracy "
                    "(default ../shared/data/cifar10_jpg, an image folder with train/ and test/)")
@@ -199,10 +188,9 @@ def run_calibration(script: Path | None) -> dict[str, Any]:
 
 def new_result(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     """The JSON skeleton: command, date, device, versions and setting (rows and goals are added as they come)."""
-    command = sys.argv if argv is None else ["benchmarks/latency_deploy.py", *argv]
     return {
         "format": FORMAT,
-        "command": "python " + shlex.join(command),
+        "command": shown_command(sys.argv if argv is None else ["benchmarks/latency_deploy.py", *argv]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "device": machine_info(),
         "versions": library_versions(),

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from table_protocol import calibration_unit  # benchmarks/ is on sys.path when this file runs as a script
+from repo_paths import shown_command  # benchmarks/ is on sys.path when this file runs as a script
+from table_protocol import calibration_unit
 from table_report import ci95
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,8 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows[(method, seed)] = row
             print(f"   student {100 * row['student_robust']:.1f}  baseline {100 * row['baseline_robust']:.1f}  "
                   f"{row['wall_s']:.0f} s", flush=True)
-            results = {"settings": settings, "command": "python benchmarks/quickstart_seeds.py "
-                       + " ".join(sys.argv[1:] if argv is None else argv),
+            results = {"settings": settings, "command": shown_command(
+                           ["benchmarks/quickstart_seeds.py", *(sys.argv[1:] if argv is None else argv)]),
                        "rows": sorted(rows.values(), key=lambda r: (r["method"], r["seed"]))}
             args.out.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2)))

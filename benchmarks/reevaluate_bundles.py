@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
+from repo_paths import REPO, shown_argv, shown_command_line  # a sibling module: benchmarks/ is on sys.path
+
 RESULTS = REPO / "docs" / "results"
 DATA = REPO.parent / "shared" / "data" / "cifar10_jpg"
 
@@ -58,7 +59,7 @@ def run_evaluate(bundle: Path, data: Path, attacks: Sequence[str], n_examples: i
         done = subprocess.run([*command, "--json", str(out)], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-        return {"command": " ".join(command), **json.loads(out.read_text())}  # the user's command: no temp --json
+        return {"command": shown_argv(command), **json.loads(out.read_text())}  # the user's command: no temp --json
 
 
 def reevaluate(method: str, row: dict[str, Any], bundle: Path, data: Path, autoattack: int) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"| {entry['method']} | {attack} | {100 * c['table']:.2f} | {100 * c['measured']:.2f} | "
                          f"{100 * c['difference']:+.2f} | {100 * c['se']:.2f} | {c['n']} | "
                          f"{'yes' if c['agrees'] else 'NO'} |")
-    lines += ["", "Commands:", ""] + [f"    {c}" for e in results["bundles"] for c in e["commands"]]
+    lines += ["", "Commands:", ""] + [f"    {shown_command_line(c)}" for e in results["bundles"] for c in e["commands"]]
     return "\n".join(lines) + "\n"
 
 

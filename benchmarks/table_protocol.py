@@ -6,7 +6,6 @@ import datetime
 import json
 import os
 import platform
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-REPO = Path(__file__).resolve().parents[1]
+from repo_paths import REPO, shown_command  # a sibling module: benchmarks/ is on sys.path
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10_subset.npz"
 JPEG_DATA = REPO.parent / "shared" / "data" / "cifar10_jpg"
 CALIBRATE = REPO.parent / "shared" / "tools" / "calibrate.py"
@@ -334,7 +334,8 @@ def today() -> str:
 
 
 def command_line() -> str:
-    return "python benchmarks/cifar10_table.py" + ("" if len(sys.argv) < 2 else " " + shlex.join(sys.argv[1:]))
+    """This run's command, its paths relative to the repository (the table is read on other machines)."""
+    return shown_command(["benchmarks/cifar10_table.py", *sys.argv[1:]])
 
 
 def describe_device(device: torch.device) -> str:

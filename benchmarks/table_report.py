@@ -6,11 +6,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
+from repo_paths import shown, shown_command_line
 from table_protocol import AUTOATTACK, CPU_PROTOCOL_NOTES, ISSUE_METHODS, command_line, read_json, write_json, write_text
-
-#: The results file (without suffix) write_results writes; cifar10_table.main sets it to its protocol's RESULTS_OF.
-RESULTS_NAME = "cifar10_subset"
-
 
 #: Setting fields added after tables were made. Each names the methods it changes; a table written before the
 #: field existed still merges when none of its rows is of those methods.
@@ -334,7 +331,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     aa_standard = f"; standard for {', '.join(s['autoattack_standard_for'])}" if s["autoattack_standard_for"] else ""
     dates = sorted({r.get("date", "") for r in results["rows"]} | {results["date"]})
     lines += [
-        f"**Data**: `{data['source']}`, {data['train_size']} of its {data['train_available']} training images, the first "
+        f"**Data**: `{shown(data['source'])}`, {data['train_size']} of its {data['train_available']} training images, the first "
         f"{data['test_used']} test images.",
         "",
         f"**Training** (the same for every method): student `{s['student']}` (timm, small-input stem, from scratch), "
@@ -433,7 +430,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     if warnings:
         lines += ["", "**Masking-check warnings** (the robust numbers of these rows may be overestimates):", ""]
         lines += [f"- {r['method']} seed {r['seed']}, `{c['name']}`: {c['message']}" for r, c in warnings]
-    lines += ["", "## Commands", "", *[f"    {c}" for c in results["commands"]], ""]
+    lines += ["", "## Commands", "", *[f"    {shown_command_line(c)}" for c in results["commands"]], ""]
     return "\n".join(lines)
 
 
@@ -539,15 +536,16 @@ def render_scatter(by_method: dict[str, list[dict[str, Any]]], results: dict[str
     return path
 
 
-def write_results(out: Path, results: dict[str, Any], plot: bool = True) -> None:
-    """The JSON, the plot and the Markdown table that shows it (without the plot: JSON and table only, as after each
-    row of a run, where drawing the plot every time cost more than a smoke run's training)."""
-    write_json(out / f"{RESULTS_NAME}.json", results)
-    plot = render_plot(results, out / f"{RESULTS_NAME}.png") if plot else None
+def write_results(out: Path, results: dict[str, Any], name: str, plot: bool = True) -> None:
+    """``name``.json, .png and .md in ``out``: the JSON, the plot and the Markdown table that shows it (without the
+    plot: JSON and table only, as after each row of a run, where drawing the plot every time cost more than a smoke
+    run's training)."""
+    write_json(out / f"{name}.json", results)
+    plot = render_plot(results, out / f"{name}.png") if plot else None
     markdown = render_markdown(results)
     if plot is not None:
         markdown = markdown.replace("\n## Teachers\n", f"\n![accuracy per method]({plot.name})\n\n## Teachers\n", 1)
-    write_text(out / f"{RESULTS_NAME}.md", markdown)
+    write_text(out / f"{name}.md", markdown)
 
 
 def validation_of(row: dict[str, Any]) -> tuple[float, float] | None:
@@ -557,8 +555,9 @@ def validation_of(row: dict[str, Any]) -> tuple[float, float] | None:
     return None if not best else (best["val_clean"], best["val_pgd10"])
 
 
-def render_ablations(results: dict[str, Any], table: dict[str, Any]) -> str:
-    """Ablations on the validation split beside the table's own rows of the same method and seed (and PGD-AT's)."""
+def render_ablations(results: dict[str, Any], table: dict[str, Any], table_name: str) -> str:
+    """Ablations on the validation split beside the rows of the same method and seed (and PGD-AT's) of the table
+    ``table`` (docs/results/``table_name``.md)."""
     reference = {(r["method"], r["seed"]): validation_of(r) for r in table.get("rows", [])
                  if r["status"] == "ok" and not r.get("teachers_remade")}
     val_n = results["data"].get("val_size") or 0
@@ -570,7 +569,7 @@ def render_ablations(results: dict[str, Any], table: dict[str, Any]) -> str:
         f"{val_n} validation images carved out of the training set: clean and PGD-10 accuracy at the epoch "
         "best-robust selection keeps. The test split is never touched here; a variant that wins is made the "
         "method's default and then run on the test split like every other row "
-        f"(`docs/results/{RESULTS_NAME.removesuffix('_ablations')}.md`). One standard error of a validation "
+        f"(`docs/results/{table_name}.md`). One standard error of a validation "
         f"PGD-10 accuracy near 40% is about {se:.1f} points: a single-seed difference smaller than about "
         f"{2 * se:.0f} points decides nothing.", "",
         "| variant | changed | seed | val clean | val PGD-10 | vs the default (same seed) | vs PGD-AT (same seed) "
@@ -602,11 +601,17 @@ def render_ablations(results: dict[str, Any], table: dict[str, Any]) -> str:
         if ref is not None:
             lines.append(f"| {method} | {seed} | {fmt(ref[0])} | {fmt(ref[1])} |")
     lines += ["", f"**Device**: {results['environment']['device']}; {results['date']}.", "",
-              "## Commands", "", *[f"    {c}" for c in results["commands"]], ""]
+              "## Commands", "", *[f"    {shown_command_line(c)}" for c in results["commands"]], ""]
     return "\n".join(lines)
 
 
-def write_ablations(out: Path, results: dict[str, Any], table: dict[str, Any]) -> None:
-    """The ablations' JSON and Markdown (RESULTS_NAME is then '<table>_ablations')."""
-    write_json(out / f"{RESULTS_NAME}.json", results)
-    write_text(out / f"{RESULTS_NAME}.md", render_ablations(results, table))
+def ablations_name(table_name: str) -> str:
+    """The file name (without suffix) of a table's ablations."""
+    return f"{table_name}_ablations"
+
+
+def write_ablations(out: Path, results: dict[str, Any], table_name: str) -> None:
+    """The ablations' JSON and Markdown, beside the table ``table_name``.json in ``out`` they compare with."""
+    name = ablations_name(table_name)
+    write_json(out / f"{name}.json", results)
+    write_text(out / f"{name}.md", render_ablations(results, read_json(out / f"{table_name}.json"), table_name))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from repo_paths import REPO, shown, shown_command  # a sibling module: benchmarks/ is on sys.path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                      "validation_after": info.get("val_clean_after"), "epochs": info.get("epochs"),
                      "kept_epoch": info.get("epoch"), "train_time_s": info.get("train_time_s"),
                      "val_images": info.get("val_images")})
-    result = {"bundle": str(args.bundle), "data": args.data, "date": datetime.date.today().isoformat(),
+    result = {"bundle": shown(args.bundle), "data": shown(args.data), "date": datetime.date.today().isoformat(),
               "device": f"cpu ({platform.machine()}, {torch.get_num_threads()} torch threads)",
-              "command": "python benchmarks/teacher_finetune.py " + " ".join(sys.argv[1:]),
+              "command": shown_command(["benchmarks/teacher_finetune.py", *sys.argv[1:]]),
               "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "teacher_finetune.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"| {pct(t['after']['clean'])} ({t['after']['correct']}/{t['after']['n']}) | "
                      f"{pct(r['validation_before'])} | {pct(r['validation_after'])} | {r['epochs']} "
                      f"({r['kept_epoch']}) | {r['train_time_s'] or 0:.0f} |")
-    lines += ["", f"Data: `{args.data}` (test split, {rows[0]['test']['before']['n'] if rows else 0} images); "
+    lines += ["", f"Data: `{result['data']}` (test split, {rows[0]['test']['before']['n'] if rows else 0} images); "
               f"validation: {rows[0]['val_images'] if rows else '–'} training images. Device: {result['device']}; "
               f"{result['date']}.", "", "Commands:", "",
               "    robustcompress fit ../shared/data/cifar10_jpg --teachers cifar10_resnet18_autoattack "

@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import platform
-import shlex
 import statistics
 import sys
 import time
@@ -41,7 +40,8 @@ from robustcompress.trainer.cpu import cpu_info
 from robustcompress.trainer.fast import plan_speed, speed_context, to_memory_format
 from robustcompress.runtime_env import resolve_device
 from robustcompress.trainer.loop import TrainStep
-from throughput_table import group_key, run_key, table  # a sibling module: benchmarks/ is on sys.path
+from repo_paths import shown_command  # sibling modules: benchmarks/ is on sys.path
+from throughput_table import group_key, run_key, table
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Issue 7's setting: MobileNetV2- and ResNet-18-class students, a ResNet-50 teacher, CIFAR-size images,
@@ -262,7 +262,7 @@ def summarise(args: argparse.Namespace, argv: list[str] | None, device: torch.de
               rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The JSON result for the rows measured so far ("complete" is False until every student and mode ran)."""
     return {
-        "command": "python " + shlex.join(sys.argv if argv is None else ["benchmarks/throughput.py", *argv]),
+        "command": shown_command(sys.argv if argv is None else ["benchmarks/throughput.py", *argv]),
         "date": datetime.date.today().isoformat(),
         "device": device_name(device),
         "torch": torch.__version__,

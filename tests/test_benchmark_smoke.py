@@ -93,9 +93,25 @@ def test_split_runs_merge_and_a_new_setting_starts_over(protocol, report, tmp_pa
     assert "**Not run**" in markdown and "iad" in markdown
     assert "load average 3.0" in markdown
 
-    report.write_results(tmp_path / "table", second)
+    report.write_results(tmp_path / "table", second, "cifar10_subset")
     assert (tmp_path / "table" / "cifar10_subset.png").stat().st_size > 0
     assert "![accuracy per method](cifar10_subset.png)" in (tmp_path / "table" / "cifar10_subset.md").read_text()
+
+
+def test_the_table_shows_paths_relative_to_the_repository(protocol, report, monkeypatch):
+    # docs/results is read on other machines: no developer's /home/... or /work/main/... prefix in it.
+    data = protocol.REPO.parent / "shared" / "data" / "cifar10_jpg"
+    work = protocol.REPO.parent / "runs" / "queue"
+    monkeypatch.setattr(sys, "argv", ["cifar10_table.py", "--data", str(data), f"--work-dir={work}", "--eps", "8/255"])
+    assert protocol.command_line() == ("python benchmarks/cifar10_table.py --data ../shared/data/cifar10_jpg "
+                                       "--work-dir=../runs/queue --eps 8/255")
+    results = report.merge_results(Path("/nonexistent/t.json"), _header(protocol, protocol.Setting(epochs=2)), [])
+    results["data"]["source"] = str(data)  # as tables written before this rule recorded them
+    results["commands"] = [f"python benchmarks/cifar10_table.py --out {protocol.REPO / 'docs' / 'results'}"]
+    markdown = report.render_markdown(results)
+    assert "**Data**: `../shared/data/cifar10_jpg`" in markdown
+    assert "    python benchmarks/cifar10_table.py --out docs/results\n" in markdown
+    assert str(protocol.REPO.parent) not in markdown
 
 
 def test_a_teacher_made_again_with_other_weights_gets_its_own_row_and_marks_the_rows_it_trained(protocol, report,

@@ -5,6 +5,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from robustcompress import RobustCompressor
 from robustcompress.bundle import (
     BUNDLE_KEYS_SINCE_2,
     BUNDLE_VERSION,
@@ -127,3 +128,62 @@ def test_rewriting_a_folder_removes_weights_the_new_bundle_does_not_have(written
     write_bundle(folder, {**record, "teachers": []}, {"student": student.state_dict()})
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "notes.safetensors", "student.safetensors"]
     assert read_bundle(folder).last_state() is None
+
+
+# -- 3. a bundle round-trips every setting --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rich_bundle(tmp_path_factory, digits8):
+    """A bundle saved with a non-default value for every setting that has one."""
+    train, test = digits8
+    teachers = [build_model("test_resnet", 10, 8), build_model("test_efficientnet", 10, 8)]
+    out = tmp_path_factory.mktemp("roundtrip") / "bundle"
+    rc = RobustCompressor(
+        teachers, "test_efficientnet", method="ard", method_kwargs={"alpha": 0.7, "temperature": 4.0},
+        eps=4 / 255, step_size=1 / 255, steps=1, epochs=1, batch_size=32, lr=0.03, momentum=0.8, weight_decay=1e-3,
+        schedule="step", augment=False, seed=5, input_size=8, teacher_weights=[1, 3], teacher_epochs=3,
+        out_dir=out, verify_attacks=("fgsm",), verify_examples=8, progress=False, speed="reference", device="cpu",
+    )
+    rc.fit(train, val_data=test)
+    return rc, out
+
+
+def test_load_round_trips_every_field_of_describe(rich_bundle):
+    rc, out = rich_bundle
+    loaded = RobustCompressor.load(out, device="cpu")
+    before, after = rc.describe(), loaded.describe()
+    assert set(before) == set(after)
+    for key in before:
+        assert after[key] == before[key], key
+    config = loaded.config
+    assert (config.momentum, config.weight_decay, config.schedule, config.augment, config.speed) == (
+        0.8, 1e-3, "step", False, "reference")
+    assert (config.crop_padding, config.flip) == (rc.config.crop_padding, rc.config.flip)
+    assert loaded.method_kwargs == {"alpha": 0.7, "temperature": 4.0} and loaded.method.alpha == 0.7
+    assert loaded.teacher_weights.tolist() == [0.25, 0.75] and loaded.teacher_epochs == 3
+    assert loaded.verify_attacks == ("fgsm",) and loaded.verify_examples == 8
+
+
+def test_load_then_save_keeps_the_record(rich_bundle, tmp_path):
+    _, out = rich_bundle
+    original = (out / "config.json").read_bytes()
+    RobustCompressor.load(out, device="cpu").save(out)
+    assert (out / "config.json").read_bytes() == original
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda cfg: cfg.pop("method_kwargs"), "lacks method_kwargs"),
+    (lambda cfg: cfg["train_config"].pop("momentum"), "lacks train_config.momentum"),
+    (lambda cfg: cfg.pop("bundle_version"), "no valid 'bundle_version'"),
+    (lambda cfg: cfg.update(bundle_version=99), "newer than this robustcompress"),
+    (lambda cfg: cfg["train_config"].update(warp_drive=True), "does not know: ['warp_drive']"),
+])
+def test_a_damaged_bundle_record_is_a_clear_error(rich_bundle, tmp_path, edit, words):
+    _, out = rich_bundle
+    cfg = json.loads((out / "config.json").read_text())
+    edit(cfg)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="config.json") as info:
+        RobustCompressor.load(broken, device="cpu")
+    assert words in str(info.value)

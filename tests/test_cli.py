@@ -1,8 +1,14 @@
+import argparse
+import ast
+import importlib
 import json
+import re
 
 import pytest
+from conftest import REPO_ROOT, one_line
 
-from robustcompress.cli import main
+from robustcompress import RobustCompressor
+from robustcompress.cli import build_parser, main
 
 
 def test_help_lists_every_command(capsys):
@@ -174,3 +180,191 @@ def test_a_second_fit_into_the_same_out_stops_at_once_naming_the_first(tmp_path,
         holder.wait()
     monkeypatch.undo()
     assert main(["fit", "digits", "--config", _tiny_config(tmp_path), "--out", str(tmp_path / "run")]) == 0
+
+
+def test_cli_force_needs_resume(tmp_path, capsys):
+    assert main(["fit", "digits", "--force", "--out", str(tmp_path / "out")]) == 2
+    assert "--force only applies to --resume" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# -- the poor ones: one error boundary per entry point --------------------------------------------------------------
+def _fail_with(exc: BaseException):
+    def run_quickstart(*args, **kwargs):
+        raise exc
+
+    return run_quickstart
+
+
+@pytest.mark.parametrize("exc, words", [
+    (IndexError("list index out of range"), "error: unexpected IndexError: list index out of range (rerun with "
+                                            "--debug for the traceback"),
+    (KeyError("robust_acc"), "error: unexpected KeyError: 'robust_acc'"),
+    (ZeroDivisionError("division by zero"), "error: unexpected ZeroDivisionError"),
+    (OSError(28, "No space left on device", "/big/student.safetensors"),
+     "error: No space left on device (/big/student.safetensors); free some disk space"),
+    (PermissionError(13, "Permission denied", "/ro/out"), "error: Permission denied (/ro/out); pass a path you may"),
+    (ValueError("first line\nsecond line"), "error: first line [more with --debug]"),
+])
+def test_cli_prints_one_line_for_any_exception(exc, words, monkeypatch, capsys):
+    monkeypatch.setattr("robustcompress.quickstart.run_quickstart", _fail_with(exc))
+    assert main(["quickstart", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robustcompress quickstart: ") and words in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_debug_shows_the_traceback(monkeypatch):
+    monkeypatch.setattr("robustcompress.quickstart.run_quickstart", _fail_with(IndexError("boom")))
+    with pytest.raises(IndexError, match="boom"):
+        main(["--debug", "quickstart"])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["fit", "digits", "--method", "pgd-at"], "fit: interrupted; rerun the same command with --resume"),
+    (["fit", "digits", "--method", "pgd-at", "--resume"], "fit: interrupted; rerun the same command to resume"),
+])
+def test_ctrl_c_says_how_to_resume(argv, words, monkeypatch, capsys, tmp_path):
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RobustCompressor, "fit", interrupted)
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, text, words", [
+    ("run.yaml", "data: digits\nepochs: [1, 2\n", "is not valid YAML at line"),
+    ("run.json", '{"data": "digits", "epochs": }', "is not valid JSON at line 1"),
+    ("run.yaml", "- digits\n- 10\n", "must hold a mapping"),
+])
+def test_config_parse_errors_name_the_file(name, text, words, tmp_path, capsys):
+    config = tmp_path / name
+    config.write_text(text)
+    assert main(["fit", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and name in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_method_arg_parse_errors_name_the_argument(tmp_path, capsys):
+    argv = ["fit", "digits", "--method", "trades", "--method-arg", "beta=tru", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert "--method-arg 'beta=tru'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# -- messages name only flags that exist ----------------------------------------------------------------------------
+FOREIGN_FLAGS = {"--nproc_per_node"}  # torchrun's, named in fit --speed's help
+
+
+SOURCES = ("robustcompress", "export/robustcompress_runtime", "apps")
+
+
+def _runtime():
+    """The deploy runtime module (robustcompress_runtime.runtime, whose main() is the torch-free CLI)."""
+    return importlib.import_module("robustcompress_runtime.runtime")
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    flags = set()
+    for action in parser._actions:
+        flags.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= _options(sub)
+    return flags
+
+
+def _runtime_parser(monkeypatch) -> argparse.ArgumentParser:
+    """The parser the runtime's main() builds, caught as it parses."""
+    caught = []
+
+    class Caught(Exception):
+        pass
+
+    def grab(self, *args, **kwargs):
+        caught.append(self)
+        raise Caught
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", grab)
+    with pytest.raises(Caught):
+        _runtime().main(["model.onnx", "x.png"])
+    monkeypatch.undo()
+    return caught[0]
+
+
+def _trees():
+    for package in SOURCES:
+        for file in sorted((REPO_ROOT / package).rglob("*.py")):
+            yield file, ast.parse(file.read_text())
+
+
+def _defined_flags() -> set[str]:
+    """Flags of the shipped tools' other parsers (e.g. the latency benchmark): add_argument("--x", ...) calls."""
+    return {arg.value for _, tree in _trees() for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"
+            for arg in node.args if isinstance(arg, ast.Constant) and str(arg.value).startswith("--")}
+
+
+def _flags_in_strings() -> dict[str, list[str]]:
+    """Every --flag written in a string (messages, help, f-string parts) of the shipped code, docstrings aside."""
+    found: dict[str, list[str]] = {}
+    for file, tree in _trees():
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*[a-z0-9]", node.value):
+                    found.setdefault(flag, []).append(f"{file.relative_to(REPO_ROOT)}:{node.lineno}")
+    return found
+
+
+def test_every_flag_named_in_a_message_exists(monkeypatch):
+    known = _options(build_parser()) | _options(_runtime_parser(monkeypatch)) | _defined_flags() | FOREIGN_FLAGS
+    found = _flags_in_strings()
+    assert "--resume" in found and "--teachers" in found  # the scan sees messages
+    missing = {flag: where for flag, where in found.items() if flag not in known}
+    assert not missing, f"messages name flags no parser has: {missing}"
+
+
+def test_cifar10_missing_advises_only_what_exists(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROBUSTCOMPRESS_DATA", str(tmp_path / "empty"))
+    assert main(["fit", "cifar10", "--method", "pgd-at", "--out", str(tmp_path / "out")]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "cifar10 not found under" in line and "ROBUSTCOMPRESS_DATA" in line and "download=True" in line
+    assert "data_root=<" not in line and "--" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_teacherless_distillation_names_the_cli_flags(tmp_path, capsys):
+    assert main(["fit", "digits", "--method", "ard", "--out", str(tmp_path / "out")]) == 2
+    assert "--teachers NAME ... or --method pgd-at" in one_line(capsys.readouterr().err)
+
+
+# -- teacher weights --------------------------------------------------------------------------------------------------
+def test_cli_negative_teacher_weight_is_refused_by_argparse(tmp_path, capsys):
+    argv = ["fit", "digits", "--method", "ard", "--teachers", "test_resnet", "test_resnet", "--teacher-weights", "-1",
+            "2", "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "argument --teacher-weights: -1 must be a finite number of at least 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_teacher_weights_reach_the_compressor(tmp_path, monkeypatch):
+    seen = []
+
+    def record(self, *args, **kwargs):
+        seen.append(self.teacher_weights.tolist())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RobustCompressor, "fit", record)
+    argv = ["fit", "digits", "--method", "ard", "--teachers", "test_resnet", "test_resnet", "--teacher-weights", "3",
+            "1", "--out", str(tmp_path / "out")]
+    assert main(argv) == 130
+    assert seen == [[0.75, 0.25]]

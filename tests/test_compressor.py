@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from conftest import TINY_FIT, snapshot
 
 from robustcompress import RobustCompressor, list_methods
 
@@ -327,3 +328,46 @@ def test_a_run_that_fails_in_training_leaves_no_empty_folders(digits8, tmp_path)
     with pytest.raises(ValueError, match="NaN"):
         _fitted(tmp_path / "out" / "run", NaNAt100(), test)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- 2. a seed reproduces a run -------------------------------------------------------------------------------------
+def test_same_seed_gives_bit_identical_weights(digits8):
+    train, test = digits8
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(len(weights))  # whatever ran before must not matter
+        rc = RobustCompressor([], "test_efficientnet", method="pgd-at", seed=3, verify_attacks=(), **TINY_FIT)
+        rc.fit(train, val_data=test)
+        weights.append(rc.student.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+# -- 4. resume refuses a different run ------------------------------------------------------------------------------
+def test_resume_with_other_settings_is_refused_then_forced_and_recorded(digits8, tmp_path):
+    train, test = digits8
+    out = tmp_path / "run"
+    common = dict(verify_attacks=("fgsm",), verify_examples=8, out_dir=out, **{**TINY_FIT, "epochs": 1})
+    RobustCompressor([], "test_efficientnet", method="pgd-at", **common).fit(train, val_data=test)
+    written = snapshot(out)
+    changed = {**common, "lr": 0.2, "steps": 2, "epochs": 2}
+    with pytest.raises(ValueError, match="cannot resume") as info:
+        RobustCompressor([], "test_efficientnet", method="trades", **changed).fit(train, val_data=test, resume=True)
+    message = str(info.value)
+    for field in ("lr: 0.05 in the checkpoint, 0.2 now", "steps", "epochs", "method: 'pgd-at'", "--force"):
+        assert field in message
+    assert snapshot(out) == written  # nothing was trained or overwritten
+
+    rc = RobustCompressor([], "test_efficientnet", method="pgd-at", **{**common, "epochs": 2, "lr": 0.2})
+    rc.fit(train, val_data=test, resume=True, force=True)
+    history = json.loads((out / "config.json").read_text())["history"]
+    assert len(history) == 2 and "resumed_with_changes" not in history[0]
+    assert history[1]["resumed_with_changes"] == {"epochs": {"checkpoint": 1, "now": 2},
+                                                  "lr": {"checkpoint": 0.05, "now": 0.2}}
+
+
+def test_resume_with_another_student_is_refused(digits8, tmp_path):
+    train, test = digits8
+    common = dict(verify_attacks=(), out_dir=tmp_path, **TINY_FIT)
+    RobustCompressor([], "test_efficientnet", method="pgd-at", **common).fit(train, val_data=test)
+    with pytest.raises(ValueError, match="student.*test_efficientnet"):
+        RobustCompressor([], "test_resnet", method="pgd-at", **common).fit(train, val_data=test, resume=True)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import built_once
+from conftest import built_once, foreign_onnx, never, one_line, png_claiming
 from robustcompress.apps.handler import (
     ATTACKS,
     MAX_PIXELS,
@@ -28,6 +28,7 @@ from robustcompress.apps.handler import (
     run_attack,
     upscale,
 )
+from robustcompress.cli import main
 
 # find_spec, not importorskip: every xdist worker collects this file, and importing gradio there costs 3-5 s each.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gradio") is None,
@@ -439,3 +440,41 @@ def test_browser_uploads_a_picture_attacks_it_and_shows_both_models(models, tmp_
         finally:
             browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+# -- 9. the demo handler refuses NaN --------------------------------------------------------------------------------
+def test_demo_handler_refuses_a_nan_tensor():
+    pytest.importorskip("PIL")
+    from robustcompress.apps.handler import image_to_tensor
+
+    x = torch.rand(1, 3, 8, 8)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN or infinite values"):
+        image_to_tensor(x, 8)
+    x[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        image_to_tensor(x, 8)
+
+
+def test_demo_refuses_a_foreign_onnx(tiny_bundle, tmp_path, capsys):
+    pytest.importorskip("gradio")
+    path = foreign_onnx(tmp_path / "fixed.onnx", "nchw")
+    assert main(["demo", str(tiny_bundle), "--onnx", str(path), "--port", "7999"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "has no robustcompress metadata" in line and f"robustcompress export {tiny_bundle}" in line
+
+
+def test_demo_refuses_a_decompression_bomb_before_decoding(tmp_path, monkeypatch):
+    gr = pytest.importorskip("gradio")
+    from gradio.data_classes import ImageData
+
+    from robustcompress.apps.demo import PictureInput
+    from robustcompress.apps.handler import image_to_tensor
+
+    bomb = png_claiming(tmp_path / "bomb.png", 7000, 7000)
+    component = PictureInput(type="pil", image_mode=None, format="png")
+    monkeypatch.setattr(gr.Image, "preprocess", never("decoding"))
+    with pytest.raises(gr.Error, match="bomb.png is 7000x7000 pixels \\(49 megapixels\\); at most 36"):
+        component.preprocess(ImageData(path=str(bomb), orig_name="bomb.png"))
+    with pytest.raises(ValueError, match="49 megapixels"):
+        image_to_tensor(str(bomb), 16)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +13,13 @@ import onnx
 import pytest
 import torch
 from PIL import Image
+from conftest import CHECKOUT_PYTHONPATH, REPO_ROOT
 
 from robustcompress import RobustCompressor, load_data
 from robustcompress.cli import main as cli_main
 from robustcompress.export import ParityError, check_parity, read_metadata
 from robustcompress.export.onnx import onnx_logits, set_metadata
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 N_VERIFY = 48
 
 # Runs a module with `import torch` failing, then proves torch never got imported.
@@ -189,7 +190,7 @@ def _known_image(exported: SimpleNamespace, folder: Path) -> tuple[Path, str]:
 
 def test_runtime_classifies_an_image_file_without_torch(exported: SimpleNamespace, tmp_path: Path) -> None:
     image, label = _known_image(exported, tmp_path)
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT_PYTHONPATH}
     for model in (exported.fp32, exported.int8):
         run = subprocess.run([sys.executable, "-c", NO_TORCH_PRELUDE, "robustcompress_runtime.runtime", str(model), str(image)],
                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
@@ -204,6 +205,27 @@ def test_runtime_classifies_an_image_file_without_torch(exported: SimpleNamespac
     assert bench.returncode == 0, bench.stderr
     assert "skipping the PyTorch eager row" in bench.stderr  # the bundle beside the file needs torch
     assert "| onnxruntime fp32 |" in bench.stdout and "| onnxruntime int8 (QDQ) |" in bench.stdout
+
+
+@pytest.mark.slow  # pip fetches onnxruntime, numpy and Pillow from the package registry
+def test_pip_install_export_on_a_fresh_venv_classifies_without_torch(exported: SimpleNamespace, tmp_path: Path) -> None:
+    """The edge box: `pip install ./export` in a new virtualenv installs no torch, and the model classifies there."""
+    image, label = _known_image(exported, tmp_path)
+    venv = tmp_path / "edge"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    package = shutil.copytree(REPO_ROOT / "export", tmp_path / "export",  # as copied to the box; builds stay there
+                              ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    install = subprocess.run([python, "-m", "pip", "install", "-q", str(package)], capture_output=True, text=True,
+                             timeout=600)
+    assert install.returncode == 0, install.stderr
+    installed = subprocess.run([python, "-m", "pip", "list", "--format", "freeze"], capture_output=True, text=True,
+                               timeout=60).stdout.lower()
+    assert "robustcompress-runtime==" in installed and "torch" not in installed
+    run = subprocess.run([python, "-m", "robustcompress_runtime", str(exported.fp32), str(image)], capture_output=True,
+                         text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert f"{image}: {label} (probability" in run.stdout
 
 
 def test_runtime_takes_arrays_and_explains_bad_input(exported: SimpleNamespace) -> None:
@@ -306,3 +328,22 @@ def test_evaluate_refuses_an_int8_file_beyond_its_recorded_tolerance_in_one_line
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(fake) in err and "--bundle" in err
     assert "Report this" not in err and "was not written" not in err
+
+
+# -- export --out given a folder ----------------------------------------------------------------------------------------
+def test_cli_export_into_an_existing_folder_writes_student_onnx_there(tiny_bundle, tmp_path, capsys):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    argv = ["export", str(tiny_bundle), "--out", str(folder), "--data", "digits", "--examples", "8",
+            "--attack-steps", "1", "--latency-runs", "0"]
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["student.onnx", "student.report.json"]
+    assert str(folder / "student.onnx") in capsys.readouterr().out
+
+
+def test_onnx_output_path_rule(tmp_path):
+    from robustcompress.export.student import onnx_output_path
+
+    assert onnx_output_path(tmp_path) == tmp_path / "student.onnx"
+    assert onnx_output_path(f"{tmp_path}/new/") == tmp_path / "new" / "student.onnx"
+    assert onnx_output_path(tmp_path / "m.onnx") == tmp_path / "m.onnx"

@@ -7,10 +7,11 @@ import warnings
 import pytest
 import torch
 from torch.utils.data import TensorDataset
+from conftest import ConstantModel
 
 from robustcompress import RobustCompressor
 from robustcompress.cli import main
-from robustcompress.verify import evaluate_gate, format_gate, parse_requirement
+from robustcompress.verify import evaluate, evaluate_gate, format_gate, parse_requirement
 
 QUICK = ["--attacks", "fgsm", "pgd10", "--n-examples", "16", "--checks", "quick", "--no-progress"]
 
@@ -158,3 +159,32 @@ def test_gate_fails_on_a_warning_check_even_when_every_number_is_met():
     report["checks"][0]["status"] = "pass"
     assert evaluate_gate(report, ["autoattack>=0.45", "worst<0.6"])["passed"]
     assert not evaluate_gate(report, ["autoattack>=0.55"])["passed"]
+
+
+def _report_with(correct: int, total: int = 20) -> dict:
+    x = torch.rand(total, 3, 8, 8)
+    y = torch.tensor([0] * correct + [1] * (total - correct))
+    return evaluate(ConstantModel(), (x, y), attacks=("fgsm",), eps=0.0).to_dict()
+
+
+def test_gate_passes_at_exactly_the_threshold():
+    report = _report_with(9)  # 9/20 = 0.45 exactly; as a float32 accuracy it is 0.44999998...
+    assert report["clean_acc"] < 0.45 and report["correct"] == {"clean": 9, "fgsm": 9, "worst_case": 9}
+    gate = evaluate_gate(report, ["clean>=0.45", "worst_case>=45%"], fail_on_check_warnings=False)
+    assert gate["passed"], gate["failures"]
+    assert gate["requirements"][0]["correct"] == 9 and gate["requirements"][0]["total"] == 20
+
+
+def test_strict_gate_fails_at_exactly_the_threshold():
+    report = _report_with(2)  # 2/20 = 0.1 exactly; as a float32 accuracy it is 0.10000000149...
+    assert report["robust_acc"]["fgsm"] > 0.1
+    gate = evaluate_gate(report, ["fgsm>0.1"], fail_on_check_warnings=False)
+    assert not gate["passed"]
+    assert "fgsm accuracy is 0.1000 (2/20)" in gate["failures"][0]
+
+
+def test_gate_on_a_report_without_counts_recovers_them_from_n_examples():
+    report = _report_with(9)
+    del report["correct"]
+    assert evaluate_gate(report, ["clean>=0.45"], fail_on_check_warnings=False)["passed"]
+    assert not evaluate_gate(report, ["clean>0.45"], fail_on_check_warnings=False)["passed"]

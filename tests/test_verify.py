@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import foreign_onnx, one_line
 
+from robustcompress.cli import main
 from robustcompress.verify import (
     CheckSettings,
     evaluate,
@@ -269,3 +271,24 @@ def test_a_zero_batch_size_is_refused_naming_it():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
     with pytest.raises(ValueError, match="batch_size=0 is too small"):
         evaluate(model, (torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])), attacks=("fgsm",), batch_size=0)
+
+
+def test_cli_evaluate_explains_a_foreign_onnx_it_cannot_feed(tmp_path, capsys):
+    path = foreign_onnx(tmp_path / "nhwc.onnx", "nhwc")
+    assert main(["evaluate", str(path), "digits", "--out", str(tmp_path / "rep")]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "nhwc.onnx takes x: tensor(float) ['n', 8, 8, 3]" in line
+    assert "channels-last (NHWC)" in line and "'robustcompress export'" in line
+    assert not (tmp_path / "rep").exists()
+
+
+def test_cli_evaluate_runs_a_compatible_foreign_onnx_with_a_note(tmp_path, capsys):
+    path = foreign_onnx(tmp_path / "fixed.onnx", "nchw")  # fixed batch 1 at 8x8: digits are loaded at 8x8 for it
+    argv = ["evaluate", str(path), "digits", "--attacks", "square5", "--n-examples", "4", "--checks", "none",
+            "--no-progress", "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 0
+    assert "note: fixed.onnx has no robustcompress metadata" in capsys.readouterr().err
+    import json
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "no robustcompress metadata" in report["model"]["note"]
