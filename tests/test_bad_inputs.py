@@ -107,10 +107,11 @@ def test_load_round_trips_every_field_of_describe(rich_bundle):
     assert set(before) == set(after)
     for key in before:
         assert after[key] == before[key], key
-    config = loaded.config
+    config = loaded.train_config
     assert (config.momentum, config.weight_decay, config.schedule, config.augment, config.speed) == (
         0.8, 1e-3, "step", False, "reference")
-    assert (config.crop_padding, config.flip) == (rc.config.crop_padding, rc.config.flip)
+    assert (config.crop_padding, config.flip) == (rc.train_config.crop_padding, rc.train_config.flip)
+    assert loaded.config == rc.config
     assert loaded.method_kwargs == {"alpha": 0.7, "temperature": 4.0} and loaded.method.alpha == 0.7
     assert loaded.teacher_weights.tolist() == [0.25, 0.75] and loaded.teacher_epochs == 3
     assert loaded.verify_attacks == ("fgsm",) and loaded.verify_examples == 8

@@ -92,5 +92,7 @@ def teacher_probs_batched(
 
 
 def require_teacher(name: str, teachers: Sequence[nn.Module]) -> None:
+    """Refuse to distil without teachers: the one message, for the API, the CLI and the training loop."""
     if not teachers:
-        raise ValueError(f"method '{name}' distils from a teacher; pass teachers=[...] or use method='pgd-at'")
+        raise ValueError(f"method '{name}' distils from teachers; pass teachers=[...] or use method='pgd-at' "
+                         "(CLI: --teachers NAME ... or --method pgd-at)")

@@ -231,8 +231,7 @@ def train(
     different config or run_info raises ValueError naming the differences, unless ``force_resume=True``, which
     continues and records the changes in the first resumed epoch's history entry ('resumed_with_changes').
     """
-    if method.needs_teacher and not teachers:
-        raise ValueError(f"method '{method.name}' distils from a teacher; pass teachers=[...] or use method='pgd-at'")
+    method.check_teachers(teachers)
     if len(train_set) == 0:  # type: ignore[arg-type]
         raise ValueError("the training set is empty; pass a dataset with at least one image")
     check_training_set_size(len(train_set))  # type: ignore[arg-type]
