@@ -42,6 +42,11 @@ def setting(default: Any, help: str, read: str, *, flag: str | None = None, meta
     return field(default=default, metadata={"help": help, "read": read, **options})
 
 
+def choice(choices: Sequence[str], help: str) -> Any:
+    """A CompressConfig field that is one of ``choices``, the first being the default."""
+    return setting(choices[0], help, "text", choices=choices)
+
+
 @dataclass(frozen=True)
 class CompressConfig:
     """Every setting of a RobustCompressor run except its models (teachers and student), checked on construction.
@@ -63,8 +68,8 @@ class CompressConfig:
     lr: float = setting(0.1, "learning rate (SGD)", "number")
     momentum: float = setting(0.9, "SGD momentum, in [0, 1)", "number")
     weight_decay: float = setting(5e-4, "SGD weight decay", "number")
-    schedule: str = setting("cosine", "learning-rate schedule: cosine, or step (x0.1 at half and at three quarters of training)",
-                            "text", choices=SCHEDULES)
+    schedule: str = choice(SCHEDULES, "learning-rate schedule: cosine, or step (x0.1 at half and at three quarters "
+                           "of training)")
     augment: bool = setting(True, "random crop and flip of the training images", "switch")
     device: str = setting("auto", "auto (default), cpu or cuda", "text")
     seed: int = setting(0, "seed of the student's initial weights, data order and attacks", "whole number")
@@ -85,21 +90,17 @@ class CompressConfig:
         nargs="*")
     verify_examples: int = setting(500, "test images the verification after training attacks", "whole number")
     progress: bool = setting(True, "show progress bars", "switch")
-    speed: str = setting(
-        "fast", "fast (default: channels_last, with --precision auto), compile (fast + torch.compile) or reference "
-        "(fp32, NCHW, eager). Multi-GPU: torchrun --nproc_per_node N -m robustcompress fit ...", "text",
-        choices=SPEEDS)
-    precision: str = setting(
-        "auto", "training precision of --speed fast: auto (default) is bf16 autocast on GPUs with bf16 and fp32 on "
-        "CPUs; bf16 forces it (1.4-2.5x faster on CPUs with AMX-BF16 or AVX512-BF16, but not bit-reproducible "
-        "there); evaluation always runs in fp32", "text", choices=PRECISIONS)
-    teacher_outputs: str = setting(
-        "live", "live (default): teachers run on every batch; cached: teachers that see only clean images "
-        "(sa-mdrad's, mtard's clean one) run once over the training set, a cheaper setting", "text",
-        choices=TEACHER_OUTPUTS)
-    select: str = setting(
-        "last", "keep the last epoch (default) or the one with the best PGD-10 accuracy on a validation split carved "
-        "out of the training data (--val-size images)", "text", choices=("last", "best-robust"))
+    speed: str = choice(SPEEDS, "fast (default: channels_last, with --precision auto), compile (fast + torch.compile) "
+                        "or reference (fp32, NCHW, eager). Multi-GPU: torchrun --nproc_per_node N -m robustcompress "
+                        "fit ...")
+    precision: str = choice(PRECISIONS, "training precision of --speed fast: auto (default) is bf16 autocast on GPUs "
+                            "with bf16 and fp32 on CPUs; bf16 forces it (1.4-2.5x faster on CPUs with AMX-BF16 or "
+                            "AVX512-BF16, but not bit-reproducible there); evaluation always runs in fp32")
+    teacher_outputs: str = choice(TEACHER_OUTPUTS, "live (default): teachers run on every batch; cached: teachers "
+                                  "that see only clean images (sa-mdrad's, mtard's clean one) run once over the "
+                                  "training set, a cheaper setting")
+    select: str = choice(("last", "best-robust"), "keep the last epoch (default) or the one with the best PGD-10 "
+                         "accuracy on a validation split carved out of the training data (--val-size images)")
     val_size: int | float = setting(
         1000, "validation images for --select best-robust: a count such as 1000 or a fraction such as 0.1",
         "count or fraction")

@@ -66,7 +66,8 @@ def count_or_fraction(text: str) -> int | float:
     try:
         return int(text) if text.strip().lstrip("+-").isdigit() else float(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"'{text}' is neither a count such as 1000 nor a fraction such as 0.1") from exc
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a count such as 1000 nor a fraction such as 0.1"
+                                         ) from exc
 
 
 def method_argument(item: str) -> tuple[str, Any]:
