@@ -19,6 +19,7 @@ import torch.nn as nn
 from robustcompress.arguments import closest_name_hint, require_int, require_number
 from robustcompress.attacks import get_attack
 from robustcompress.methods import Method, create_method
+from robustcompress.methods.common import check_teachers_given
 from robustcompress.trainer.config import PRECISIONS, SCHEDULES, SPEEDS, TEACHER_OUTPUTS, TrainConfig
 from robustcompress.trainer.loop import check_attack_budget
 from robustcompress.trainer.select import check_select_mode
@@ -216,7 +217,7 @@ def check_teachers(method: Method, teachers: Sequence[Any], teacher_weights: Seq
                    ) -> torch.Tensor | None:
     """Refuse a distillation method without teachers or weights for another number of teachers; return the
     weights normalised to sum to 1 (None: equal shares)."""
-    method.check_teachers(teachers)
+    check_teachers_given(method, teachers)
     if teacher_weights is None:
         return None
     if len(teacher_weights) != len(teachers):

@@ -163,6 +163,23 @@ def test_fit_flags_reach_the_settings_and_override_the_config_file(tmp_path, mon
     assert settings.teacher_weights == (2.0,) and settings.progress is False and settings.out_dir == "runs/fit"
 
 
+@pytest.mark.parametrize("flags, words", [
+    (["--epochs", "0"], "epochs=0 is too small"),
+    (["--steps", "-1"], "steps=-1 is too small"),
+    (["--batch-size", "0"], "batch_size=0 is too small"),
+    (["--lr", "-0.1"], "lr=-0.1 must be above 0"),
+    (["--eps", "8"], "did you mean 8/255"),
+    (["--select", "best-robust", "--val-size", "0"], "val_size=0 is too small"),
+])
+def test_a_bad_fit_flag_fails_in_one_line_naming_the_setting_before_any_work(tmp_path, monkeypatch, capsys, flags,
+                                                                             words):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "digits", "--method", "pgd-at", *flags]) == 2  # checked by CompressConfig, as the API's
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("line, words", [
     ("select: best-robust\nval_size: 0", "val_size=0 is too small"),
     ("eps: 8", "eps 8 is outside [0, 1]"),

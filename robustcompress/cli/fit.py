@@ -54,8 +54,8 @@ def add_setting_flag(parser: argparse.ArgumentParser, setting: Field) -> None:
     options: dict[str, Any] = {"dest": setting.name, "default": None, "help": meta["help"], "metavar": meta["metavar"]}
     if meta["read"] == "switch":
         options.update(action=argparse.BooleanOptionalAction, metavar=None)
-    elif meta["read"] == "key=value":
-        options.update(action="append", type=method_argument)
+    elif meta["read"] == "key=value":  # read in run(), so a bad one is the one-line error every setting gives
+        options.update(action="append")
     else:
         options.update(type=READERS[meta["read"]], choices=meta["choices"], nargs=meta["nargs"])
     parser.add_argument(flag, **{key: value for key, value in options.items() if value is not None})
@@ -71,16 +71,16 @@ def count_or_fraction(text: str) -> int | float:
 
 
 def method_argument(item: str) -> tuple[str, Any]:
-    """argparse reader for --method-arg KEY=VALUE: VALUE as JSON when it looks like a number, true/false, a list or
-    a mapping, else as text."""
+    """One --method-arg KEY=VALUE: VALUE as JSON when it looks like a number, true/false, a list or a mapping, else
+    as text."""
     key, sep, value = item.partition("=")
     if not sep:
-        raise argparse.ArgumentTypeError(f"'{item}' must look like KEY=VALUE")
+        raise ValueError(f"--method-arg '{item}' must look like KEY=VALUE")
     try:
         return key, json.loads(value) if value[:1] in "-0123456789[{tf" else value
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"'{item}': {value!r} is not a number, true/false, a JSON list or mapping "
-                                         f"({exc.msg}); e.g. --method-arg {key}=0.9") from exc
+        raise ValueError(f"--method-arg '{item}': {value!r} is not a number, true/false, a JSON list or mapping "
+                         f"({exc.msg}); e.g. --method-arg {key}=0.9") from exc
 
 
 #: How each kind of flag text is read (robustcompress.settings.READS; "switch" and "key=value" are actions).
@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if flags["teachers"] is not None:
         flags["teachers"] = [_teacher(t) for t in flags["teachers"]]
     if flags["method_kwargs"] is not None:  # --method-arg adds to (or overrides) the config file's method_kwargs
-        flags["method_kwargs"] = {**(cfg.get("method_kwargs") or {}), **dict(flags["method_kwargs"])}
+        given = dict(method_argument(item) for item in flags["method_kwargs"])
+        flags["method_kwargs"] = {**(cfg.get("method_kwargs") or {}), **given}
     cfg.update({k: v for k, v in flags.items() if v is not None})
     cfg["out_dir"] = cfg.get("out_dir") or DEFAULT_OUT
     rc = RobustCompressor(**cfg)  # every setting is checked here (CompressConfig), before data or teachers

@@ -9,8 +9,6 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from robustcompress.methods.common import require_teacher
-
 _REGISTRY: dict[str, type["Method"]] = {}
 
 
@@ -56,11 +54,6 @@ class Method(nn.Module):
         A subclass may still set ``needs_teacher = False`` as a class attribute; that overrides this property.
         """
         return self.uses_teachers
-
-    def check_teachers(self, teachers: Sequence[Any]) -> None:
-        """Refuse training without teachers when these hyperparameters distil from them."""
-        if self.needs_teacher:
-            require_teacher(self.name, teachers)
 
     def clean_teacher_plan(self, num_teachers: int) -> Any:
         """The teachers this method queries on clean images only (a ``CleanTeacherPlan``), whose outputs may be

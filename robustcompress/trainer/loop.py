@@ -19,6 +19,7 @@ from robustcompress.data import random_crop_flip
 from robustcompress.data.core import check_dataset_images, check_images, check_labels
 from robustcompress.data.tensors import as_float_images
 from robustcompress.io import atomic_save, load_checkpoint
+from robustcompress.methods.common import check_teachers_given
 from robustcompress.methods.registry import Method, StepContext
 from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
 from robustcompress.trainer.config import SCHEDULES, TrainConfig
@@ -231,7 +232,7 @@ def train(
     different config or run_info raises ValueError naming the differences, unless ``force_resume=True``, which
     continues and records the changes in the first resumed epoch's history entry ('resumed_with_changes').
     """
-    method.check_teachers(teachers)
+    check_teachers_given(method, teachers)
     if len(train_set) == 0:  # type: ignore[arg-type]
         raise ValueError("the training set is empty; pass a dataset with at least one image")
     check_training_set_size(len(train_set))  # type: ignore[arg-type]
