@@ -62,17 +62,6 @@ def parity_tolerance(text: str) -> float:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    """argparse type for quantities that may be 0 but not negative (teacher weights)."""
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from exc
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number of at least 0")
-    return value
-
-
 def read_config(path: str | None) -> dict[str, Any]:
     """A YAML or JSON file of RobustCompressor arguments (keys as in the Python API)."""
     if not path:
