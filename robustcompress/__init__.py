@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _LAZY = {
+    "CompressConfig": "robustcompress.settings",
     "DataBundle": "robustcompress.data",
     "EvalReport": "robustcompress.verify",
     "ImageClassifier": "robustcompress.models",

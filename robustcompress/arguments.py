@@ -1,8 +1,9 @@
 """Argument checks every layer shares: whole numbers, finite numbers within bounds, and the one eps rule."""
 from __future__ import annotations
 
+import difflib
 from fractions import Fraction
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -53,3 +54,9 @@ def require_number(name: str, value: Any, *, least: float | None = None, above: 
     for bound, holds, words in bounds:
         if bound is not None and not holds(value, bound):
             raise ValueError(f"{name}={value} must be {words} {bound:g}" + (f"; {hint}" if hint else ""))
+
+
+def closest_name_hint(name: str, known: Sequence[str]) -> str:
+    """"did you mean 'X'? " for the known name closest to a mistyped ``name`` (empty when none is close)."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return f"did you mean '{close[0]}'? " if close else ""

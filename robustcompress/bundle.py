@@ -29,6 +29,8 @@ TRAIN_CONFIG_ADDED = {"teacher_outputs": "live"}
 #: specs in the record but not their weights: enough to evaluate, export and deploy the student, small to share.
 STUDENT, STUDENT_LAST = "student", "student_last"
 _TEACHER_FILE = re.compile(r"teacher_\d+\.safetensors")
+#: ``config`` (every RobustCompressor setting, robustcompress.settings.CompressConfig) is optional: bundles written
+#: before it existed lack it, and their settings are gathered from the keys below and train_config.
 #: What an optional key means when a record lacks it (or holds null): older bundles did not write all of them.
 DEFAULTS: dict[str, Any] = {
     "method_kwargs": {}, "method_hparams": {}, "teacher_epochs": 10, "verify_attacks": ["pgd20"],
@@ -72,6 +74,8 @@ def check_record(record: Any, where: str | os.PathLike) -> None:
         if unknown:
             raise ValueError(f"{where} has train_config settings this robustcompress does not know: {unknown}; "
                              "upgrade robustcompress or re-save the bundle")
+    if "config" in record and not isinstance(record["config"], dict):
+        missing.append("config (not a mapping)")
     if missing:
         raise ValueError(f"{where} lacks {', '.join(missing)}; the bundle is incomplete or was edited: "
                          "re-save it (RobustCompressor.save) or re-run fit")

@@ -15,23 +15,24 @@ from robustcompress.data.core import held_out_split, load_train_data
 from robustcompress.distill import initial_student, train_student
 from robustcompress.export import PARITY_TOLERANCE, check_export_arguments  # onnx itself loads when used
 from robustcompress.io import check_writable
-from robustcompress.methods import create_method
 from robustcompress.models import ImageClassifier
 from robustcompress.output_folder import (
     CHECKPOINTS, VERIFICATION, check_output_folder, folder_lock, remove_outputs, stale_after_resume,
 )
 from robustcompress.run_record import restore_run, run_identity, run_record, run_weights
-from robustcompress.settings import check_arguments, check_teachers, teacher_list
+from robustcompress.settings import DEFAULT_METHOD, CompressConfig, check_teachers, teacher_list
 from robustcompress.teachers import pick_model, prepare_teachers, teacher_references
-from robustcompress.trainer import TrainConfig
-from robustcompress.trainer.fast import plan_speed
 from robustcompress.runtime_env import is_main_process, resolve_device
-from robustcompress.trainer.loop import check_attack_budget
-from robustcompress.trainer.select import check_select_mode
+from robustcompress.trainer.fast import plan_speed
 from robustcompress.verify import CheckSettings, EvalReport, Verification, evaluate, verify_model, write_report
 from robustcompress.verify.runner import autoattack_state_dir
 
-DEFAULT_METHOD = "sa-mdrad"
+__all__ = ["DEFAULT_METHOD", "CompressConfig", "RobustCompressor"]  # the settings' names, beside the facade
+
+
+def _from_config(name: str) -> property:
+    """A read-only attribute that is the config's setting ``name`` (the names RobustCompressor always had)."""
+    return property(lambda self: getattr(self.config, name), doc=f"The setting config.{name} (CompressConfig).")
 
 
 class RobustCompressor:
@@ -50,39 +51,35 @@ class RobustCompressor:
     ``teacher_finetune_epochs=N`` fine-tunes them on the data first (replacing a head with another class count).
     """
 
-    def __init__(
-        self, teachers: Sequence[Any] = (), student: Any = "resnet18", method: str = DEFAULT_METHOD, *,
-        eps: float = 8 / 255, step_size: float | None = None, steps: int = 10, epochs: int = 10,
-        batch_size: int = 128, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
-        schedule: str = "cosine", augment: bool = True, device: str = "auto", seed: int = 0,
-        num_classes: int | None = None, input_size: int | None = None, teacher_weights: Sequence[float] | None = None,
-        teacher_epochs: int = 10, teacher_finetune_epochs: int = 0, method_kwargs: dict[str, Any] | None = None,
-        out_dir: str | os.PathLike | None = None, verify_attacks: Sequence[str] = ("pgd20",),
-        verify_examples: int = 500, progress: bool = True, speed: str = "fast", precision: str = "auto",
-        teacher_outputs: str = "live", select: str = "last",
-        val_size: int | float = 1000,
-    ) -> None:
-        check_arguments(eps=eps, step_size=step_size, teacher_epochs=teacher_epochs,
-                        teacher_finetune_epochs=teacher_finetune_epochs, verify_examples=verify_examples,
-                        num_classes=num_classes, input_size=input_size, teacher_weights=teacher_weights)
-        self.teacher_specs = teacher_list(teachers)
-        self.method = create_method(method, **(method_kwargs or {}))  # fails early on unknown names
-        self.method_name, self.method_kwargs = method, dict(method_kwargs or {})
-        self.teacher_weights = check_teachers(self.method, method, self.teacher_specs, teacher_weights)
-        self.student_spec = student
-        self.config = TrainConfig(
-            epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-            schedule=schedule, eps=eps, step_size=eps / 4 if step_size is None else step_size, steps=steps,
-            seed=seed, augment=augment, progress=progress, speed=speed, precision=precision,
-            teacher_outputs=teacher_outputs,
-        )
-        check_attack_budget(self.method, self.config)
-        self.device = resolve_device(device)
-        self.num_classes, self.input_size = num_classes, input_size
-        self.teacher_epochs, self.teacher_finetune_epochs = teacher_epochs, teacher_finetune_epochs
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.verify_attacks, self.verify_examples = tuple(verify_attacks), verify_examples
-        self.select, self.val_size = check_select_mode(select), val_size
+    method_name, method_kwargs, select, val_size = map(_from_config, ("method", "method_kwargs", "select", "val_size"))
+    teacher_epochs, teacher_finetune_epochs = map(_from_config, ("teacher_epochs", "teacher_finetune_epochs"))
+    verify_attacks, verify_examples = map(_from_config, ("verify_attacks", "verify_examples"))
+
+    def __init__(self, teachers: Sequence[Any] = (), student: Any = "resnet18", method: str | None = None, *,
+                 config: CompressConfig | None = None, **settings: Any) -> None:
+        """``teachers`` and ``student``: the models (see the class docstring); every other setting is a field of
+        :class:`~robustcompress.settings.CompressConfig` (method, eps, epochs, select, ...), given as keywords
+        (``method`` also third positionally) or as ``config=CompressConfig(...)``; keywords override the config's.
+        All of them are checked here, before any data is read or teacher trained.
+        """
+        if method is not None:
+            settings["method"] = method
+        self._adopt(CompressConfig.from_settings(settings, base=config), teacher_list(teachers), student)
+
+    def _adopt(self, config: CompressConfig, teacher_specs: list[Any], student_spec: Any,
+               device: str | None = None) -> None:
+        """Take a checked config and the models' specs (``device``: where to work instead of config.device, as
+        load() asks); the state a fit or load fills in starts empty."""
+        self.config = config
+        self.teacher_specs, self.student_spec = teacher_specs, student_spec
+        self.method = config.create_method()
+        self.teacher_weights = check_teachers(self.method, self.teacher_specs, config.teacher_weights)
+        #: The training loop's settings; fit() fills in the data's crop padding and flip.
+        self.train_config = config.train_config()
+        self.device = resolve_device(config.device if device is None else device)
+        #: Resolved by fit() from the data when the config leaves them None (then what the bundle records).
+        self.num_classes, self.input_size = config.num_classes, config.input_size
+        self.out_dir = Path(config.out_dir) if config.out_dir is not None else None
         self.last_state: dict[str, torch.Tensor] | None = None  # the final weights when select keeps another epoch
         self.selection: dict[str, Any] = {}
         self.student: ImageClassifier | None = None
@@ -148,17 +145,17 @@ class RobustCompressor:
         t0 = time.perf_counter()
         data = load_train_data(train_data, val_data, self.input_size, self.num_classes, self.config.progress)
         self._data = data
-        self.config.crop_padding, self.config.flip = data.crop_padding, data.flip
+        self.train_config.crop_padding, self.train_config.flip = data.crop_padding, data.flip
         self._build(data)
         self.timings_s["teachers"] = time.perf_counter() - t0
         writes = self.out_dir is not None and is_main_process()
         if writes:
             remove_outputs(earlier)  # overwrite=True: no file of the earlier run survives beside this one
         self.training_speed = plan_speed(self.config.speed, self.device, self.config.precision,
-                                         self.config.channels_last).describe()
+                                         self.train_config.channels_last).describe()
         t1 = time.perf_counter()
         run = train_student(
-            self._require_student(), self.teachers, self.method, data.train, self.num_classes, self.config,
+            self._require_student(), self.teachers, self.method, data.train, self.num_classes, self.train_config,
             self.device, select=self.select, val_size=self.val_size,
             checkpoint_dir=self.out_dir / CHECKPOINTS if self.out_dir else None, resume=resume,
             force_resume=force, teacher_weights=self.teacher_weights, run_info=run_identity(self), log_dir=self.out_dir)

@@ -13,6 +13,7 @@ import torch
 from robustcompress.bundle import BUNDLE_VERSION, STUDENT, STUDENT_LAST, Bundle, teacher_stem
 from robustcompress.data.core import describe_training_set
 from robustcompress.methods import create_method
+from robustcompress.settings import TRAINING_FIELDS, CompressConfig, setting_names
 from robustcompress.teachers import describe_teacher
 
 # ``rc`` below is a robustcompress.compressor.RobustCompressor; that module sits above this one (it imports it), so
@@ -30,11 +31,12 @@ def run_record(rc: Any) -> dict[str, Any]:
         "teacher_names": [describe_teacher(s) for s in rc.teacher_specs] or [t.name for t in rc.teachers],
         "teacher_weights": None if rc.teacher_weights is None else rc.teacher_weights.tolist(),
         "teacher_finetune_epochs": rc.teacher_finetune_epochs, "teachers_info": rc.teachers_info,
-        "train_config": vars(rc.config).copy(), "select": rc.select, "val_size": rc.val_size,
-        "selection": rc.selection or {"select": "last"}, "eps": rc.config.eps, "norm": "Linf",
+        "train_config": vars(rc.train_config).copy(), "select": rc.select, "val_size": rc.val_size,
+        "selection": rc.selection or {"select": "last"}, "eps": rc.train_config.eps, "norm": "Linf",
         "data": rc.data_info, "metrics": rc.metrics, "history": rc.history, "timings_s": rc.timings_s,
         "teacher_epochs": rc.teacher_epochs, "verify_attacks": list(rc.verify_attacks),
         "verify_examples": rc.verify_examples, "training_speed": rc.training_speed,
+        "config": rc.config.to_record(),  # every setting, whole (the keys above are kept for their readers)
     }
 
 
@@ -61,15 +63,13 @@ def run_weights(rc: Any, *, teachers: bool, last: bool) -> dict[str, dict[str, t
 
 def restore_run(cls: type, bundle: Bundle, device: str) -> Any:
     """A RobustCompressor holding a bundle's student, teachers (when saved), method and exact training settings."""
-    tc, get = bundle.train_config, bundle.get
-    # Built with a clean, teacher-free method and then given the saved one and its exact TrainConfig:
-    # inference needs no teachers' specs, and every training setting round-trips.
-    rc = cls(teachers=[], student=get("student")["name"], method="standard", eps=tc.eps, device=device,
-             teacher_epochs=get("teacher_epochs"), verify_examples=get("verify_examples"),
-             verify_attacks=get("verify_attacks"), progress=tc.progress)
-    rc.config, rc.method_name, rc.method_kwargs = tc, bundle.method, dict(get("method_kwargs"))
-    rc.method = create_method(bundle.method, **get("method_hparams"))
-    weights = get("teacher_weights")
+    get = bundle.get
+    rc = cls.__new__(cls)
+    teacher_specs = bundle.teacher_names or [spec["name"] for spec in bundle.record["teachers"]]
+    rc._adopt(saved_config(bundle), teacher_specs, get("student")["name"], device)  # config.device: as trained
+    rc.train_config = bundle.train_config  # exact, with the data's crop padding and flip
+    rc.method = create_method(bundle.method, **get("method_hparams"))  # every hyperparameter, defaults included
+    weights = get("teacher_weights")  # as normalised when trained
     rc.teacher_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
     rc.student = bundle.student(rc.device)
     if bundle.teachers_saved:
@@ -77,11 +77,26 @@ def restore_run(cls: type, bundle: Bundle, device: str) -> Any:
     else:
         rc.absent_teacher_specs = list(bundle.record["teachers"])
     rc.last_state = bundle.last_state()
-    rc.teacher_specs, rc.teachers_info = bundle.teacher_names, list(get("teachers_info"))
-    rc.teacher_finetune_epochs = int(get("teacher_finetune_epochs"))
+    rc.teachers_info = list(get("teachers_info"))
     rc.num_classes, rc.input_size = bundle.num_classes, bundle.input_size
     rc.data_info, rc.metrics, rc.history, rc.timings_s = map(get, ("data", "metrics", "history", "timings_s"))
-    rc.select, rc.val_size = get("select"), get("val_size")
     rc.training_speed = get("training_speed")
     rc.selection = get("selection") if get("selection").get("select", "last") != "last" else {}
     return rc
+
+
+def saved_config(bundle: Bundle) -> CompressConfig:
+    """The bundle's settings: its ``config`` entry, or for a bundle written before it existed, the same settings
+    gathered from the record's other keys (the training settings from train_config)."""
+    if "config" in bundle.record:
+        unknown = sorted(set(bundle.record["config"]) - set(setting_names()))
+        if unknown:
+            raise ValueError(f"bundle {bundle.directory} has settings this robustcompress does not know: {unknown}; "
+                             "upgrade robustcompress or re-save the bundle")
+        return CompressConfig(**bundle.record["config"])
+    get, train = bundle.get, bundle.record["train_config"]
+    return CompressConfig(
+        method=bundle.method, method_kwargs=get("method_kwargs"), teacher_weights=get("teacher_weights"),
+        teacher_epochs=get("teacher_epochs"), teacher_finetune_epochs=int(get("teacher_finetune_epochs")),
+        verify_attacks=get("verify_attacks"), verify_examples=get("verify_examples"), select=get("select"),
+        val_size=get("val_size"), **{name: train[name] for name in TRAINING_FIELDS if name in train})

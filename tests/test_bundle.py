@@ -154,10 +154,11 @@ def test_load_round_trips_every_field_of_describe(rich_bundle):
     assert set(before) == set(after)
     for key in before:
         assert after[key] == before[key], key
-    config = loaded.config
+    config = loaded.train_config
     assert (config.momentum, config.weight_decay, config.schedule, config.augment, config.speed) == (
         0.8, 1e-3, "step", False, "reference")
-    assert (config.crop_padding, config.flip) == (rc.config.crop_padding, rc.config.flip)
+    assert (config.crop_padding, config.flip) == (rc.train_config.crop_padding, rc.train_config.flip)
+    assert loaded.config == rc.config
     assert loaded.method_kwargs == {"alpha": 0.7, "temperature": 4.0} and loaded.method.alpha == 0.7
     assert loaded.teacher_weights.tolist() == [0.25, 0.75] and loaded.teacher_epochs == 3
     assert loaded.verify_attacks == ("fgsm",) and loaded.verify_examples == 8
@@ -187,3 +188,53 @@ def test_a_damaged_bundle_record_is_a_clear_error(rich_bundle, tmp_path, edit, w
     with pytest.raises(ValueError, match="config.json") as info:
         RobustCompressor.load(broken, device="cpu")
     assert words in str(info.value)
+
+
+def _saved_compressor(folder, **settings):
+    """A compressor with a student (no training needed to save one), saved to ``folder``."""
+    from robustcompress import RobustCompressor
+
+    rc = RobustCompressor([_model(1)], "test_efficientnet", **settings)
+    rc.student = _model(0)
+    rc.save(folder)
+    return rc
+
+
+def test_save_then_load_rebuilds_the_settings_exactly(tmp_path):
+    from robustcompress import CompressConfig, RobustCompressor
+
+    rc = _saved_compressor(
+        tmp_path / "bundle", method="ard", method_kwargs={"alpha": 0.7}, eps="4/255", epochs=3, batch_size=32,
+        augment=False, device="cpu", seed=5, input_size=8, teacher_weights=[3], teacher_epochs=2,
+        verify_attacks=["fgsm"], verify_examples=16, progress=False, speed="reference", select="best-robust",
+        val_size=0.2, out_dir=tmp_path / "bundle")
+    saved = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    assert saved["config"] == rc.config.to_record() and saved["config"]["step_size"] is None
+    loaded = RobustCompressor.load(tmp_path / "bundle", device="cpu")
+    assert loaded.config == rc.config and isinstance(loaded.config, CompressConfig)
+    assert loaded.method_name == "ard" and loaded.method.alpha == 0.7  # the method itself, no stand-in
+    assert loaded.train_config == rc.train_config and loaded.teacher_weights.tolist() == [1.0]
+
+
+def test_a_bundle_written_before_the_config_entry_still_loads(written):
+    from robustcompress import CompressConfig, RobustCompressor
+
+    folder, record, _, _ = written
+    assert "config" not in json.loads((folder / "config.json").read_text())
+    loaded = RobustCompressor.load(folder, device="cpu")
+    assert loaded.config == CompressConfig(
+        method="pgd-at", teacher_epochs=2, verify_attacks=["fgsm"], verify_examples=16,
+        **{k: v for k, v in asdict(TrainConfig(epochs=3, seed=7)).items() if k in ("epochs", "seed", "eps",
+                                                                                      "step_size", "lr")})
+    assert loaded.train_config == TrainConfig(epochs=3, seed=7) and loaded.teacher_specs == ["t0"]
+    assert "config" in loaded.describe()  # saved again, it gains the entry
+
+
+def test_a_bundle_with_a_setting_this_version_does_not_know_is_refused(tmp_path):
+    from robustcompress import RobustCompressor
+
+    _saved_compressor(tmp_path / "bundle", method="pgd-at", device="cpu")
+    _edit(tmp_path / "bundle", config={**json.loads((tmp_path / "bundle" / "config.json").read_text())["config"],
+                                       "sharpness": 1})
+    with pytest.raises(ValueError, match=r"settings this robustcompress does not know: \['sharpness'\]"):
+        RobustCompressor.load(tmp_path / "bundle", device="cpu")

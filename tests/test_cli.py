@@ -98,41 +98,107 @@ def test_fit_refuses_an_unknown_config_key_naming_it(tmp_path, monkeypatch, caps
 
 
 def test_every_argument_of_the_api_works_in_a_config_file(tmp_path, monkeypatch):
-    """Each RobustCompressor argument (and fit's) set in the file reaches the compressor as written."""
-    import functools
-    import inspect
+    """Each RobustCompressor argument (the models and every CompressConfig field) and fit's own set in the file
+    reaches the compressor as written."""
+    from dataclasses import fields
 
     import yaml
 
-    from robustcompress import RobustCompressor
+    from robustcompress import CompressConfig, RobustCompressor
 
-    values = dict(
-        teachers=["test_resnet"], student="test_efficientnet", method="akd", eps="4/255", step_size="1/255",
+    models = dict(teachers=["test_resnet"], student="test_efficientnet")
+    settings = dict(
+        method="akd", eps="4/255", step_size="1/255",
         steps=2, epochs=3, batch_size=32, lr=0.05, momentum=0.8, weight_decay=0.001, schedule="step", augment=False,
         device="cpu", seed=3, num_classes=10, input_size=8, teacher_weights=[1.0], teacher_epochs=2,
         teacher_finetune_epochs=1, method_kwargs={"alpha": 0.5}, out_dir=str(tmp_path / "out"),
         verify_attacks=["fgsm"], verify_examples=16, progress=False, speed="fast", precision="fp32",
         teacher_outputs="live", select="best-robust", val_size=100)
-    assert set(values) == set(inspect.signature(RobustCompressor).parameters)  # a new argument needs a line here
+    assert set(settings) == {f.name for f in fields(CompressConfig)}  # a new setting needs a line here
     config = tmp_path / "all.yaml"
-    config.write_text(yaml.safe_dump({"data": "digits", "overwrite": True, **values}))
+    config.write_text(yaml.safe_dump({"data": "digits", "overwrite": True, **models, **settings}))
     seen = {}
-    original_init = RobustCompressor.__init__
-
-    @functools.wraps(original_init)  # the CLI reads the accepted keys from the signature
-    def recording_init(self, *args, **kwargs):
-        seen["init"] = kwargs
-        original_init(self, *args, **kwargs)
 
     def recording_fit(self, data, **kwargs):
-        seen["fit"] = (data, kwargs)
+        seen["fit"] = (self, data, kwargs)
         return self
 
-    monkeypatch.setattr(RobustCompressor, "__init__", recording_init)
     monkeypatch.setattr(RobustCompressor, "fit", recording_fit)
     assert main(["fit", "--config", str(config)]) == 0
-    assert seen["init"] == {**values, "eps": 4 / 255, "step_size": 1 / 255}
-    assert seen["fit"] == ("digits", {"resume": False, "force": False, "overwrite": True})
+    rc, data, kwargs = seen["fit"]
+    assert rc.config == CompressConfig(**settings) and rc.config.eps == 4 / 255 and rc.config.step_size == 1 / 255
+    assert (rc.teacher_specs, rc.student_spec) == (models["teachers"], models["student"])
+    assert (data, kwargs) == ("digits", {"resume": False, "force": False, "overwrite": True})
+
+
+def _fit_flags():
+    """The fit command's options: flag -> argparse action."""
+    import argparse
+
+    from robustcompress.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {flag: action for action in sub.choices["fit"]._actions for flag in action.option_strings}
+
+
+def test_every_setting_is_a_fit_flag_derived_from_its_field():
+    from dataclasses import fields
+
+    from robustcompress import CompressConfig
+
+    flags = _fit_flags()
+    by_setting = {action.dest: action for action in flags.values()}
+    for setting in fields(CompressConfig):  # no setting is API-only: each has a flag with its field's help text
+        assert setting.name in by_setting, setting.name
+        assert by_setting[setting.name].help == setting.metadata["help"], setting.name
+    assert {"--eps", "--out", "--finetune-teachers", "--method-arg", "--no-augment", "--no-progress"} <= set(flags)
+
+
+def test_fit_flags_reach_the_settings_and_override_the_config_file(tmp_path, monkeypatch):
+    from robustcompress import RobustCompressor
+
+    seen = {}
+    monkeypatch.setattr(RobustCompressor, "fit", lambda self, data, **kwargs: seen.setdefault("rc", self))
+    config = _tiny_config(tmp_path, "method_kwargs: {alpha: 0.9, temperature: 2.0}\n")
+    assert main(["fit", "digits", "--config", config, "--method", "ard", "--teachers", "test_resnet",
+                 "--eps", "4/255", "--no-augment", "--select", "best-robust", "--val-size", "0.1",
+                 "--method-arg", "alpha=0.5", "--verify-attacks", "fgsm", "pgd10", "--teacher-weights", "2"]) == 0
+    settings = seen["rc"].config
+    assert (settings.eps, settings.augment, settings.select, settings.val_size) == (4 / 255, False, "best_robust", 0.1)
+    assert settings.method_kwargs == {"alpha": 0.5, "temperature": 2.0} and settings.verify_attacks == ("fgsm", "pgd10")
+    assert settings.teacher_weights == (2.0,) and settings.progress is False and settings.out_dir == "runs/fit"
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--epochs", "0"], "epochs=0 is too small"),
+    (["--steps", "-1"], "steps=-1 is too small"),
+    (["--batch-size", "0"], "batch_size=0 is too small"),
+    (["--lr", "-0.1"], "lr=-0.1 must be above 0"),
+    (["--eps", "8"], "did you mean 8/255"),
+    (["--select", "best-robust", "--val-size", "0"], "val_size=0 is too small"),
+])
+def test_a_bad_fit_flag_fails_in_one_line_naming_the_setting_before_any_work(tmp_path, monkeypatch, capsys, flags,
+                                                                             words):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "digits", "--method", "pgd-at", *flags]) == 2  # checked by CompressConfig, as the API's
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("line, words", [
+    ("select: best-robust\nval_size: 0", "val_size=0 is too small"),
+    ("eps: 8", "eps 8 is outside [0, 1]"),
+    ("verify_attacks: [pgd2o]", "unknown attack 'pgd2o'"),
+    ("method: akd", "method 'akd' distils from teachers"),
+])
+def test_a_bad_setting_in_a_config_file_fails_in_one_line_before_any_work(tmp_path, monkeypatch, capsys, line,
+                                                                          words):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "digits", "--config", _tiny_config(tmp_path, line + "\n")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.yaml"]  # no output folder, no data, no teacher
 
 
 def test_fit_resume_never_replaces_a_finished_bundle_without_overwrite(tmp_path, capsys):
@@ -346,13 +412,11 @@ def test_a_teacherless_distillation_names_the_cli_flags(tmp_path, capsys):
 
 
 # -- teacher weights --------------------------------------------------------------------------------------------------
-def test_cli_negative_teacher_weight_is_refused_by_argparse(tmp_path, capsys):
+def test_cli_negative_teacher_weight_is_refused_before_any_work(tmp_path, capsys):
     argv = ["fit", "digits", "--method", "ard", "--teachers", "test_resnet", "test_resnet", "--teacher-weights", "-1",
             "2", "--out", str(tmp_path / "out")]
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
-    assert "argument --teacher-weights: -1 must be a finite number of at least 0" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert "teacher_weights[0]=-1.0 must be at least 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -172,6 +172,46 @@ def test_the_api_eps_rule_keeps_zero_decimals_and_numpy_numbers():
     assert RobustCompressor([], "test_resnet", method="pgd-at", eps=np.float32(0.5)).config.eps == 0.5
 
 
+@pytest.mark.parametrize("settings, words", [
+    ({"select": "best-robust", "val_size": 0}, "val_size=0 is too small"),
+    ({"val_size": 1.5}, "val_size=1.5 must be below 1"),
+    ({"eps": 8}, "eps 8 is outside [0, 1]"),
+    ({"method": "pgdat"}, "unknown method 'pgdat'"),
+    ({"method": "rslad"}, "method 'rslad' distils from teachers"),
+    ({"verify_attacks": ["pgd2o"]}, "unknown attack 'pgd2o'"),
+    ({"epochs": 0}, "epochs=0 is too small"),
+    ({"teacher_weights": [1, -1]}, "teacher_weights[1]=-1 must be at least 0"),
+])
+def test_every_setting_is_checked_when_the_compressor_is_made_naming_it(settings, words):
+    # made, not fitted: a bad setting fails before any data is read or teacher trained
+    with pytest.raises(ValueError) as info:
+        RobustCompressor([], "test_resnet", **{"method": "pgd-at", **settings})
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_settings_are_one_checked_object_checked_once(monkeypatch):
+    from dataclasses import FrozenInstanceError, replace
+
+    import robustcompress.trainer.config as train_config
+    from robustcompress import CompressConfig
+
+    calls = []
+    parse_eps = train_config.parse_eps
+    monkeypatch.setattr(train_config, "parse_eps", lambda value, what: calls.append(what) or parse_eps(value, what))
+    rc = RobustCompressor([], "test_resnet", method="pgd-at", eps="4/255", epochs=2)
+    assert calls == ["eps"]  # the one eps rule, run once (step_size follows eps: eps/4)
+    assert rc.config == CompressConfig(method="pgd-at", eps=4 / 255, epochs=2)
+    assert (rc.train_config.eps, rc.train_config.step_size, rc.train_config.epochs) == (4 / 255, 1 / 255, 2)
+    with pytest.raises(FrozenInstanceError):
+        rc.config.epochs = 0  # type: ignore[misc]
+    with pytest.raises(ValueError, match="epochs=0"):
+        replace(rc.config, epochs=0)
+    given = RobustCompressor([], "test_resnet", config=CompressConfig(method="pgd-at", epochs=2), seed=3)
+    assert given.config == CompressConfig(method="pgd-at", epochs=2, seed=3)  # keywords override the config's
+    with pytest.raises(TypeError, match="no setting 'epoch'; did you mean 'epochs'"):
+        RobustCompressor([], "test_resnet", method="pgd-at", epoch=3)
+
+
 @pytest.mark.parametrize("changes, field", [
     ({"select": "best-robust", "val_size": 32}, "select: 'last' in the checkpoint, 'best_robust' now"),
     ({"method": "trades"}, "method: 'pgd-at' in the checkpoint, 'trades' now"),

@@ -56,11 +56,7 @@ def test_negative_n_examples_is_refused_not_a_silent_slice(digits8):
         evaluate(ConstantModel(), test, attacks=("fgsm",), n_examples=-5)
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["fit", "digits", "--epochs", "0"], "argument --epochs: 0 is too small"),
-    (["fit", "digits", "--steps", "-1"], "argument --steps: -1 is too small"),
-    (["fit", "digits", "--batch-size", "0"], "argument --batch-size: 0 is too small"),
-    (["fit", "digits", "--lr", "-0.1"], "argument --lr: -0.1 must be a finite number above 0"),
+@pytest.mark.parametrize("argv, words", [  # fit's settings: tests/test_cli.py (CompressConfig checks them)
     (["evaluate", "runs/x", "digits", "--n-examples", "-5"], "argument --n-examples: -5 is too small"),
     (["export", "runs/x", "--examples", "0"], "argument --examples: 0 is too small"),
     (["export", "runs/x", "--tolerance", "0"], "argument --tolerance: 0 must be a finite number above 0"),
@@ -106,7 +102,7 @@ def test_eps_rejects_integers_and_values_above_one_with_a_hint(text, words):
     assert words in str(info.value)
 
 
-@pytest.mark.parametrize("argv", [["fit", "digits", "--eps", "8"], ["evaluate", "runs/x", "digits", "--eps", "8"],
+@pytest.mark.parametrize("argv", [["evaluate", "runs/x", "digits", "--eps", "8"],  # fit's --eps: tests/test_cli.py
                                   ["evaluate", "runs/x", "digits", "--eps-sweep", "0", "8"]])
 def test_every_subcommand_uses_the_eps_rule(argv, capsys):
     with pytest.raises(SystemExit):
@@ -119,8 +115,7 @@ def test_every_subcommand_uses_the_eps_rule(argv, capsys):
                                          ("eps: 8/255\nepochs: 0", "epochs=0 is too small")])
 def test_config_files_use_the_eps_rule(line, words, tmp_path, capsys):
     err = _fit_config_error(tmp_path, capsys, f"data: digits\nmethod: pgd-at\n{line}\n")
-    assert words in err and ("run.yaml" in err or "epochs" in words)
-    assert not (tmp_path / "out").exists()
+    assert words in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("weights, words", [("[-1, 2]", "teacher_weights[0]=-1 must be at least 0"),

@@ -3,12 +3,11 @@ of robustcompress.trainer.config.parse_eps, which the Python API applies too).""
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from robustcompress.arguments import parse_eps
+from robustcompress.arguments import closest_name_hint, parse_eps
 
 __all__ = ["parse_eps"]  # re-exported: sub-commands and benchmarks take it from here
 
@@ -63,17 +62,6 @@ def parity_tolerance(text: str) -> float:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    """argparse type for quantities that may be 0 but not negative (teacher weights)."""
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from exc
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number of at least 0")
-    return value
-
-
 def read_config(path: str | None) -> dict[str, Any]:
     """A YAML or JSON file of RobustCompressor arguments (keys as in the Python API)."""
     if not path:
@@ -110,7 +98,5 @@ def check_config_keys(config: dict[str, Any], path: str | None, known: Sequence[
     """Refuse a config key that is not one of ``known`` (the API's argument names), naming it and the closest."""
     for key in config:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ValueError(f"config file {path} has an unknown key '{key}'; {hint}keys are the Python API's "
+            raise ValueError(f"config file {path} has an unknown key '{key}'; {closest_name_hint(str(key), known)}keys are the Python API's "
                              f"argument names: {', '.join(known)}")

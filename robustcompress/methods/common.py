@@ -1,7 +1,7 @@
 """What several methods share: teacher ensembling and teacher forwards without gradients."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -91,6 +91,15 @@ def teacher_probs_batched(
     return [ensemble_probs(logits, weights, temperature) for logits in teacher_logits_batched(teachers, inputs)]
 
 
-def require_teacher(name: str, teachers: Sequence[nn.Module]) -> None:
+def check_teachers_given(method: Any, teachers: Sequence[Any]) -> None:
+    """Refuse training without teachers when ``method`` (with its hyperparameters: AKD with alpha=0 needs none)
+    distils from them; the one such check, for the API's settings and the training loop."""
+    if method.needs_teacher:
+        require_teacher(method.name, teachers)
+
+
+def require_teacher(name: str, teachers: Sequence[Any]) -> None:
+    """Refuse to distil without teachers: the one message, for the API, the CLI and the training loop."""
     if not teachers:
-        raise ValueError(f"method '{name}' distils from a teacher; pass teachers=[...] or use method='pgd-at'")
+        raise ValueError(f"method '{name}' distils from teachers; pass teachers=[...] or use method='pgd-at' "
+                         "(CLI: --teachers NAME ... or --method pgd-at)")

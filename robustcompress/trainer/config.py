@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from robustcompress.arguments import require_int, require_number
+from robustcompress.arguments import parse_eps, require_int, require_number
 
 #: Speed modes (robustcompress.trainer.fast implements them): "fast": channels_last, plus bf16 autocast and
 #: GPU-resident data on CUDA (precision="auto"; precision="bf16" on a CPU); "compile": fast plus torch.compile;
@@ -25,7 +25,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # or "step": x0.1 at 50% and 75% of training
     eps: float = 8 / 255
-    step_size: float = 2 / 255
+    step_size: float | None = 2 / 255  # None: eps / 4
     steps: int = 10
     seed: int = 0
     augment: bool = True
@@ -53,8 +53,8 @@ class TrainConfig:
         require_number("lr", self.lr, above=0)
         require_number("momentum", self.momentum, least=0, below=1)
         require_number("weight_decay", self.weight_decay, least=0)
-        require_number("eps", self.eps, least=0, most=1, hint="eps is in pixel units, e.g. 8/255 = 0.0314")
-        require_number("step_size", self.step_size, least=0, most=1, hint="the attack step, e.g. eps / 4")
+        self.eps = parse_eps(self.eps, "eps")  # the one eps rule: '8/255' or 0.0314, never a bare 8
+        self.step_size = self.eps / 4 if self.step_size is None else parse_eps(self.step_size, "step_size")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule '{self.schedule}'; use one of {list(SCHEDULES)}")
         if self.speed not in SPEEDS:

@@ -16,6 +16,7 @@ from robustcompress.data import random_crop_flip
 from robustcompress.data.core import check_dataset_images, check_images, check_labels
 from robustcompress.data.tensors import as_float_images
 from robustcompress.io import atomic_save, load_checkpoint
+from robustcompress.methods.common import check_teachers_given
 from robustcompress.methods.registry import Method, StepContext
 from robustcompress.methods.teacher_outputs import CleanTeacherOutputs
 from robustcompress.runtime_env import is_main_process, progress_bar, progress_note, rank, seed_everything, world_size
@@ -212,8 +213,7 @@ def train(
     installed, as TensorBoard scalars (robustcompress.trainer.epoch_log); the validation metrics an
     ``on_epoch_end`` callback adds to the epoch's record are logged with it.
     """
-    if method.needs_teacher and not teachers:
-        raise ValueError(f"method '{method.name}' distils from a teacher; pass teachers=[...] or use method='pgd-at'")
+    check_teachers_given(method, teachers)
     if len(train_set) == 0:  # type: ignore[arg-type]
         raise ValueError("the training set is empty; pass a dataset with at least one image")
     check_training_set_size(len(train_set))  # type: ignore[arg-type]
