@@ -36,22 +36,27 @@ class EpochLog:
     """Appends each finished epoch to ``folder``/metrics.jsonl and to TensorBoard; a context manager.
 
     ``finished`` epochs are already trained (a resumed run): lines of later epochs an interrupted run left are
-    dropped, so every epoch has exactly one line.
+    dropped, so every epoch has exactly one line. Nothing is created before the first epoch ends, so a run that
+    fails in its first epoch leaves no folder behind.
     """
 
     def __init__(self, folder: str | Path, finished: int = 0) -> None:
-        self.path = Path(folder) / METRICS_FILE
-        kept = []
+        self.folder = Path(folder)
+        self.path = self.folder / METRICS_FILE
+        self.kept: list[str] | None = []
         if finished and self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["epoch"] <= finished]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("".join(f"{line}\n" for line in kept))
-        self.writer = tensorboard_writer(Path(folder) / TENSORBOARD_DIR)
+            self.kept = [line for line in self.path.read_text().splitlines()
+                         if line.strip() and json.loads(line)["epoch"] <= finished]
+        self.writer: Any | None = None
 
     def add(self, record: dict[str, Any]) -> None:
         """Log one epoch of the trainer's history."""
         line = epoch_line(record)
+        if self.kept is not None:  # the first epoch of this process: start the file from the kept lines
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("".join(f"{kept}\n" for kept in self.kept))
+            self.kept = None
+            self.writer = tensorboard_writer(self.folder / TENSORBOARD_DIR)
         with self.path.open("a") as f:
             f.write(json.dumps(line) + "\n")
         if self.writer is not None:
