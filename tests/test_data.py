@@ -269,13 +269,11 @@ def test_cli_fit_on_an_npz_with_unseen_test_labels_is_one_line(tmp_path, capsys)
     assert not (tmp_path / "out").exists()
 
 
-# -- RGBA, NCHW and non-square arrays in an .npz --------------------------------------------------------------------
+# -- NCHW arrays in an .npz and non-square Datasets --------------------------------------------------------------------
 @pytest.mark.parametrize("shape, words", [
-    ((8, 8, 8, 4), "x_train has 4 channels (RGBA?)"),
     ((8, 3, 8, 8), "looks channels-first (N, C, H, W)"),
     ((8, 1, 8, 8), "np.transpose(x_train, (0, 2, 3, 1))"),
     ((8, 8, 8, 2), "x_train has 2 channels"),
-    ((8, 8, 12, 3), "x_train images must be square; got 8x12"),
 ])
 def test_npz_layouts_it_would_misread_are_refused(tmp_path, shape, words):
     x = np.zeros(shape, dtype=np.uint8)
@@ -285,11 +283,8 @@ def test_npz_layouts_it_would_misread_are_refused(tmp_path, shape, words):
     assert words in str(info.value)
 
 
-def test_non_square_npz_follows_the_dataset_rule(tmp_path):
-    """Both tensor paths refuse non-square images (an image folder centre-crops, by robustcompress_runtime.images)."""
-    path = _npz(tmp_path / "d.npz", x_train=np.zeros((8, 8, 12, 3), np.uint8), x_test=np.zeros((8, 8, 12, 3), np.uint8))
-    with pytest.raises(ValueError, match="must be square"):
-        load_data(str(path))
+def test_a_non_square_torch_dataset_is_refused():
+    """A Dataset is used as it is, not resampled (an image folder or .npz is centre-cropped by the picture rule)."""
     with pytest.raises(ValueError, match="must be square"):
         load_data(TensorDataset(torch.zeros(4, 3, 8, 12), torch.zeros(4, dtype=torch.long)))
 

@@ -294,3 +294,88 @@ def test_an_unwritable_image_cache_is_named_and_the_folder_still_loads(tmp_path,
     assert warned and all("\n" not in m for m in warned)
     assert str(cache / "images") in warned[0] and "cannot be written" in warned[0]
     assert "ROBUSTCOMPRESS_CACHE" in warned[0] and "cache=False" in warned[0]
+
+
+# -- one picture rule: every way a picture enters gives the same array ----------------------------------------------
+def _save_folder_and_npz(root: Path, pictures: np.ndarray, labels: np.ndarray) -> tuple[Path, Path, list[Path]]:
+    """The same pictures as an image folder (train/ and test/ alike, files in label order) and as an .npz."""
+    paths = []
+    for split in ("train", "test"):
+        for i, (picture, label) in enumerate(zip(pictures, labels)):
+            folder = root / "folder" / split / "ab"[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            paths.append(folder / f"{i:03d}.png")
+            Image.fromarray(picture).save(paths[-1])
+    npz = root / "pictures.npz"
+    np.savez(npz, x_train=pictures, y_train=labels, x_test=pictures, y_test=labels)
+    return root / "folder", npz, paths[: len(pictures)]
+
+
+@pytest.mark.parametrize("shape", [(37, 45, 3), (37, 45), (37, 45, 4)], ids=["rgb", "greyscale", "rgba"])
+def test_the_same_odd_sized_picture_gives_identical_arrays_as_folder_npz_runtime_and_demo(tmp_path, shape):
+    """A 45x37 picture resized to 32 px: bit for bit the same pixels in training (image folder or .npz), in the
+    deploy runtime and in the demo, so a model is fed at deploy time what it was trained on (RGBA composited onto
+    black by every entry)."""
+    import robustcompress_runtime
+    from robustcompress.apps.handler import image_to_tensor
+
+    pictures = np.random.default_rng(0).integers(0, 256, (4, *shape), dtype=np.uint8)
+    labels = np.array([0, 0, 1, 1])
+    folder, npz, paths = _save_folder_and_npz(tmp_path, pictures, labels)
+    seen = {
+        "folder": torch.stack([x for x, _ in load_data(str(folder), 32, progress=False).train]),
+        "npz": torch.stack([x for x, _ in load_data(str(npz), 32).train]),
+        "runtime files": torch.from_numpy(robustcompress_runtime.load_images([str(p) for p in paths], 32)),
+        "runtime arrays": torch.from_numpy(robustcompress_runtime.load_images(list(pictures), 32)),
+        "demo files": torch.cat([image_to_tensor(str(p), 32)[0] for p in paths]),
+        "demo arrays": torch.cat([image_to_tensor(picture, 32)[0] for picture in pictures]),
+    }
+    assert seen["folder"].shape == (4, 3, 32, 32) and seen["folder"].dtype == torch.float32
+    for entry, x in seen.items():
+        assert torch.equal(x, seen["folder"]), entry
+    # Twice from the folder's cache gives the same pixels.
+    assert torch.equal(torch.stack([x for x, _ in load_data(str(folder), 32, progress=False).train]), seen["folder"])
+
+
+def test_float_pictures_are_resized_unquantised_by_the_same_rule_as_npz_runtime_and_demo_tensor(tmp_path):
+    """Float images (e.g. adversarial examples) are not rounded to 8 bits: an .npz of floats, the runtime and a demo
+    tensor resize them alike."""
+    import robustcompress_runtime
+    from robustcompress.apps.handler import image_to_tensor
+
+    pictures = np.random.default_rng(1).random((4, 37, 45, 3), dtype=np.float32)
+    npz = tmp_path / "floats.npz"
+    np.savez(npz, x_train=pictures, y_train=np.array([0, 0, 1, 1]), x_test=pictures, y_test=np.array([0, 1, 0, 1]))
+    from_npz = load_data(str(npz), 32).train.tensors[0]
+    runtime = torch.from_numpy(robustcompress_runtime.load_images(pictures, 32))
+    demo = torch.cat([image_to_tensor(torch.from_numpy(p).permute(2, 0, 1), 32)[0] for p in pictures])
+    assert from_npz.shape == (4, 3, 32, 32)
+    assert torch.equal(from_npz, runtime) and torch.equal(demo, runtime)
+
+
+def test_pictures_already_at_the_target_size_are_not_resampled(tmp_path):
+    """The quickstart's 8x8 digits and 32x32 CIFAR-style arrays are exactly their pixel values, as before."""
+    from robustcompress.data.core import read_digits
+
+    pictures = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    npz = tmp_path / "cifar_like.npz"
+    np.savez(npz, x_train=pictures, y_train=np.array([0, 0, 1, 1]), x_test=pictures, y_test=np.array([0, 1, 0, 1]))
+    expected = torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255.0
+    assert torch.equal(load_data(str(npz)).train.tensors[0], expected)
+    images, _ = read_digits()
+    digits = load_data("digits", 8)
+    raw = set((images.astype(np.float32) / 16.0).reshape(-1).tolist())
+    assert set(digits.train.tensors[0].unique().tolist()) <= raw and digits.train.tensors[0].dtype == torch.float32
+    assert digits.train.tensors[0].shape[1:] == (3, 8, 8)
+
+
+@pytest.mark.parametrize("size", [12, 16])
+def test_digits_at_another_size_are_resized_by_the_runtime_rule(size):
+    import robustcompress_runtime
+    from robustcompress.data.core import read_digits, stratified_split
+
+    images, labels = read_digits()
+    test_index = stratified_split(labels, 0.2, 0)[1][:16]
+    digits = load_data("digits", size).test.tensors[0][:16]
+    runtime = robustcompress_runtime.load_images(list(images[test_index].astype(np.float32) / 16.0), size)
+    assert torch.equal(digits, torch.from_numpy(runtime))

@@ -16,7 +16,6 @@ from PIL import Image, UnidentifiedImageError
 from robustcompress.apps.handler import (
     ATTACKS,
     MAX_EPS_255,
-    MAX_PIXELS,
     MAX_STEPS,
     TARGETS,
     DemoModels,
@@ -26,6 +25,7 @@ from robustcompress.apps.handler import (
     upscale,
 )
 from robustcompress.io import atomic_write
+from robustcompress_runtime.images import check_pixel_count
 
 log = logging.getLogger("robustcompress")
 
@@ -123,12 +123,14 @@ class PictureInput(gr.Image):
         if path:  # read the header only: a decompression bomb is refused before Gradio decodes it
             try:
                 with Image.open(path) as probe:
-                    width, height = probe.size
+                    size = probe.size
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-                width = height = 0  # Gradio's own decoding below reports it
-            if width * height > MAX_PIXELS:
-                raise user_error(f"{name} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); at "
-                                 f"most {MAX_PIXELS / 1e6:.0f} megapixels are accepted. Downscale it and try again.")
+                size = None  # Gradio's own decoding below reports it
+            if size is not None:
+                try:
+                    check_pixel_count(*size, what=name)
+                except ValueError as exc:
+                    raise user_error(str(exc)) from exc
         try:
             return super().preprocess(payload)
         except Image.DecompressionBombError as exc:

@@ -6,23 +6,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from robustcompress_runtime.images import MAX_PIXELS, open_picture, picture_to_array  # noqa: F401 (MAX_PIXELS: API)
 
 #: Open a picture file with Pillow, explaining files that are not images or are absurdly large (the runtime's rule).
 open_image = open_picture
-
-
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-average when shrinking (exact for nearest-neighbour upscaled gallery images), bilinear when growing."""
-    side = x.shape[-1]
-    if side > size:
-        return F.adaptive_avg_pool2d(x, size)
-    if side < size:
-        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
-    return x
 
 
 def check_image_values(x: torch.Tensor) -> None:
@@ -38,18 +27,17 @@ def image_to_tensor(image: Any, input_size: int) -> tuple[torch.Tensor, list[str
     """Any picture -> a (1, 3, S, S) float tensor in [0, 1], plus notes on what was changed to get there.
 
     Accepts a Pillow image of any mode (greyscale, palette, RGBA, 16-bit, float), a numpy array, a file path, or a
-    tensor already in [0, 1]. Non-square pictures are centre-cropped; transparency is composited onto black, the
-    background of the digits data (robustcompress_runtime.images.picture_to_array, the rule training data and the
-    deploy runtime use too).
+    (3, H, W) or (1, 3, H, W) tensor in [0, 1]. Non-square pictures are centre-cropped; transparency is composited
+    onto black, the background of the digits data (robustcompress_runtime.images.picture_to_array, the rule training
+    data and the deploy runtime use too).
     """
     if isinstance(image, torch.Tensor):
-        x = image.detach().float()
+        x = image.detach().float().cpu()
         if x.dim() == 3:
             x = x[None]
-        if x.dim() != 4 or x.shape[:2] != (1, 3) or x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"an image tensor must be (3, S, S) or (1, 3, S, S); got {tuple(image.shape)}")
-        check_image_values(x)
-        return _resize(x.cpu(), input_size), []
+        if x.dim() != 4 or x.shape[:2] != (1, 3):
+            raise ValueError(f"an image tensor must be (3, H, W) or (1, 3, H, W); got {tuple(image.shape)}")
+        image = x[0].permute(1, 2, 0).numpy()
     if image is None:
         raise ValueError("no image: upload a picture or pick one from the gallery first")
     if isinstance(image, (str, Path)):

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from robustcompress_runtime.images import pictures_to_array
+
 DATASET_NAMES = ("digits", "cifar10", "cifar100")
 
 
@@ -109,50 +111,30 @@ def check_labels(y: Any, what: str = "labels") -> torch.Tensor:
     return y
 
 
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp_(0, 1)
-
-
-def _from_uint8_hwc(arr: np.ndarray, what: str) -> torch.Tensor:
-    """An .npz image array (N, H, W, C) or (N, H, W) as float NCHW, refusing layouts it would otherwise misread."""
-    if arr.ndim == 3:  # grayscale N,H,W
-        arr = arr[..., None]
-    if arr.ndim != 4:
-        raise ValueError(f"{what} must be uint8 images shaped (N, H, W, C); got shape {arr.shape}")
-    _, height, width, channels = arr.shape
-    if channels not in (1, 3):
-        if arr.shape[1] in (1, 3, 4) and channels not in (1, 3, 4):
+def _check_npz_images(arr: np.ndarray, what: str) -> None:
+    """Refuse .npz image arrays that are not (N, H, W[, C]) pictures: layouts it would otherwise misread (channels
+    first) and wide integers whose range it would have to guess."""
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"{what} must be images shaped (N, H, W, C) or (N, H, W); got shape {arr.shape}")
+    channels = arr.shape[-1] if arr.ndim == 4 else 1
+    if arr.ndim == 4 and channels not in (1, 3, 4):
+        if arr.shape[1] in (1, 3, 4):
             raise ValueError(
                 f"{what} has shape {arr.shape}, which looks channels-first (N, C, H, W); an .npz holds "
                 f"(N, H, W, C) images: save np.transpose({what}, (0, 2, 3, 1)) instead")
-        if channels == 4:
-            raise ValueError(
-                f"{what} has 4 channels (RGBA?); an .npz holds RGB or greyscale images: drop the alpha channel "
-                f"({what}[..., :3]) or composite it onto a background first (an image folder of RGBA PNGs is "
-                "composited onto black)")
-        raise ValueError(f"{what} has {channels} channels (shape {arr.shape}); pass (N, H, W, 3) RGB or "
-                         "(N, H, W) greyscale images")
-    if height != width:
-        # The same rule as a torch Dataset: no silent stretching (an image folder centre-crops instead).
-        raise ValueError(
-            f"{what} images must be square; got {height}x{width} (shape {arr.shape}). Centre-crop or resize "
-            "them before saving the .npz, or save them as an image folder, which takes the centre square")
+        raise ValueError(f"{what} has {channels} channels (shape {arr.shape}); pass (N, H, W, 3) RGB, (N, H, W, 4) "
+                         "RGBA or (N, H, W) greyscale images")
     if arr.dtype.kind in "iu" and arr.dtype not in (np.uint8, np.uint16):
         # An int32/int64 array could hold 0..255 or 0..65535 values: guessing would silently misscale one of them.
         raise ValueError(f"{what} has dtype {arr.dtype}; save 8-bit images as uint8 (0..255), 16-bit ones as uint16 "
                          "(0..65535) or floats in [0, 1], e.g. np.savez(..., x=images.astype(np.uint8))")
-    if arr.dtype.kind not in "iuf":
-        raise ValueError(f"{what} has dtype {arr.dtype}; an .npz holds uint8, uint16 or float images")
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
-    if arr.dtype == np.uint8:
-        x = x / 255.0
-    elif arr.dtype == np.uint16:
-        x = x / 65535.0  # as the image-folder loader and the runtime rescale 16-bit PNGs
-    if x.shape[1] == 1:
-        x = x.repeat(1, 3, 1, 1)
-    return x
+
+
+def pictures_to_tensor(images: np.ndarray, size: int, what: str) -> torch.Tensor:
+    """(N, H, W[, C]) pictures as float NCHW in [0, 1] at size x size, by the deploy runtime's one picture rule
+    (robustcompress_runtime.images.pictures_to_array: centre square, Pillow resize, not resampled when already
+    size x size), so a model is trained on the pixels the runtime will feed it."""
+    return torch.from_numpy(pictures_to_array(images, size, what)).permute(0, 3, 1, 2).contiguous()
 
 
 def check_label_coverage(train_labels: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
@@ -244,8 +226,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
 def load_digits_data(input_size: int = 32, seed: int = 0) -> DataBundle:
     """scikit-learn's 1,797 real 8x8 handwritten digits at input_size (8: native), split 80/20 with a fixed seed."""
     images, labels = read_digits()
-    x = torch.from_numpy(images.astype(np.float32) / 16.0)[:, None].repeat(1, 3, 1, 1)
-    x = _resize(x, input_size)
+    x = pictures_to_tensor(images.astype(np.float32) / 16.0, input_size, "digits")
     y = torch.from_numpy(labels.astype(np.int64))
     idx_train, idx_test = stratified_split(labels, 0.2, seed)
     return DataBundle(
@@ -261,7 +242,11 @@ def load_digits_data(input_size: int = 32, seed: int = 0) -> DataBundle:
 
 
 def load_npz(path: str | os.PathLike, input_size: int | None = None) -> DataBundle:
-    """An .npz with x_train, y_train, x_test, y_test (uint8 HWC images) and optional class names."""
+    """An .npz with x_train, y_train, x_test, y_test and optional class names (a 'classes' array).
+
+    Images are (N, H, W, C) or (N, H, W) arrays of uint8 or uint16 pixels or floats in [0, 1], converted by the
+    runtime's picture rule (see pictures_to_tensor) at ``input_size``, default the short side of x_train's images.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file {path} does not exist; check the path")
@@ -272,9 +257,10 @@ def load_npz(path: str | os.PathLike, input_size: int | None = None) -> DataBund
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in data.files]
     if missing:
         raise ValueError(f"{path} lacks the arrays {missing}; an .npz dataset needs x_train, y_train, x_test, y_test")
-    x_train = _from_uint8_hwc(data["x_train"], "x_train")
-    x_test = _from_uint8_hwc(data["x_test"], "x_test")
-    size = input_size or x_train.shape[-1]
+    x_train, x_test = data["x_train"], data["x_test"]
+    _check_npz_images(x_train, "x_train")
+    _check_npz_images(x_test, "x_test")
+    size = input_size or min(x_train.shape[1:3])
     y_train = check_labels(data["y_train"], "y_train")
     y_test = check_labels(data["y_test"], "y_test")
     num_classes = int(max(y_train.max(), y_test.max())) + 1
@@ -284,8 +270,8 @@ def load_npz(path: str | os.PathLike, input_size: int | None = None) -> DataBund
     check_label_coverage(y_train, y_test, max(num_classes, len(names)), "y_train", "y_test")
     return DataBundle(
         name=path.stem,
-        train=_tensor_dataset(_resize(x_train, size), y_train, "x_train"),
-        test=_tensor_dataset(_resize(x_test, size), y_test, "x_test"),
+        train=_tensor_dataset(pictures_to_tensor(x_train, size, "x_train"), y_train, "x_train"),
+        test=_tensor_dataset(pictures_to_tensor(x_test, size, "x_test"), y_test, "x_test"),
         num_classes=max(num_classes, len(names)),
         input_size=size,
         class_names=names,
@@ -315,7 +301,7 @@ def load_torchvision_cifar(name: str, root: str | os.PathLike | None = None, dow
         ) from exc
 
     def to_ds(ds: Any, what: str) -> TensorDataset:
-        return _tensor_dataset(_from_uint8_hwc(ds.data, what), torch.as_tensor(ds.targets), what)
+        return _tensor_dataset(pictures_to_tensor(ds.data, 32, what), torch.as_tensor(ds.targets), what)
 
     return DataBundle(
         name=name,
