@@ -37,17 +37,18 @@ step sa-mdrad-0 "${STANDARD[@]}" --methods sa-mdrad --seeds 0
 #     (both resumable: finished blocks and attacks are kept in their results files).
 step image-noise python benchmarks/cpu_scale_image_noise.py
 step audit python benchmarks/attack_audit.py --methods pgd-at,sa-mdrad --restarts 3
-# 4. bf16 training of a distillation method against the CPU-scale table's fp32 rows (the bf16 issue's evidence).
-step scale-bf16-sa-mdrad "${SCALE_BF16[@]}" --methods sa-mdrad --seeds 0,1,2
-# 5. The robust teacher (made and cached on the first robust-teacher method) and AKD, seed 0.
+# 4. The robust teacher (made and cached on the first robust-teacher method) and AKD, seed 0.
 step akd-0 "${STANDARD[@]}" --methods akd --seeds 0
-# 6. The six methods the verdicts rest on, the rest of their seeds.
+# 5. The six methods the verdicts rest on, the rest of their seeds.
 step sa-mdrad "${STANDARD[@]}" --methods sa-mdrad --seeds 1,2
 step pgd-at "${STANDARD[@]}" --methods pgd-at --seeds 1,2
 step trades "${STANDARD[@]}" --methods trades --seeds 0,1,2
 step rslad "${STANDARD[@]}" --methods rslad --seeds 0,1,2
 step akd "${STANDARD[@]}" --methods akd --seeds 1,2
 step dual-path "${STANDARD[@]}" --methods dual-path --seeds 0,1,2
-# 7. The other baselines, one seed each.
+# 6. The other baselines, one seed each.
 step baselines "${STANDARD[@]}" --methods ard,iad,adaad,mtard --seeds 0
+# 7. bf16 training of a distillation method against the CPU-scale table's fp32 rows (the bf16 issue's evidence). Last:
+#    this machine has no copy of the CPU-scale teachers, so the step re-makes them (their rows are marked re-made).
+step scale-bf16-sa-mdrad "${SCALE_BF16[@]}" --methods sa-mdrad --seeds 0,1,2
 echo "$(date -u +%FT%TZ) queue finished" | tee -a "$LOG"
