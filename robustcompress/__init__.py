@@ -33,6 +33,7 @@ _LAZY = {
     "load_weights": "robustcompress.models",
     "pgd": "robustcompress.attacks",
     "register_method": "robustcompress.methods",
+    "resolve_model": "robustcompress.models",
     "run_autoattack": "robustcompress.attacks",
     "train_teacher": "robustcompress.teachers",
 }

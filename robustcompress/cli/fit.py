@@ -83,11 +83,6 @@ def config_switch(cfg: dict, key: str, path: str | None) -> bool:
     return value
 
 
-def _teacher(spec: str) -> str | tuple[str, str]:
-    name, sep, path = spec.partition("=")
-    return (name, path) if sep else name
-
-
 def run(args: argparse.Namespace) -> int:
     import inspect
 
@@ -111,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if data is None:
         raise ValueError("no data given; pass e.g. 'robustcompress fit digits' or set 'data' in --config")
     flags = {
-        "teachers": [_teacher(t) for t in args.teachers] if args.teachers is not None else None,
+        "teachers": args.teachers,  # NAME=CHECKPOINT as typed: the model factory (resolve_model) reads it
         "student": args.student, "method": args.method, "eps": args.eps, "steps": args.steps,
         "step_size": args.step_size, "select": args.select, "val_size": args.val_size,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "input_size": args.input_size,
