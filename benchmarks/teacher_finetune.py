@@ -29,14 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from robustcompress import RobustCompressor, load_data
-    from robustcompress.models.sources import load_pretrained
+    from robustcompress.models import resolve_model
     from robustcompress.verify import evaluate
 
     rc = RobustCompressor.load(args.bundle, device="cpu")
     data = load_data(args.data, rc.input_size, progress=False)
     rows = []
     for i, (name, info) in enumerate(zip(rc.teacher_specs, rc.teachers_info)):
-        before = load_pretrained(name, rc.input_size)
+        before = resolve_model(name, input_size=rc.input_size)
         after = rc.teachers[i]
         accuracy = {}
         for label, model in (("before", before), ("after", after)):

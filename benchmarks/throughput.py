@@ -89,12 +89,12 @@ def time_per_call(fn: Callable[[], Any], device: torch.device, iters: int, warmu
 
 def build_teachers(names: list[str], args: argparse.Namespace, device: torch.device) -> list[torch.nn.Module]:
     """Teachers by timm name, or by a pre-trained source robustcompress knows (e.g. cifar10_resnet18_autoattack)."""
-    from robustcompress.models.sources import is_pretrained_source, load_pretrained
+    from robustcompress.models import is_pretrained_source, resolve_model
 
     teachers = []
     for name in names:
-        model = (load_pretrained(name, args.input_size) if is_pretrained_source(name)
-                 else build_model(name, args.num_classes, args.input_size))
+        classes = None if is_pretrained_source(name) else args.num_classes  # a source predicts its own classes
+        model = resolve_model(name, num_classes=classes, input_size=args.input_size)
         teachers.append(model.to(device).eval().requires_grad_(False))
     return teachers
 

@@ -36,6 +36,7 @@ _LAZY = {
     "pgd": "robustcompress.attacks",
     "register_attack": "robustcompress.attacks",
     "register_method": "robustcompress.methods",
+    "resolve_model": "robustcompress.models",
     "run_autoattack": "robustcompress.attacks",
     "train_teacher": "robustcompress.teachers",
 }

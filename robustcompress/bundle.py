@@ -138,13 +138,13 @@ class Bundle:
         return [str(n) for n in self.get("teacher_names")]
 
     def _load(self, spec: dict[str, Any], stem: str, device: torch.device | str) -> ImageClassifier:
-        from robustcompress.models import load_weights, model_from_spec
+        from robustcompress.models import resolve_model
 
         path = self.directory / f"{stem}.safetensors"
         if not path.is_file():
             raise FileNotFoundError(f"bundle {self.directory} lacks {path.name}; the bundle is incomplete: re-save "
                                     "it (RobustCompressor.save) or re-run fit")
-        return load_weights(model_from_spec(spec), path).to(device).eval()
+        return resolve_model(spec, checkpoint_path=path).to(device).eval()
 
     def student(self, device: torch.device | str = "cpu") -> ImageClassifier:
         """The student with its weights, in eval mode on ``device``."""

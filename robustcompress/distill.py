@@ -11,10 +11,10 @@ from torch.utils.data import Dataset
 
 from robustcompress.data import split_validation
 from robustcompress.methods import Method
-from robustcompress.models import ImageClassifier, create_model
-from robustcompress.trainer import TrainConfig, train
+from robustcompress.models import ImageClassifier, resolve_model
 from robustcompress.runtime_env import seed_everything
-from robustcompress.trainer.select import BestSnapshot
+from robustcompress.trainer import TrainConfig, train
+from robustcompress.trainer.select import EpochCallback, train_and_select
 from robustcompress.verify.evaluate import validation_score
 
 VALIDATION_SPLIT_SEED = 0  # every run of a comparison selects on the same validation images, whatever its seed
@@ -23,7 +23,7 @@ VALIDATION_SPLIT_SEED = 0  # every run of a comparison selects on the same valid
 def initial_student(spec: Any, num_classes: int, input_size: int, channels: int, seed: int) -> ImageClassifier:
     """The student before training: the same seed draws the same initial weights."""
     seed_everything(seed)
-    return create_model(spec, num_classes, input_size, channels, role="student")
+    return resolve_model(spec, num_classes=num_classes, input_size=input_size, channels=channels, role="student")
 
 
 @dataclass
@@ -48,15 +48,19 @@ def train_student(
     the best snapshot survives an interruption. ``'last'`` keeps the final weights. ``log_dir`` (the run folder)
     receives the per-epoch metrics (metrics.jsonl, TensorBoard), validation scores included.
     """
-    selector, val_set = None, None
+    score, val_set = None, None
     if select == "best_robust":
         train_set, val_set = split_validation(train_set, val_size, VALIDATION_SPLIT_SEED)
-        selector = BestSnapshot(student, validation_score(val_set, config.eps, device, config.seed), checkpoint_dir)
-    history = train(student, teachers, method, train_set, num_classes, config, device, checkpoint_dir=checkpoint_dir,
-                    resume=resume, teacher_weights=teacher_weights, on_epoch_end=selector, run_info=run_info,
-                    force_resume=force_resume, log_dir=log_dir)
-    run = StudentRun(history)
-    if selector is not None and selector.best_state is not None:
-        run.last_state = selector.restore_best(config.epochs)
-        run.selection = {"select": "best_robust", "val_images": len(val_set), **selector.summary()}  # type: ignore
+        score = validation_score(val_set, config.eps, device, config.seed)
+
+    def run_epochs(on_epoch_end: EpochCallback) -> list[dict[str, Any]]:
+        return train(student, teachers, method, train_set, num_classes, config, device, checkpoint_dir=checkpoint_dir,
+                     resume=resume, teacher_weights=teacher_weights, on_epoch_end=on_epoch_end, run_info=run_info,
+                     force_resume=force_resume, log_dir=log_dir)
+
+    kept = train_and_select(student, run_epochs, select, config.epochs, score=score, checkpoint_dir=checkpoint_dir)
+    run = StudentRun(kept.history)
+    if kept.last_state is not None:
+        run.last_state = kept.last_state
+        run.selection = {"select": "best_robust", "val_images": len(val_set), **kept.summary()}  # type: ignore
     return run

@@ -14,8 +14,8 @@ from robustcompress.data import DataBundle
 from robustcompress.export.classifier import OnnxClassifier
 from robustcompress.export.onnx import (graph_input_size, is_robustcompress_export, measure_parity, parity_bound,
                                         read_metadata)
-from robustcompress.models import create_model
-from robustcompress.models.sources import is_pretrained_source, load_pretrained
+from robustcompress.models import is_pretrained_source, resolve_model
+from robustcompress.models.factory import checkpoint_spec
 from robustcompress.teachers import teacher_references
 from robustcompress.verify.evaluate import take_examples
 
@@ -37,14 +37,6 @@ class Target:
     eps: float = DEFAULT_EPS  # the bundle's or the export's, else 8/255
     seed: int = 0
     references: dict[str, nn.Module] = field(default_factory=dict)
-
-
-def timm_spec(spec: str, checkpoint: str | None = None) -> tuple[str, str] | None:
-    """(NAME, CHECKPOINT) from 'NAME=CHECKPOINT' or NAME plus ``checkpoint``; None for anything else."""
-    name, sep, path = spec.partition("=")
-    if sep:
-        return name, path
-    return (spec, checkpoint) if checkpoint else None
 
 
 def find_twin(onnx_path: str | os.PathLike, bundle: str | os.PathLike | None = None) -> Bundle | None:
@@ -73,21 +65,18 @@ def model_input_size(spec: str, bundle: str | None = None, input_size: int | Non
 
 def load_pytorch(spec: str, data: DataBundle, device: torch.device | str, role: str = "MODEL",
                  checkpoint: str | None = None) -> tuple[nn.Module, Bundle | None]:
-    """A bundle folder's student (and the bundle), or a timm NAME=CHECKPOINT / pre-trained model (and None)."""
+    """A bundle folder's student (and the bundle), or a timm NAME=CHECKPOINT (NAME with ``checkpoint``) or
+    pre-trained model (and None), built by the model factory (resolve_model) and checked against the data."""
     if Path(spec).is_dir():
         bundle = read_bundle(spec)
         return bundle.student(device), bundle
-    timm = timm_spec(spec, checkpoint)
-    if timm is None and is_pretrained_source(spec):
-        model = create_model(load_pretrained(spec, data.input_size), data.num_classes, data.input_size, data.channels,
-                             role=role)
-        return model.to(device).eval(), None
-    if timm is None:
+    if checkpoint is None and not is_pretrained_source(spec):
         raise ValueError(
             f"{role} '{spec}' is neither a bundle folder, an .onnx file nor NAME=CHECKPOINT; a bare timm name has "
             f"no trained weights, so pass e.g. '{spec}=weights.safetensors' or --checkpoint"
         )
-    model = create_model(timm, data.num_classes, data.input_size, data.channels, role=role)
+    model = resolve_model(spec, num_classes=data.num_classes, input_size=data.input_size, channels=data.channels,
+                          checkpoint_path=checkpoint, role=role)
     return model.to(device).eval(), None
 
 
@@ -160,6 +149,6 @@ def load_target(spec: str, data: DataBundle, device: torch.device | str, *, chec
                 "method": found.method}
         config = found.train_config
         return Target(model, info, eps=config.eps, seed=config.seed, references=_teachers(found, device, teachers))
-    timm = timm_spec(spec, checkpoint)
-    source = timm[1] if timm is not None else spec  # spec: a pre-trained source such as an alias
+    pair = checkpoint_spec(spec)
+    source = pair[1] if pair is not None else checkpoint or spec  # spec: a pre-trained source such as an alias
     return Target(model, {"name": model.name, "label": model.name, "source": "timm", "checkpoint": source})

@@ -23,20 +23,15 @@ from torch.utils.data import Dataset
 from robustcompress.data import DataBundle
 from robustcompress.data.splits import data_fingerprint, split_validation
 from robustcompress.methods import Method, create_method
-from robustcompress.models import ImageClassifier, build_model
-from robustcompress.models.core import create_model
-from robustcompress.models.sources import (
-    PRETRAINED_ALIASES,
-    is_pretrained_source,
-    load_pretrained,
-    output_classes,
-    replace_classifier,
-)
+from robustcompress.models import ImageClassifier, is_pretrained_source, resolve_model
+from robustcompress.models.factory import SOURCES, checkpoint_spec
+from robustcompress.models.sources import PRETRAINED_ALIASES, output_classes, replace_classifier
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.io import cache_dir, save_safetensors, weights_fingerprint, write_json
 from robustcompress.trainer.fast import plan_speed
 from robustcompress.runtime_env import resolve_device, seed_everything
 from robustcompress.trainer.loop import CHECKPOINT_NAME
+from robustcompress.trainer.select import EpochCallback, train_and_select
 
 log = logging.getLogger("robustcompress")
 
@@ -58,8 +53,6 @@ def check_select(select: Select, epochs: int) -> None:
         raise ValueError(f"select={select} is not an epoch of this run; pick 1..{epochs} (epochs={epochs})")
 
 
-class _StopAfterSelectedEpoch(Exception):
-    """Raised from the epoch callback once the requested snapshot exists; nothing after it is needed."""
 
 
 def fit_and_select(
@@ -93,9 +86,8 @@ def fit_and_select(
         val_set = None
     elif val_set is None:
         train_set, val_set = split_validation(train_set, val_fraction, config.seed)
-    selector = None
+    score = None
     if val_set is not None:
-        from robustcompress.trainer.select import BestSnapshot
         from robustcompress.verify import evaluate
 
         attacks = (VALIDATION_ATTACK,) if criterion == VALIDATION_ATTACK else ()
@@ -108,34 +100,24 @@ def fit_and_select(
                 point["val_robust_acc"] = report.robust_acc[VALIDATION_ATTACK]
             return {"score": point["val_robust_acc"] if attacks else report.clean_acc, **point}
 
-        selector = BestSnapshot(model, score, checkpoint_dir)
-
-    def on_epoch_end(epoch: int, record: dict[str, Any]) -> None:
-        if selector is not None:
-            selector(epoch, record)
-        elif isinstance(select, int) and epoch + 1 == select:
-            raise _StopAfterSelectedEpoch
-
     resume = checkpoint_dir is not None and (Path(checkpoint_dir) / CHECKPOINT_NAME).is_file()
-    if selector is not None and include_start and not resume:
-        selector(-1, {})  # the starting weights, scored as epoch 0
-    try:
-        history = train(model, [], method, train_set, data.num_classes, config, device, on_epoch_end=on_epoch_end,
-                        checkpoint_dir=checkpoint_dir, resume=resume)
-    except _StopAfterSelectedEpoch:
-        history = None
+
+    def run_epochs(on_epoch_end: EpochCallback) -> list[dict[str, Any]]:
+        return train(model, [], method, train_set, data.num_classes, config, device, on_epoch_end=on_epoch_end,
+                     checkpoint_dir=checkpoint_dir, resume=resume)
+
+    kept = train_and_select(model, run_epochs, select, config.epochs, score=score, checkpoint_dir=checkpoint_dir,
+                            score_start=include_start and not resume)
     info: dict[str, Any] = {"select": select, "method": method.name, "epochs": config.epochs,
-                            "eps": config.eps, "steps": config.steps, "step_size": config.step_size, "lr": config.lr}
-    if selector is not None:
-        selector.restore_best(config.epochs)
+                            "eps": config.eps, "steps": config.steps, "step_size": config.step_size, "lr": config.lr,
+                            "epoch": kept.epoch}
+    if kept.best is not None:
         key = "val_robust_acc" if criterion == VALIDATION_ATTACK else "val_clean_acc"
-        curve = [{k: v for k, v in point.items() if k != "score"} for point in selector.curve]
-        info.update({"epoch": selector.best["epoch"], key: selector.best["score"], "val_attack": criterion,
-                     "val_eps": val_eps, "val_images": len(val_set), "validation_curve": curve})  # type: ignore[arg-type]
-    else:
-        info["epoch"] = select if isinstance(select, int) else config.epochs
-    if history is not None:
-        info["final_train_loss"] = history[-1]["loss"]
+        curve = [{k: v for k, v in point.items() if k != "score"} for point in kept.curve]
+        info.update({key: kept.best["score"], "val_attack": criterion, "val_eps": val_eps,
+                     "val_images": len(val_set), "validation_curve": curve})  # type: ignore[arg-type]
+    if kept.history:
+        info["final_train_loss"] = kept.history[-1]["loss"]
     model.eval()
     return info
 
@@ -215,7 +197,8 @@ def train_teacher(
     key = json.dumps(recipe)
     path = cache_dir() / "teachers" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
     seed_everything(seed)  # the initial weights too, so the same seed gives the same teacher
-    model = build_model(name, data.num_classes, data.input_size)
+    model = resolve_model(name, num_classes=data.num_classes, input_size=data.input_size, channels=data.channels,
+                          role="teacher")
     if use_cache:
         cached = _cached(path, model)
         if cached is not None:
@@ -266,7 +249,8 @@ def weak_adversarial_finetune(
         raise ValueError(f"steps={steps} and epochs={epochs} must both be at least 1")
     check_select(select, epochs)
     device = resolve_device(device)
-    teacher = create_model(copy.deepcopy(model), data.num_classes, data.input_size, data.channels, role="teacher")
+    teacher = resolve_model(copy.deepcopy(model), num_classes=data.num_classes, input_size=data.input_size,
+                            channels=data.channels, role="teacher")
     step = 2.5 * eps / steps if step_size is None else step_size
     config = TrainConfig(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eps=eps, steps=steps, step_size=step,
@@ -317,7 +301,8 @@ def finetune_teacher(
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be at least 1 to fine-tune; pass 0 to the caller to skip fine-tuning")
     device = resolve_device(device)
-    teacher = create_model(copy.deepcopy(model), data.num_classes, data.input_size, data.channels, role="teacher")
+    teacher = resolve_model(copy.deepcopy(model), num_classes=data.num_classes, input_size=data.input_size,
+                            channels=data.channels, role="teacher")
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eps=0.0, steps=0,
                          crop_padding=data.crop_padding, flip=data.flip, progress=progress, precision=precision)
     recipe = {"start": weights_fingerprint(teacher), "arch": teacher.name, "data": data_fingerprint(data),
@@ -351,7 +336,7 @@ def _pretrained_teacher(spec: Any, data: DataBundle, num_classes: int, input_siz
                         seed: int, role: str) -> tuple[ImageClassifier, bool]:
     """A pre-trained source loaded and checked against the data's classes, and whether its head was replaced (a
     new, random one for this class count: only fine-tuning makes it a teacher)."""
-    model = spec if isinstance(spec, nn.Module) else load_pretrained(spec, input_size)
+    model = resolve_model(spec, input_size=input_size, channels=data.channels, role=role)
     predicted = output_classes(model, input_size, data.channels)
     if predicted != num_classes:
         if not replace_head:
@@ -360,7 +345,8 @@ def _pretrained_teacher(spec: Any, data: DataBundle, num_classes: int, input_siz
                 f"(CLI: --finetune-teachers N) to replace its classifier head and fine-tune it on this data, or a "
                 f"checkpoint trained on these {num_classes} classes"
             )
-        model = replace_classifier(copy.deepcopy(model) if model is spec else model, num_classes, seed)
+        # A module the user passed is theirs: its copy gets the new head.
+        model = replace_classifier(copy.deepcopy(model) if isinstance(spec, nn.Module) else model, num_classes, seed)
         log.info("%s: classifier head replaced (%d -> %d classes) before fine-tuning", role, predicted, num_classes)
     replaced = predicted != num_classes
     alias = PRETRAINED_ALIASES.get(spec) if isinstance(spec, str) else None
@@ -369,7 +355,8 @@ def _pretrained_teacher(spec: Any, data: DataBundle, num_classes: int, input_siz
         log.warning("%s predicts %s in that order but the data's classes are %s; its predictions are only meaningful "
                     "if these are the same classes in the same order", role, ", ".join(alias.class_names),
                     ", ".join(data.class_names))
-    return create_model(model, num_classes, input_size, data.channels, role=role), replaced
+    return resolve_model(model, num_classes=num_classes, input_size=input_size, channels=data.channels,
+                         role=role), replaced
 
 
 def warn_unless_finetuned_head(info: dict[str, Any], role: str) -> None:
@@ -422,13 +409,11 @@ def prepare_teachers(
         role = f"teacher {i} ({describe_teacher(spec)})"
         if not is_pretrained_source(spec):
             if not isinstance(spec, str):
-                raise ValueError(f"{role} must be a timm name, 'NAME:pretrained', 'hf-hub:ORG/REPO', an alias "
-                                 f"({', '.join(PRETRAINED_ALIASES)}), a (name, checkpoint_path) pair or an "
-                                 f"nn.Module; got {spec!r}")
+                raise ValueError(f"{role} must be a timm name, {SOURCES} or an nn.Module; got {spec!r}")
             # A bare name has no weights we may download: train it as a standard teacher on this data.
             model = train_teacher(spec, data, epochs=train_epochs, seed=seed, device=device, progress=progress,
                                   precision=precision)
-            model = create_model(model, classes, size, data.channels, role=role)
+            model = resolve_model(model, num_classes=classes, input_size=size, channels=data.channels, role=role)
             model.teacher_info = {"source": "trained", **getattr(model, "teacher_info", {})}
             teachers.append(model)
             continue
@@ -448,10 +433,11 @@ def prepare_teachers(
 
 def describe_teacher(spec: Any) -> str:
     """A short printable name for a teacher given in any accepted form."""
+    pair = checkpoint_spec(spec)
+    if pair is not None:  # 'NAME=PATH' and (NAME, PATH) read the same
+        return f"{pair[0]}@{Path(pair[1]).name}"
     if isinstance(spec, str):
         return spec
-    if isinstance(spec, (tuple, list)):
-        return f"{spec[0]}@{Path(spec[1]).name}"
     return getattr(spec, "name", type(spec).__name__)
 
 

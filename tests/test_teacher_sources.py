@@ -14,14 +14,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from robustcompress.models import build_model
-from robustcompress.models.sources import (
-    PRETRAINED_ALIASES,
-    is_pretrained_source,
-    load_pretrained,
-    replace_classifier,
-    timm_pretrained,
-)
+from robustcompress.models import build_model, is_pretrained_source, resolve_model
+from robustcompress.models.sources import PRETRAINED_ALIASES, replace_classifier, timm_pretrained
 from robustcompress.teachers import prepare_teachers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,7 +57,7 @@ def test_checkpoint_layouts_load_into_the_timm_model(reference, tmp_path, layout
         "safetensors": state,
     }[layout]
     path = _save(saved, tmp_path / ("w.safetensors" if layout == "safetensors" else "w.pth"))
-    model = load_pretrained((TINY, str(path)), 16)
+    model = resolve_model((TINY, str(path)), input_size=16)
     assert model.num_classes == 7  # read from the checkpoint's classifier, not assumed
     assert _same_weights(model.net, reference.net)
     assert is_pretrained_source((TINY, str(path)))
@@ -80,7 +74,7 @@ def test_classic_cifar_resnet_layout_is_detected_with_its_small_stem(tmp_path):
     classic = {classic_name(k): v for k, v in timm_layout.net.state_dict().items()}
     assert any(k.startswith("linear.") for k in classic) and any(".shortcut." in k for k in classic)
     path = _save({f"module.{k}": v for k, v in classic.items()}, tmp_path / "cifar_resnet.pt")
-    model = load_pretrained(("resnet18", str(path)), 96)  # 96 px would get timm's 7x7 stem; the weights say 3x3
+    model = resolve_model(("resnet18", str(path)), input_size=96)  # 96 px: timm's 7x7 stem; the weights say 3x3
     assert model.small_input and model.num_classes == 10
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
@@ -91,13 +85,13 @@ def test_pickled_model_is_refused_with_a_way_out(reference, tmp_path):
     path = tmp_path / "whole_model.pt"
     torch.save(reference, path)
     with pytest.raises(ValueError, match="could not be read.*state_dict"):
-        load_pretrained((TINY, str(path)), 16)
+        resolve_model((TINY, str(path)), input_size=16)
 
 
 def test_checkpoint_of_another_architecture_names_the_problem(reference, tmp_path):
     path = _save(reference.net.state_dict(), tmp_path / "w.safetensors")
     with pytest.raises(ValueError, match="does not fit timm 'resnet18'"):
-        load_pretrained(("resnet18", str(path)), 16)
+        resolve_model(("resnet18", str(path)), input_size=16)
 
 
 def test_timm_pretrained_loads_a_local_file_through_timms_own_loader(tmp_path):
@@ -122,7 +116,7 @@ def test_weights_missing_offline_give_one_clear_line_quickly_without_network(spe
     before = os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE
     start = time.perf_counter()
     with pytest.raises(FileNotFoundError, match=r"not available offline .*--teachers test_resnet=weights") as info:
-        load_pretrained(spec, 16)
+        resolve_model(spec, input_size=16)
     assert time.perf_counter() - start < 10
     assert "\n" not in str(info.value) and not connections
     assert (os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE) == before  # offline only inside the call
@@ -131,14 +125,14 @@ def test_weights_missing_offline_give_one_clear_line_quickly_without_network(spe
 def test_alias_loads_pyautoattacks_cifar10_resnet18():
     assert "cifar10_resnet18_autoattack" in PRETRAINED_ALIASES and is_pretrained_source("cifar10_resnet18_autoattack")
     assert not is_pretrained_source("resnet18")  # a bare name is trained from scratch
-    model = load_pretrained("cifar10_resnet18_autoattack", 32)
+    model = resolve_model("cifar10_resnet18_autoattack", input_size=32)
     assert model.name == "resnet18" and model.num_classes == 10 and not model.training
     assert PRETRAINED_ALIASES["cifar10_resnet18_autoattack"].class_names[0] == "airplane"
 
 
 def test_unknown_pretrained_spec_lists_the_forms():
     with pytest.raises(ValueError, match="NAME:pretrained.*cifar10_resnet18_autoattack"):
-        load_pretrained("no such thing", 16)
+        resolve_model("no such thing", input_size=16)
 
 
 def test_replace_classifier_is_seeded():

@@ -9,9 +9,8 @@ from torch.utils.data import TensorDataset
 from robustcompress import teachers as teachers_module
 from robustcompress.data import DataBundle
 from robustcompress.methods import create_method
-from robustcompress.models import build_model
-from robustcompress.models.core import create_model
 from robustcompress.data import split_validation
+from robustcompress.models import build_model, resolve_model
 from robustcompress.teachers import train_teacher, weak_adversarial_finetune
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.verify import evaluate
@@ -83,7 +82,7 @@ def accurate_standard(digits16):
         nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
     )
-    model = create_model(net, 10, 16)
+    model = resolve_model(net, num_classes=10, input_size=16)
     config = TrainConfig(epochs=3, batch_size=64, lr=0.1, crop_padding=2, flip=False, progress=False)
     train(model, [], create_method("standard"), digits16.train, 10, config, CPU)
     return model.eval()

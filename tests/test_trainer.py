@@ -235,3 +235,76 @@ def test_a_resumed_run_continues_metrics_jsonl_without_repeating_epochs(digits8,
     _train_logged(digits8, tmp_path, resume=True)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+# -- the one best-epoch selection driver (robustcompress.trainer.select.train_and_select) ----------------------------
+def _epochs_setting_weights(model, epochs):
+    """A run whose epoch k leaves every weight equal to k, so a kept state names its epoch."""
+    def run_epochs(on_epoch_end):
+        history = []
+        for epoch in range(epochs):
+            with torch.no_grad():
+                model.weight.fill_(epoch + 1)
+            history.append({"loss": 1.0 / (epoch + 1)})
+            on_epoch_end(epoch, history[-1])
+        return history
+
+    return run_epochs
+
+
+def test_the_selection_driver_keeps_the_best_scored_epoch_the_earliest_of_ties():
+    from robustcompress.trainer.select import train_and_select
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    scores = iter([0.2, 0.5, 0.5, 0.1])
+    kept = train_and_select(model, _epochs_setting_weights(model, 4), "best_robust", 4,
+                            score=lambda m: {"score": next(scores)})
+    assert kept.epoch == 2 and kept.best["score"] == 0.5 and [p["epoch"] for p in kept.curve] == [1, 2, 3, 4]
+    assert torch.all(model.weight == 2) and torch.all(kept.last_state["weight"] == 4) and len(kept.history) == 4
+    assert kept.history[1]["validation"] == {"score": 0.5}  # each epoch's record carries its validation point
+
+
+def test_the_selection_driver_stops_at_a_given_epoch_keeps_the_last_or_the_start():
+    from robustcompress.trainer.select import train_and_select
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    kept = train_and_select(model, _epochs_setting_weights(model, 4), 2, 4)
+    assert kept.epoch == 2 and len(kept.history) == 2 and torch.all(model.weight == 2) and kept.last_state is None
+    kept = train_and_select(model, _epochs_setting_weights(model, 4), "last", 4)
+    assert kept.epoch == 4 and torch.all(model.weight == 4) and kept.best is None
+    with torch.no_grad():
+        model.weight.fill_(0)
+    kept = train_and_select(model, _epochs_setting_weights(model, 3), "best_clean", 3, score_start=True,
+                            score=lambda m: {"score": float(m.weight[0, 0] == 0)})  # training only hurts
+    assert kept.epoch == 0 and torch.all(model.weight == 0) and len(kept.curve) == 4
+    with pytest.raises(ValueError, match="pass score="):
+        train_and_select(model, _epochs_setting_weights(model, 1), "best_robust", 1)
+
+
+def test_the_student_keeps_the_epoch_and_weights_a_hand_made_selection_keeps(digits16):
+    import copy
+
+    from robustcompress.distill import VALIDATION_SPLIT_SEED, train_student
+    from robustcompress.data import split_validation
+    from robustcompress.verify.evaluate import validation_score
+
+    config = TrainConfig(**{**CONFIG, "epochs": 3})
+    data = _subset(digits16)
+    torch.manual_seed(0)
+    student = build_model("test_efficientnet", 10, 16)
+    reference = copy.deepcopy(student)
+    run = train_student(student, [], create_method("pgd-at"), data, 10, config, CPU, select="best_robust",
+                        val_size=32)
+    # The same run by hand: every epoch scored on the same held-out images, the first best one kept.
+    train_part, val_part = split_validation(data, 32, VALIDATION_SPLIT_SEED)
+    score, snapshots = validation_score(val_part, config.eps, CPU, config.seed), []
+
+    def keep(epoch, record):
+        snapshots.append((score(reference)["score"], {k: v.clone() for k, v in reference.state_dict().items()}))
+
+    train(reference, [], create_method("pgd-at"), train_part, 10, config, CPU, on_epoch_end=keep)
+    best = max(range(3), key=lambda i: (snapshots[i][0], -i))
+    assert run.selection["best_epoch"] == best + 1 and run.selection["val_images"] == 32
+    assert [p["score"] for p in run.selection["curve"]] == [s for s, _ in snapshots]
+    assert all(torch.equal(v, snapshots[best][1][k]) for k, v in student.state_dict().items())
+    assert all(torch.equal(v, snapshots[-1][1][k]) for k, v in run.last_state.items())

@@ -97,11 +97,6 @@ def config_switch(cfg: dict, key: str, path: str | None) -> bool:
     return value
 
 
-def _teacher(spec: str) -> str | tuple[str, str]:
-    name, sep, path = spec.partition("=")
-    return (name, path) if sep else name
-
-
 def run(args: argparse.Namespace) -> int:
     from robustcompress import RobustCompressor, list_methods
     from robustcompress.methods import create_method
@@ -120,8 +115,6 @@ def run(args: argparse.Namespace) -> int:
     if data is None:
         raise ValueError("no data given; pass e.g. 'robustcompress fit digits' or set 'data' in --config")
     flags = {name: getattr(args, name) for name in (*MODEL_KEYS, *setting_names())}
-    if flags["teachers"] is not None:
-        flags["teachers"] = [_teacher(t) for t in flags["teachers"]]
     if flags["method_kwargs"] is not None:  # --method-arg adds to (or overrides) the config file's method_kwargs
         given = dict(method_argument(item) for item in flags["method_kwargs"])
         flags["method_kwargs"] = {**(cfg.get("method_kwargs") or {}), **given}

@@ -103,7 +103,7 @@ def adapt_stem_for_small_inputs(net: nn.Module) -> list[str]:
     return changes
 
 
-def build_model(
+def timm_classifier(
     name: str,
     num_classes: int,
     input_size: int,
@@ -112,7 +112,9 @@ def build_model(
     small_input: bool | None = None,
     **timm_kwargs: Any,
 ) -> ImageClassifier:
-    """A freshly initialised timm model (never downloads weights), stem adapted when input_size <= 64."""
+    """A freshly initialised timm model (never downloads weights), stem adapted when input_size <= 64.
+
+    The building block of :func:`robustcompress.models.resolve_model`, which callers use."""
     import timm
 
     if not timm.is_model(name):
@@ -154,12 +156,12 @@ def load_checkpoint_model(
     """
     state = read_state_dict(path)
     small_default = input_size <= SMALL_INPUT_MAX
-    probe = build_model(name, 10, input_size, mean, std, small_input=small_default)
+    probe = timm_classifier(name, 10, input_size, mean, std, small_input=small_default)
     head = classifier_prefix(probe.net)
     ignore = (head,) if head else ()
     state = match_layout(state, probe.net, ignore)
     classes = checkpoint_num_classes(state, probe.net) or 10
-    candidates = [build_model(name, classes, input_size, mean, std, small_input=small) for small in
+    candidates = [timm_classifier(name, classes, input_size, mean, std, small_input=small) for small in
                   (small_default, not small_default)]
     model = min(candidates, key=lambda m: layout_mismatch(match_layout(state, m.net), m.net))
     state = match_layout(state, model.net)
@@ -173,14 +175,16 @@ def load_checkpoint_model(
     return model
 
 
-def check_classifier(model: nn.Module, num_classes: int, input_size: int, channels: int, role: str) -> None:
-    """Run one dummy image through model and explain any class-count or input-size mismatch."""
+def check_classifier(model: nn.Module, num_classes: int | None, input_size: int, channels: int, role: str) -> None:
+    """Run one random image through model and explain any input-size or class-count mismatch (``num_classes``
+    None: any class count). The image comes from its own seeded generator: checking draws nothing from torch's."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
+    image = torch.rand(1, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
-            out = model(torch.rand(1, channels, input_size, input_size, device=device))
+            out = model(image.to(device))
     except Exception as exc:
         raise ValueError(
             f"{role} cannot classify {channels}x{input_size}x{input_size} images ({type(exc).__name__}: {exc}); "
@@ -191,46 +195,9 @@ def check_classifier(model: nn.Module, num_classes: int, input_size: int, channe
     if not bool(torch.isfinite(out).all()):
         check_finite_weights(dict(model.named_parameters()) | dict(model.named_buffers()), role)
         raise ValueError(f"{role} gives NaN or infinite logits on a random image; check its forward (or its weights)")
-    if out.dim() != 2 or out.shape[1] != num_classes:
+    if num_classes is not None and (out.dim() != 2 or out.shape[1] != num_classes):
         got = out.shape[-1] if out.dim() >= 1 else "a scalar"
         raise ValueError(
             f"{role} predicts {got} classes but the data has {num_classes}; pass num_classes={num_classes} "
             "or a checkpoint fine-tuned for this dataset"
         )
-
-
-def create_model(
-    model: Any,
-    num_classes: int,
-    input_size: int,
-    channels: int = 3,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    role: str = "model",
-) -> ImageClassifier:
-    """Resolve a timm name, a (name, checkpoint) pair, or an nn.Module into a checked ImageClassifier.
-
-    A bare nn.Module is assumed to take [0, 1] images already (identity normalisation) unless it is an
-    ImageClassifier.
-    """
-    if isinstance(model, ImageClassifier):
-        result = model
-    elif isinstance(model, nn.Module):
-        result = ImageClassifier(model, num_classes, input_size, (0.0,) * channels, (1.0,) * channels, name=type(model).__name__)
-    elif isinstance(model, str):
-        result = build_model(model, num_classes, input_size, mean, std)
-    elif isinstance(model, (tuple, list)) and len(model) == 2 and isinstance(model[0], str):
-        result = load_checkpoint_model(model[0], model[1], input_size, mean, std)
-    else:
-        raise ValueError(
-            f"{role} must be a timm model name, a (name, checkpoint_path) pair or an nn.Module; got {model!r}"
-        )
-    check_classifier(result, num_classes, input_size, channels, f"{role} '{result.name}'")
-    return result
-
-
-def model_from_spec(spec: dict[str, Any]) -> ImageClassifier:
-    """Rebuild an architecture saved with ImageClassifier.spec() (weights loaded separately)."""
-    return build_model(
-        spec["name"], spec["num_classes"], spec["input_size"], spec["mean"], spec["std"], small_input=spec["small_input"]
-    )

@@ -6,7 +6,7 @@ import importlib.resources
 import torch
 
 from robustcompress.models.checkpoints import classic_resnet_to_timm
-from robustcompress.models.core import ImageClassifier, build_model
+from robustcompress.models.core import ImageClassifier, timm_classifier
 
 __all__ = ["CIFAR10_CLASSES", "classic_resnet_to_timm", "load_autoattack_resnet18", "read_autoattack_resnet18_state"]
 
@@ -51,7 +51,7 @@ def load_autoattack_resnet18(device: torch.device | str = "cpu") -> ImageClassif
     the same BasicBlocks, and a global average pool (timm's adaptive pool equals the original ``avg_pool2d(out, 4)``
     on 32x32 inputs).
     """
-    model = build_model(
+    model = timm_classifier(
         "resnet18", len(CIFAR10_CLASSES), 32, mean=AUTOATTACK_RESNET18_MEAN, std=AUTOATTACK_RESNET18_STD,
         small_input=True,
     )

@@ -1,4 +1,5 @@
-"""Pre-trained models from anywhere, without touching the network.
+"""Pre-trained models from anywhere, without touching the network (built through
+:func:`robustcompress.models.resolve_model`, the one factory).
 
 A model source is one of:
 
@@ -7,7 +8,7 @@ A model source is one of:
 - ``"hf-hub:ORG/REPO"``: a timm model on the Hugging Face hub, from the cache;
 - ``(NAME, PATH)``: timm architecture NAME with a local checkpoint (any layout
   :mod:`robustcompress.models.checkpoints` reads: plain, wrapped, ``module.``-prefixed, safetensors, classic CIFAR
-  ResNet); on the command line ``NAME=PATH``;
+  ResNet), or ``"NAME=PATH"`` (as on the command line);
 - an alias from :data:`PRETRAINED_ALIASES`, e.g. ``"cifar10_resnet18_autoattack"``.
 
 Nothing is ever downloaded: hub look-ups run with ``HF_HUB_OFFLINE=1``, and weights that are not cached give a
@@ -25,7 +26,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from robustcompress.models.core import ImageClassifier, _unknown_model_error, load_checkpoint_model
+from robustcompress.models.core import ImageClassifier, _unknown_model_error
 from robustcompress.models.pretrained import CIFAR10_CLASSES, load_autoattack_resnet18
 
 PRETRAINED_SUFFIX = ":pretrained"
@@ -48,20 +49,6 @@ PRETRAINED_ALIASES: dict[str, PretrainedAlias] = {
         "pyautoattack's standard (not robust) CIFAR-10 ResNet-18: [0, 1] 32x32 images, 94% clean on CIFAR-10 test",
     ),
 }
-
-
-def is_pretrained_source(spec: Any) -> bool:
-    """True when ``spec`` brings its own weights (a module, a checkpoint pair, ':pretrained', 'hf-hub:' or an alias).
-
-    A bare timm name is not: it is an architecture to train from scratch.
-    """
-    if isinstance(spec, nn.Module):
-        return True
-    if isinstance(spec, (tuple, list)):
-        return len(spec) == 2 and isinstance(spec[0], str)
-    if isinstance(spec, str):
-        return spec in PRETRAINED_ALIASES or spec.endswith(PRETRAINED_SUFFIX) or spec.startswith(HF_HUB_PREFIX)
-    return False
 
 
 @contextlib.contextmanager
@@ -159,23 +146,6 @@ def timm_pretrained(name: str, input_size: int, *, file: str | os.PathLike | Non
         cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)),
         name=cfg.get("architecture") or arch, small_input=False,
     )
-
-
-def load_pretrained(spec: Any, input_size: int) -> ImageClassifier:
-    """The model a pre-trained source names (see the module docstring), with its own class count, in eval mode."""
-    if isinstance(spec, ImageClassifier):
-        return spec
-    if isinstance(spec, str) and spec in PRETRAINED_ALIASES:
-        return PRETRAINED_ALIASES[spec].load().eval()
-    if isinstance(spec, str) and spec.endswith(PRETRAINED_SUFFIX):
-        return timm_pretrained(spec.removesuffix(PRETRAINED_SUFFIX), input_size).eval()
-    if isinstance(spec, str) and spec.startswith(HF_HUB_PREFIX):
-        return timm_pretrained(spec, input_size).eval()
-    if isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str):
-        return load_checkpoint_model(spec[0], spec[1], input_size).eval()
-    aliases = ", ".join(PRETRAINED_ALIASES)
-    raise ValueError(f"{spec!r} names no pre-trained weights; use 'NAME:pretrained', 'hf-hub:ORG/REPO', "
-                     f"(NAME, checkpoint_path) or an alias ({aliases})")
 
 
 def output_classes(model: nn.Module, input_size: int, channels: int = 3) -> int:

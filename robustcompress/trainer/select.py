@@ -1,10 +1,12 @@
-"""Keep the best snapshot of a run by a validation score (robust overfitting is real: the last epoch is rarely best)."""
+"""The one best-epoch selection driver, for teachers and students alike: keep the last epoch, a given epoch, or the
+best by a validation score (robust overfitting is real: the last epoch is rarely best)."""
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import torch
 import torch.nn as nn
@@ -13,6 +15,14 @@ from robustcompress.io import save_safetensors, write_json
 
 log = logging.getLogger("robustcompress")
 SELECT_MODES = ("last", "best_robust")
+
+#: Called after each epoch with the 0-based epoch and its history record (robustcompress.trainer.train's
+#: ``on_epoch_end``).
+EpochCallback = Callable[[int, dict[str, Any]], None]
+#: Runs the epochs, calling the callback after each, and returns the per-epoch history.
+RunEpochs = Callable[[EpochCallback], list[dict[str, Any]]]
+#: Scores a model on validation data: at least ``{"score": float}``, plus what the curve should record.
+Score = Callable[[nn.Module], dict[str, Any]]
 
 
 def check_select_mode(select: str) -> str:
@@ -68,5 +78,66 @@ class BestSnapshot:
                  {k: round(v, 4) for k, v in self.best.items() if isinstance(v, float)})
         return last
 
+
+class _StopAfterSelectedEpoch(Exception):
+    """Raised from the epoch callback once the requested epoch's weights exist; nothing after it is needed."""
+
+
+@dataclass
+class Selection:
+    """What a run kept: the history, the kept epoch (0: the starting weights), and, when a score chose it, its
+    validation point, the validation curve and the final weights it replaced."""
+
+    history: list[dict[str, Any]]
+    epoch: int | None
+    best: dict[str, Any] | None = None
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    last_state: dict[str, torch.Tensor] | None = None
+
     def summary(self) -> dict[str, Any]:
-        return {"best_epoch": self.best["epoch"], "best": self.best, "curve": self.curve}
+        """The record of a scored selection: the kept epoch, its validation point and the curve."""
+        return {"best_epoch": self.epoch, "best": self.best, "curve": self.curve}
+
+
+def train_and_select(
+    model: nn.Module,
+    run_epochs: RunEpochs,
+    select: Union[str, int],
+    epochs: int,
+    *,
+    score: Score | None = None,
+    checkpoint_dir: str | Path | None = None,
+    score_start: bool = False,
+) -> Selection:
+    """Train ``model`` with ``run_epochs`` and leave the selected epoch's weights in it.
+
+    ``select``: "last" keeps the final weights; an epoch number k (1-based) stops after epoch k of the
+    ``epochs``-epoch schedule; any other mode ("best_robust", "best_clean") scores the model with ``score`` after
+    every epoch and keeps the best one (ties: the earliest). ``score_start`` also scores the weights before
+    training, as epoch 0, so training that only hurts keeps the start. With a ``checkpoint_dir`` the best snapshot
+    and the curve are written there, and a resumed run keeps the best of the epochs before its interruption.
+    """
+    snapshot = None
+    if isinstance(select, str) and select != "last":
+        if score is None:
+            raise ValueError(f"select='{select}' keeps the best epoch by a validation score; pass score=")
+        snapshot = BestSnapshot(model, score, checkpoint_dir)
+    seen: list[dict[str, Any]] = []
+
+    def on_epoch_end(epoch: int, record: dict[str, Any]) -> None:
+        seen.append(record)
+        if snapshot is not None:
+            snapshot(epoch, record)
+        elif isinstance(select, int) and epoch + 1 == select:
+            raise _StopAfterSelectedEpoch
+
+    if snapshot is not None and score_start:
+        snapshot(-1, {})  # the starting weights, scored as epoch 0
+    try:
+        history = run_epochs(on_epoch_end)
+    except _StopAfterSelectedEpoch:
+        history = seen
+    if snapshot is None:
+        return Selection(history, select if isinstance(select, int) else epochs)
+    last_state = snapshot.restore_best(epochs)
+    return Selection(history, snapshot.best["epoch"], snapshot.best, snapshot.curve, last_state)
