@@ -186,10 +186,10 @@ def test_every_spec_kind_resolves_through_the_one_factory(kind, source, checkpoi
         assert model.training and model.small_input and not _same_weights(model.net, source.net)
     elif kind == "ImageClassifier":
         assert model is source
-    else:
+    elif kind == "module":  # a bare module reads [0, 1] images: identity normalisation
+        assert model.net is source.net and model.spec()["mean"] == [0.0] * 3 and model.name == type(source.net).__name__
+    else:  # loaded weights come back in eval mode
         assert _same_weights(model.net, source.net) and not model.training
-    if kind == "module":  # a bare module reads [0, 1] images: identity normalisation
-        assert model.spec()["mean"] == [0.0] * 3 and model.name == type(source.net).__name__
 
 
 def test_timms_pretrained_weights_resolve_from_local_files_without_network(tmp_path, monkeypatch):

@@ -156,9 +156,10 @@ def resolve_model(
       ``checkpoint_path``'s weights loaded strictly;
     - an nn.Module: an ImageClassifier is used as it is; another module is taken to read [0, 1] images already.
 
-    Models with weights come back in eval mode. With ``input_size`` the result is checked on one random
-    ``channels`` x ``input_size`` image (and against ``num_classes`` when given): a mismatch is a one-line
-    ValueError naming ``role``. The check draws nothing from torch's random generator.
+    Loaded weights (a checkpoint, a pre-trained source) come back in eval mode; a module keeps its own. With
+    ``input_size`` the result is checked on one random ``channels`` x ``input_size`` image (and against
+    ``num_classes`` when given): a mismatch is a one-line ValueError naming ``role``. The check draws nothing from
+    torch's random generator.
     """
     model = _construct(spec, num_classes, input_size, channels, checkpoint_path, mean, std, small_input, role,
                        timm_kwargs)
