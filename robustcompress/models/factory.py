@@ -73,10 +73,7 @@ def _wrapped_module(module: nn.Module, num_classes: int | None, input_size: int 
     """A plain nn.Module taken to read [0, 1] images already (identity normalisation), recorded as its class."""
     size = _required(input_size, "input_size", type(module).__name__, role)
     classes = num_classes if num_classes is not None else output_classes(module, size, channels)
-    # A module brings its weights, so like every model with weights it comes back in eval mode (the trainer switches
-    # a student to train mode itself).
-    return ImageClassifier(module, classes, size, (0.0,) * channels, (1.0,) * channels,
-                           name=type(module).__name__).eval()
+    return ImageClassifier(module, classes, size, (0.0,) * channels, (1.0,) * channels, name=type(module).__name__)
 
 
 def _from_record(record: dict[str, Any], checkpoint_path: str | os.PathLike | None) -> ImageClassifier:
