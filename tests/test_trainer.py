@@ -289,7 +289,7 @@ def test_the_student_keeps_the_epoch_and_weights_a_hand_made_selection_keeps(dig
     from robustcompress.verify.evaluate import validation_score
 
     config = TrainConfig(**{**CONFIG, "epochs": 3})
-    data = _subset(digits16)
+    data = _subset(digits16, 96)
     torch.manual_seed(0)
     student = build_model("test_efficientnet", 10, 16)
     reference = copy.deepcopy(student)
