@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from table_protocol import PROTOCOLS, load_benchmark_data  # noqa: E402
+from table_protocol import PROTOCOLS, describe_device, load_benchmark_data  # noqa: E402
 from table_report import paired_bootstrap  # noqa: E402
 from table_students import autoattack_block  # noqa: E402
 
@@ -257,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     state.update(protocol=args.protocol, seed=seed, eps=eps, block=[block.start, block.start + n],
                  date=datetime.date.today().isoformat(), command="python " + " ".join(["benchmarks/attack_audit.py"]
                                                                                      + (argv or sys.argv[1:])),
-                 device=describe_cpu(), clean={}, autoattack={}, autoattack_stages={}, worst_case={},
+                 device=describe_device(torch.device("cpu")), clean={}, autoattack={}, autoattack_stages={}, worst_case={},
                  extra_breaks={}, worst_flags={}, gap={})
     aa = {m: torch.tensor([c == "1" for c in rows[m]["per_image"]["autoattack"][:n]]) for m in methods}
     clean = {m: ~wrong(models[m], x, y) for m in methods}
@@ -313,14 +312,6 @@ def record(state: dict[str, Any], flags: dict[str, dict[str, torch.Tensor]], met
     flags[method][name] = f
     state["attacks"].setdefault(method, {})[name] = {
         "accuracy": accuracy(f), "seconds": seconds, "flags": "".join("1" if v else "0" for v in f.tolist())}
-
-
-def describe_cpu() -> str:
-    from robustcompress.trainer.cpu import cpu_info
-
-    info = cpu_info()
-    return (f"{info.model} ({', '.join(info.flags) or 'no AVX-512/AMX flags'}), {platform.machine()}, "
-            f"{torch.get_num_threads()} torch threads")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from table_protocol import PROTOCOLS, load_benchmark_data  # noqa: E402
+from table_protocol import PROTOCOLS, describe_device, load_benchmark_data  # noqa: E402
 from table_report import difference_ci, paired_bootstrap  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--further must be a multiple of {BLOCK}, got {args.further}")
     from robustcompress import RobustCompressor
     from robustcompress.io import atomic_write_bytes
-    from robustcompress.trainer.cpu import cpu_info
 
     methods = args.methods.split(",")
     setting = PROTOCOLS["cpu-scale"]
@@ -95,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     state_path = args.out.with_suffix(".json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     blocks: dict[str, dict[str, str]] = state.get("blocks", {})
-    info = cpu_info()
     for m in methods:
         model = RobustCompressor.load(RESULTS / "cifar10_cpu" / m, device="cpu").student.eval()
         for start in range(0, BLOCK + args.further, BLOCK):
@@ -127,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     both_low, both_high = diff - half, diff + half
     verdict = "win" if both_low > 0 else ("loss" if both_high < 0 else "tie")
     state.update(methods=methods, further=args.further, rows=rows, date=datetime.date.today().isoformat(),
-                 device=f"{info.model} ({', '.join(info.flags)}), {torch.get_num_threads()} torch threads",
+                 device=describe_device(torch.device("cpu")),
                  command="python benchmarks/cpu_scale_image_noise.py " + " ".join(argv or sys.argv[1:]),
                  table={"diff": diff, "low": lo, "high": hi, "both_low": both_low, "both_high": both_high,
                         "verdict": verdict, "seeds": sorted(aa[b])})
