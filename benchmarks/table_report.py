@@ -187,6 +187,39 @@ def paired_bootstrap(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], d
     return estimate, float(lo), float(hi)
 
 
+def image_noise_lines(state: dict[str, Any]) -> list[str]:
+    """What a three-seed verdict (every seed on the same images) becomes with image-sampling noise in it: the
+    state written by benchmarks/cpu_scale_image_noise.py (per-block rows of the seed-0 pair and the table's
+    difference with both half-widths)."""
+    a, b = state["methods"]
+    t = state["table"]
+    rows = {r["images"]: r for r in state["rows"]}
+
+    def cell(r: dict[str, Any]) -> str:
+        return f"{100 * r['diff']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]"
+
+    lines = [f"- As published ({b} minus {a}, Welch over seeds {', '.join(map(str, t['seeds']))}, all on the same "
+             f"1,000 images): {100 * t['diff']:+.1f} [{100 * t['low']:+.1f}, {100 * t['high']:+.1f}].",
+             f"- With image-sampling noise (the Welch half-width and seed 0's paired image-bootstrap half-width added "
+             f"in quadrature): {100 * t['diff']:+.1f} [{100 * t['both_low']:+.1f}, {100 * t['both_high']:+.1f}]: "
+             f"**{t['verdict']}**."]
+    for r in state["rows"]:
+        lines.append(f"- Seed 0 on {r['images']} test images: {100 * r['acc'][a]:.1f} vs "
+                     f"{100 * r['acc'][b]:.1f}, difference {cell(r)} (paired bootstrap over images).")
+    pooled = next((r for r in state["rows"] if r["images"].startswith("all ")), None)
+    first = next((r for r in state["rows"] if "the table's" in r["images"]), None)
+    if pooled and first:
+        # The seeds share the table's images, so that sample's luck is (about) the same for every seed: the
+        # published mean moves by seed 0's difference between the table's images and the whole sample.
+        shift = pooled["diff"] - first["diff"]
+        lines.append(f"- **What the verdict then is**: {t['verdict']} with both noises in the interval; as for its "
+                     f"size, seed 0's difference is {100 * first['diff']:+.1f} on the table's images and "
+                     f"{100 * pooled['diff']:+.1f} on all {pooled['images'].removeprefix('all ')} images, and moving "
+                     f"the three-seed difference by that {100 * shift:+.1f} gives about "
+                     f"{100 * (t['diff'] + shift):+.1f} points.")
+    return lines
+
+
 def paired_verdict_lines(results: dict[str, Any], draws: int = 10_000) -> list[str]:
     """Seed method vs baseline on the seeds both ran: AutoAttack per image (each seed's block), the paired
     difference with its two-level bootstrap interval (images and seeds) and, beside it, the Welch interval over
@@ -278,6 +311,7 @@ def checks_cell(rows: Sequence[dict[str, Any]]) -> str:
 
 #: The CPU-scale table whose ranking the CPU-standard page compares with its own.
 CPU_SCALE_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "cifar10_cpu.json"
+IMAGE_NOISE_RESULTS = CPU_SCALE_RESULTS.with_name("cifar10_cpu_image_noise.json")
 
 
 def method_means(results: dict[str, Any], metric: str = "autoattack") -> dict[str, float]:
@@ -417,6 +451,14 @@ def render_markdown(results: dict[str, Any]) -> str:
                       "Welch–Satterthwaite degrees of freedom). Win: the whole interval above 0; loss: below 0; tie: "
                       "it contains 0.", "", "| seed method | baseline | verdict | difference [95% CI] |",
                       "|---|---|---|---|", *verdict_lines(results)]
+    if results.get("protocol") == "cpu-scale" and IMAGE_NOISE_RESULTS.is_file():
+        noise = json.loads(IMAGE_NOISE_RESULTS.read_text())
+        if noise.get("table"):
+            lines += ["", "### With image-sampling noise", "",
+                      "Every seed above attacked the same 1,000 test images, so the Welch intervals hold training "
+                      "noise only. `benchmarks/cpu_scale_image_noise.py` re-attacked the committed seed-0 students "
+                      f"on those images and on further ones ({shown(IMAGE_NOISE_RESULTS.with_suffix('.md'))}):", "",
+                      *image_noise_lines(noise)]
     if results.get("protocol") == "cpu-standard" and CPU_SCALE_RESULTS.is_file():
         lines += rank_agreement_lines(results, json.loads(CPU_SCALE_RESULTS.read_text()))
     lines += precision_lines(results)

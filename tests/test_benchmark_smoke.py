@@ -363,3 +363,36 @@ def test_the_cpu_standard_page_says_how_far_the_cpu_scale_ranking_predicts_its_o
     reversed_order = table({"pgd-at": [0.40], "sa-mdrad": [0.35], "akd": [0.30], "trades": [0.38]})
     assert report.rank_agreement_lines(here, reversed_order)[-1].startswith("Spearman's rho -1.00")
     assert report.rank_agreement_lines(table({"pgd-at": [0.3], "akd": [0.4]}), same_order)[-1].startswith("Not yet")
+
+
+def test_the_cpu_scale_page_says_what_its_verdict_is_with_image_sampling_noise(report):
+    state = {"methods": ["pgd-at", "sa-mdrad"],
+             "table": {"diff": 0.05, "low": 0.036, "high": 0.063, "both_low": 0.024, "both_high": 0.075,
+                       "verdict": "win", "seeds": [0, 1, 2]},
+             "rows": [{"images": "the table's 1,000", "acc": {"pgd-at": 0.331, "sa-mdrad": 0.379}, "diff": 0.048,
+                       "low": 0.026, "high": 0.07},
+                      {"images": "all 3,000", "acc": {"pgd-at": 0.353, "sa-mdrad": 0.391}, "diff": 0.038,
+                       "low": 0.025, "high": 0.051}]}
+    lines = report.image_noise_lines(state)
+    assert "+5.0 [+2.4, +7.5]: **win**" in lines[1]
+    assert "Seed 0 on all 3,000 test images: 35.3 vs 39.1, difference +3.8 [+2.5, +5.1]" in lines[3]
+    # every seed shared the table's images, so the published mean moves by seed 0's shift (-1.0) to about +4.0
+    assert lines[-1].endswith("-1.0 gives about +4.0 points.")
+
+
+def test_the_attack_audit_summarises_after_the_first_attack_of_the_first_student(bench):
+    import torch
+
+    audit = load_benchmark("attack_audit.py", "attack_audit")
+    sys.modules.pop("attack_audit", None)
+    aa = {"pgd-at": torch.tensor([True, True, False]), "sa-mdrad": torch.tensor([True, False, False])}
+    state = {"methods": ["pgd-at", "sa-mdrad"], "attacks": {"pgd-at": {"pgd20": {"accuracy": 2 / 3, "seconds": 1.0}}},
+             "autoattack_stages": {"pgd-at": {}, "sa-mdrad": {}}, "autoattack": {"pgd-at": 2 / 3, "sa-mdrad": 1 / 3},
+             "worst_case": {}, "extra_breaks": {}, "worst_flags": {}, "gap": {}}
+    flags = {"pgd-at": {"margin": torch.tensor([True, False, False])}, "sa-mdrad": {}}
+    audit.summarise(state, flags, aa)  # the second student has no attack yet: it must not stop the run
+    assert state["worst_case"] == pytest.approx({"pgd-at": 1 / 3, "sa-mdrad": 1 / 3})
+    assert state["extra_breaks"]["pgd-at"]["by_attack"] == {"margin": 1}
+    assert "| sa-mdrad | – | – | – |" in audit.render({**state, "images": 3, "restarts": 1, "clean": state["autoattack"],
+                                                      "command": "c", "date": "d", "device": "cpu", "protocol": "p",
+                                                      "seed": 0, "eps": 8 / 255, "block": [0, 3]})
