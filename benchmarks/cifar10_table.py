@@ -36,7 +36,7 @@ from table_protocol import (AUTOATTACK, DATA_OF, FULL, ISSUE_METHODS, PROTOCOLS,
 from table_report import (ablations_name, checks_cell, fmt, merge_results, method_label, ordered_teacher_rows,
                           place_teacher_row, same_setting, teacher_key, write_ablations, write_results)
 from table_students import Variant, run_method
-from table_teachers import evaluate_teacher, make_teachers, teacher_roles
+from table_teachers import ROLES, evaluate_teacher, make_teachers, teacher_roles
 
 
 # -- main ---------------------------------------------------------------------------------------------------------------
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --variant: a method hyperparameter, e.g. feature_weight=0 (repeatable)")
     p.add_argument("--teacher-outputs", choices=("live", "cached"),
                    help="with --variant: run clean-image teachers at every step (live) or once before training (cached)")
+    p.add_argument("--teachers", metavar="ROLES",
+                   help="with --variant: the teachers instead of the method's own, comma-separated roles of "
+                   "teacher1, teacher2, robust, robust-final (the robust teacher's last epoch, not its early-stopped "
+                   "one), robust2 (the other standard teacher made robust by the same recipe)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                    help="with --variant: the students' training precision instead of the protocol's (evaluation is "
                         "always fp32)")
@@ -132,12 +136,17 @@ def variant_from(args: argparse.Namespace) -> Variant | None:
         if not sep or not key:
             raise SystemExit(f"--method-arg {item!r} must look like KEY=VALUE, e.g. feature_weight=0")
         kwargs[key] = parse_value(value)
+    teachers = tuple(t for t in (args.teachers or "").split(",") if t) or None
+    unknown = sorted(set(teachers or ()) - set(ROLES))
+    if unknown:
+        raise SystemExit(f"--teachers: unknown role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
     if args.variant is None:
-        if kwargs or args.teacher_outputs or args.precision:
-            raise SystemExit("--method-arg, --teacher-outputs and --precision change a method: name the variant with "
-                             "--variant LABEL so its rows sit beside the protocol's instead of replacing them")
+        if kwargs or args.teacher_outputs or args.precision or teachers:
+            raise SystemExit("--method-arg, --teacher-outputs, --precision and --teachers change a method: name the "
+                             "variant with --variant LABEL so its rows sit beside the protocol's instead of "
+                             "replacing them")
         return None
-    return Variant(args.variant, kwargs, args.teacher_outputs, args.precision)
+    return Variant(args.variant, kwargs, args.teacher_outputs, args.precision, teachers)
 
 
 def parse_value(text: str) -> Any:
@@ -238,10 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = os.getloadavg()[0] if device.type == "cpu" and hasattr(os, "getloadavg") else None
     started = time.perf_counter()
 
-    roles = sorted({r for m in run for r in teacher_roles(m)})
+    roles = sorted({r for m in run for r in teacher_roles(m, variant)})
     path = out / f"{results_name}.json"
     old = read_json(path)
-    teachers = make_teachers(setting, data, device, progress, roles)
+    try:
+        teachers = make_teachers(setting, data, device, progress, roles)
+    except (ValueError, FileNotFoundError) as exc:  # a teacher choice this setting cannot give (--teachers)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     teacher_rows = {teacher_key(t): t for t in old.get("teachers", [])} if same_setting(
         old.get("setting"), json.loads(json.dumps(dataclasses.asdict(setting))), old.get("rows", [])) else {}
     fingerprints = {role: weights_fingerprint(t.model) for role, t in teachers.items()}

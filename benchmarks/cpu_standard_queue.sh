@@ -39,6 +39,14 @@ step image-noise python benchmarks/cpu_scale_image_noise.py
 step audit python benchmarks/attack_audit.py --methods pgd-at,sa-mdrad --restarts 3
 # 4. The robust teacher (made and cached on the first robust-teacher method) and AKD, seed 0.
 step akd-0 "${STANDARD[@]}" --methods akd --seeds 0
+# 4b. AKD's own mechanisms on the validation split (the item 5), seed 0: alpha, the final instead of the
+#     early-stopped robust teacher (refused, and skipped, when early stopping kept the final epoch) and an ensemble of
+#     two robust teachers (the second: teacher 2 made robust by the same recipe, cached).
+ABLATE=("${TABLE[@]}" --protocol cpu-standard --work-dir "$WORK/cpu_standard" --validation-only --seeds 0)
+step akd-alpha-1 "${ABLATE[@]}" --methods akd --variant 'alpha 1' --method-arg alpha=1.0
+step akd-alpha-0.25 "${ABLATE[@]}" --methods akd --variant 'alpha 0.25' --method-arg alpha=0.25
+step akd-final-teacher "${ABLATE[@]}" --methods akd --variant 'final robust teacher' --teachers robust-final
+step akd-two-teachers "${ABLATE[@]}" --methods akd --variant 'two robust teachers' --teachers robust,robust2
 # 5. The six methods the verdicts rest on, the rest of their seeds.
 step sa-mdrad "${STANDARD[@]}" --methods sa-mdrad --seeds 1,2
 step pgd-at "${STANDARD[@]}" --methods pgd-at --seeds 1,2
@@ -46,6 +54,10 @@ step trades "${STANDARD[@]}" --methods trades --seeds 0,1,2
 step rslad "${STANDARD[@]}" --methods rslad --seeds 0,1,2
 step akd "${STANDARD[@]}" --methods akd --seeds 1,2
 step dual-path "${STANDARD[@]}" --methods dual-path --seeds 0,1,2
+# 5b. Dual-path's own mechanisms on the validation split, seed 0: three path points instead of every iterate, uniform
+#     instead of adaptive weights (the table's dual-path row of seed 0 is the default they are compared with).
+step dual-path-3-points "${ABLATE[@]}" --methods dual-path --variant 'path points 3' --method-arg path_points=3
+step dual-path-uniform "${ABLATE[@]}" --methods dual-path --variant 'uniform weights' --method-arg adaptive_weights=false
 # 6. The other baselines, one seed each.
 step baselines "${STANDARD[@]}" --methods ard,iad,adaad,mtard --seeds 0
 # 7. bf16 training of a distillation method against the CPU-scale table's fp32 rows (the bf16 issue's evidence). Last:

@@ -226,7 +226,12 @@ teacher on the adversarial image every step: about 1.9x PGD-AT's training step).
 on every point of both paths (10 points + the clean image: about 3.8 h per run) and AdaAD back-propagates through it
 in its inner maximisation (about 4.5 h per run). Both run in full, as the issue asks (dual-path has never run as
 itself), after the robust teacher (about 3 h of fine-tuning) and the other seed methods: the whole table is about
-30 CPU-hours, run by `benchmarks/cpu_standard_queue.sh` across sessions (every step resumable)."""
+30 CPU-hours, run by `benchmarks/cpu_standard_queue.sh` across sessions (every step resumable). The seed methods'
+mechanism ablations (validation split only, seed 0: AKD's alpha 1 and 0.25, its final instead of its early-stopped
+robust teacher, an ensemble of two robust teachers; dual-path with three path points and with uniform weights) add
+about 8 CPU-hours, so the whole issue takes about 38: nearly twice its 20-hour budget, which two facts set: standard
+AutoAttack on 1,000 images is about 18 min of every run's evaluation, and dual-path and AdaAD must query a ResNet-18
+teacher many times per step."""
 CPU_PROTOCOL_NOTES = {"cpu-scale": CPU_SCALE_NOTES, "cpu-standard": CPU_STANDARD_NOTES}
 #: --autoattack choices -> the robustcompress.verify attack that runs them. 'fast' is APGD-CE + APGD-T; 'apgd-ce' is
 #: its first component alone (the smoke run's: APGD-T's nine targeted runs dominate the cost on a CPU).

@@ -625,7 +625,8 @@ def render_ablations(results: dict[str, Any], table: dict[str, Any], table_name:
         variant = r.get("variant") or {}
         changed = ", ".join([*(f"{k}={v}" for k, v in (variant.get("method_kwargs") or {}).items()),
                              *([f"teacher outputs {variant['teacher_outputs']}"] if variant.get("teacher_outputs")
-                               else [])]) or "–"
+                               else []),
+                             *([f"teachers {' + '.join(variant['teachers'])}"] if variant.get("teachers") else [])]) or "–"
         clean, pgd = validation_of(r)
 
         def delta(key: tuple[str, int]) -> str:

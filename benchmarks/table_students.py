@@ -105,6 +105,7 @@ class Variant:
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     teacher_outputs: str | None = None  # None: the protocol's choice for the method
     precision: str | None = None  # None: the protocol's training precision
+    teachers: tuple[str, ...] | None = None  # None: the teachers the method was designed for (TEACHERS_OF)
 
 
 def teacher_outputs_for(method: str, setting: Setting, variant: Variant | None = None) -> str:
@@ -125,7 +126,7 @@ def train_or_resume(method: str, seed: int, setting: Setting, data: Any, teacher
     if work_dir is not None and is_bundle(work_dir):
         print(f"   trained earlier: {work_dir}", flush=True)
         return RobustCompressor.load(work_dir, device=str(device)), True
-    roles = teacher_roles(method)
+    roles = teacher_roles(method, variant)
     rc = RobustCompressor(
         [teachers[r].model for r in roles], setting.student, method=method, eps=setting.eps,
         precision=variant.precision if variant is not None and variant.precision else setting.precision,
@@ -150,7 +151,7 @@ def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: di
     ``work_dir``: where the run checkpoints (see train_or_resume)."""
     import copy
 
-    roles = teacher_roles(method)
+    roles = teacher_roles(method, variant)
     outputs = teacher_outputs_for(method, setting, variant)
     rc, resumed = train_or_resume(method, seed, setting, data, teachers, device, progress, variant, work_dir)
     # A resumed run's wall time covers only its last part: the sum of its epochs' own times stands in for it.

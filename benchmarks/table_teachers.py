@@ -50,18 +50,20 @@ def cached_teacher(role: str, recipe: dict[str, Any], data: Any, device: torch.d
     key = digest([role, recipe, data_fingerprint(data)])
     weights_path = benchmark_cache() / f"{role}-{key}.safetensors"
     meta_path = weights_path.with_suffix(".json")
+    checkpoint_dir = weights_path.with_name(weights_path.stem + "-checkpoints")
     if weights_path.is_file() and meta_path.is_file():
         print(f"{role}: cached weights {weights_path}", flush=True)
         model, meta = load_weights(build(), weights_path), read_json(meta_path)
     else:
         print(f"{role}: training ({recipe})", flush=True)
         t0 = time.perf_counter()
-        model = train(weights_path.with_name(weights_path.stem + "-checkpoints"))
+        model = train(checkpoint_dir)
         meta = {"train_time_s": time.perf_counter() - t0, "trained_on": describe_device(device), "date": today(),
                 "recipe": recipe, "train_images": len(data.train)}
         save_safetensors(model.state_dict(), weights_path)
         write_json(meta_path, meta)
-    extra = {"recipe": recipe, "trained_on": meta["trained_on"], "train_images": meta["train_images"]}
+    extra = {"recipe": recipe, "trained_on": meta["trained_on"], "train_images": meta["train_images"],
+             "checkpoint_dir": str(checkpoint_dir)}
     return Teacher(role, description, model.to(device).eval(), meta["train_time_s"], extra)
 
 
@@ -74,7 +76,12 @@ def make_teachers(setting: Setting, data: Any, device: torch.device, progress: b
 
     full = with_train(data, setting.train_images)
     data, _ = validation_split(setting, full)
-    needed = set(roles) | ({setting.robust_source} if "robust" in roles else set())
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown teacher role(s) {', '.join(unknown)}; the benchmark has {', '.join(ROLES)}")
+    robust_roles = {"robust", "robust-final", "robust2"} & set(roles)
+    needed = set(roles) | ({setting.robust_source, "robust"} if robust_roles - {"robust2"} else set())
+    needed |= {other_source(setting)} if "robust2" in roles else set()
     teachers: dict[str, Teacher] = {}
     if "teacher1" in needed:
         teachers["teacher1"] = make_teacher1(setting, full, device, progress)
@@ -94,13 +101,64 @@ def make_teachers(setting: Setting, data: Any, device: torch.device, progress: b
         f"{len(train_data.train)} images",
     )
 
-    if "robust" not in roles:
-        return teachers
+    if "robust" in needed:
+        teachers["robust"] = make_robust("robust", setting.robust_source, setting, data, teachers, device, progress)
+    if "robust-final" in roles:
+        teachers["robust-final"] = final_epoch_of(teachers["robust"], device)
+    if "robust2" in roles:
+        teachers["robust2"] = make_robust("robust2", other_source(setting), setting, data, teachers, device,
+                                          progress)
+    return {r: t for r, t in teachers.items() if r in roles}
+
+
+#: Every teacher role: the protocol's three, and two the ablations of AKD's teacher choices use (the robust teacher's
+#: final epoch instead of its early-stopped one; the other standard teacher made robust by the same recipe, for an
+#: ensemble of two robust teachers).
+ROLES = ("teacher1", "teacher2", "robust", "robust-final", "robust2")
+
+
+def other_source(setting: Setting) -> str:
+    """The standard teacher the robust teacher is *not* made from: the source of the second robust teacher."""
+    return "teacher2" if setting.robust_source == "teacher1" else "teacher1"
+
+
+def final_epoch_of(robust: Teacher, device: torch.device) -> Teacher:
+    """The robust teacher's last fine-tuning epoch (AKD compares early-stopped and fully trained robust teachers),
+    read from the checkpoint its fine-tuning left in the cache; refused when early stopping kept that epoch anyway,
+    since the variant would then repeat the protocol's row."""
+    import copy
+
+    from robustcompress.io import load_checkpoint
+
+    directory = robust.extra.get("checkpoint_dir")
+    last = Path(directory) / "last.pt" if directory else None
+    if last is None or not last.is_file():
+        raise FileNotFoundError(f"the robust teacher's final-epoch checkpoint {last} is missing; delete its cached "
+                                f"weights in {benchmark_cache()} so the benchmark fine-tunes it again and keeps one")
+    best = read_json(Path(directory) / "best.json").get("best") or {}
+    epochs = robust.extra["recipe"]["epochs"]
+    if robust.extra["recipe"].get("select", "last") == "last" or best.get("epoch") == epochs:
+        raise ValueError(f"the robust teacher is already its final epoch ({epochs}), not an early-stopped one: a "
+                         "'robust-final' teacher would be the same model, so this ablation has nothing to compare")
+    model = copy.deepcopy(robust.model)
+    model.load_state_dict(load_checkpoint(last)["student"])
+    return Teacher("robust-final", robust.description.replace("weakly adversarially fine-tuned",
+                                                              "weakly adversarially fine-tuned (final epoch "
+                                                              f"{epochs}, not the early-stopped {best.get('epoch')})"),
+                   model.to(device).eval(), robust.train_time_s, {**robust.extra, "epoch": epochs})
+
+
+def make_robust(role: str, source_role: str, setting: Setting, data: Any, teachers: dict[str, Teacher],
+                device: torch.device, progress: bool) -> Teacher:
+    """``source_role`` weakly adversarially fine-tuned by the setting's robust-teacher recipe (cached; checkpointed
+    every epoch in the cache, so a fine-tune cut by a session's end goes on from its last epoch)."""
+    from robustcompress.models import build_model
+
     robust_data = with_train(data, setting.robust_train_images or setting.train_images)
-    source = teachers[setting.robust_source]
-    recipe = {"source": setting.robust_source, "eps": setting.robust_eps, "steps": setting.robust_steps,
+    source = teachers[source_role]
+    recipe = {"source": source_role, "eps": setting.robust_eps, "steps": setting.robust_steps,
               "epochs": setting.robust_epochs, "lr": setting.robust_lr, "seed": 0, **precision_entry(setting)}
-    if setting.robust_source != "teacher1" or setting.teacher1_finetune_epochs:
+    if source_role != "teacher1" or setting.teacher1_finetune_epochs:
         recipe["start"] = weights_of(source.model)  # a changed starting point is another robust teacher
     if setting.robust_step_size is not None:
         recipe["step_size"] = setting.robust_step_size
@@ -122,16 +180,15 @@ def make_teachers(setting: Setting, data: Any, device: torch.device, progress: b
         )
 
     spec = source.model.spec()
-    teachers["robust"] = cached_teacher(
-        "robust", recipe, robust_data, device,
+    return cached_teacher(
+        role, recipe, robust_data, device,
         build=lambda: build_model(spec["name"], 10, 32, mean=spec["mean"], std=spec["std"]),
         train=finetune,
-        description=f"{spec['name']}: {setting.robust_source} weakly adversarially fine-tuned by "
+        description=f"{spec['name']}: {source_role} weakly adversarially fine-tuned by "
         f"robustcompress.weak_adversarial_finetune (eps {setting.robust_eps * 255:g}/255, PGD-{setting.robust_steps}, "
         f"{setting.robust_epochs} epoch{'s' * (setting.robust_epochs != 1)}, lr {setting.robust_lr}, "
         f"{len(robust_data.train)} images)",
     )
-    return {r: t for r, t in teachers.items() if r in roles}
 
 
 def precision_entry(setting: Setting) -> dict[str, str]:
@@ -205,8 +262,11 @@ def evaluate_teacher(teacher: Teacher, setting: Setting, data: Any, device: torc
     return row
 
 
-def teacher_roles(method: str) -> tuple[str, ...]:
-    """The teachers ``method`` distils from; a registered method the benchmark does not know gets the robust one."""
+def teacher_roles(method: str, variant: Any = None) -> tuple[str, ...]:
+    """The teachers ``method`` distils from: a variant's own choice (``Variant.teachers``), else the one the method
+    was designed for; a registered method the benchmark does not know gets the robust one."""
     from robustcompress import create_method
 
+    if variant is not None and getattr(variant, "teachers", None):
+        return tuple(variant.teachers)
     return TEACHERS_OF.get(method, ("robust",) if create_method(method).needs_teacher else ())

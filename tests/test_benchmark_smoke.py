@@ -396,3 +396,45 @@ def test_the_attack_audit_summarises_after_the_first_attack_of_the_first_student
     assert "| sa-mdrad | – | – | – |" in audit.render({**state, "images": 3, "restarts": 1, "clean": state["autoattack"],
                                                       "command": "c", "date": "d", "device": "cpu", "protocol": "p",
                                                       "seed": 0, "eps": 8 / 255, "block": [0, 3]})
+
+
+def test_a_teacher_choice_variant_names_its_teachers_and_distils_from_them(bench, tmp_path, monkeypatch, capsys):
+    # AKD's teacher ablations: --teachers replaces the method's own teachers; robust2 is the other standard teacher
+    # made robust by the protocol's recipe (an ensemble of two robust teachers with "robust")
+    with pytest.raises(SystemExit, match="name the variant with --variant"):
+        bench.variant_from(bench.build_parser().parse_args(["--teachers", "robust"]))
+    with pytest.raises(SystemExit, match="unknown role.*robust3"):
+        bench.variant_from(bench.build_parser().parse_args(["--variant", "x", "--teachers", "robust,robust3"]))
+    monkeypatch.setenv("ROBUSTCOMPRESS_CACHE", str(tmp_path / "cache"))
+    out, data = tmp_path / "out", _smoke_data(tmp_path)
+    args = ["--smoke", "--no-progress", "--data", str(data), "--out", str(out), "--cache", str(tmp_path / "cache"),
+            "--validation-only", "--val-images", "16", "--methods", "akd", "--variant", "two robust teachers",
+            "--teachers", "robust,robust2"]
+    assert bench.main(args) == 0, capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "robust: training" in printed and "robust2: training" in printed and "'source': 'teacher2'" in printed
+    [row] = json.loads((out / "cifar10_subset_ablations.json").read_text())["rows"]
+    assert row["status"] == "ok" and row["teachers"] == ["robust", "robust2"]
+    assert "| akd [two robust teachers] | teachers robust + robust2 |" in (out / "cifar10_subset_ablations.md").read_text()
+
+
+def test_the_final_epoch_robust_teacher_is_read_from_the_fine_tunes_checkpoint(bench, tmp_path):
+    import torch
+
+    import table_teachers
+    from robustcompress.io import atomic_save
+
+    model, final = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    robust = table_teachers.Teacher("robust", "resnet18: teacher1 weakly adversarially fine-tuned by ...", model, 5.0,
+                                    {"recipe": {"epochs": 4, "select": "best_robust"},
+                                     "checkpoint_dir": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="final-epoch checkpoint"):
+        table_teachers.final_epoch_of(robust, torch.device("cpu"))
+    atomic_save({"student": final.state_dict()}, tmp_path / "last.pt")
+    (tmp_path / "best.json").write_text(json.dumps({"best": {"epoch": 2}}))
+    teacher = table_teachers.final_epoch_of(robust, torch.device("cpu"))
+    assert teacher.role == "robust-final" and "final epoch 4, not the early-stopped 2" in teacher.description
+    assert torch.equal(teacher.model.weight, final.weight) and not torch.equal(model.weight, final.weight)
+    (tmp_path / "best.json").write_text(json.dumps({"best": {"epoch": 4}}))  # early stopping kept the last epoch
+    with pytest.raises(ValueError, match="nothing to compare"):
+        table_teachers.final_epoch_of(robust, torch.device("cpu"))
