@@ -68,30 +68,17 @@ def margin_to(target: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], to
     return loss
 
 
-def pgd_restarts(steps: int, loss: Any, restarts: int, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 eps: float, seed: int) -> torch.Tensor:
-    """The first restart that fools each image (step eps/4, uniform random start seeded seed + restart)."""
-    from robustcompress.attacks import pgd
-
-    best = x.clone()
-    fooled = torch.zeros(len(x), dtype=torch.bool)
-    for r in range(restarts):
-        generator = torch.Generator().manual_seed(seed + r)
-        x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, loss=loss, generator=generator)
-        new = wrong(model, x_adv, y) & ~fooled
-        best[new] = x_adv[new]
-        fooled |= new
-        if bool(fooled.all()):
-            break
-    return best
-
-
 def plain_pgd(steps: int, loss: str = "ce", restarts: int = 1) -> Callable[..., torch.Tensor]:
-    return lambda model, x, y, eps, seed: pgd_restarts(steps, loss, restarts, model, x, y, eps, seed)
+    """The registry's pgdNxR (cwNxR with loss 'cw'): step eps/4, random start seeded seed + restart."""
+    from robustcompress.attacks import pgd_with_restarts
+
+    return pgd_with_restarts(steps, loss, restarts)
 
 
 def multi_targeted(steps: int, restarts: int) -> Callable[..., torch.Tensor]:
     """PGD on z_t - z_y for every other class t, in the order of the clean logits (most likely wrong class first)."""
+    from robustcompress.attacks import pgd_with_restarts
+
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
         with torch.no_grad():
             logits = model(x)
@@ -102,7 +89,8 @@ def multi_targeted(steps: int, restarts: int) -> Callable[..., torch.Tensor]:
             todo = ~fooled
             if not bool(todo.any()):
                 break
-            x_adv = pgd_restarts(steps, margin_to(order[todo, k]), restarts, model, x[todo], y[todo], eps, seed + 100 * k)
+            x_adv = pgd_with_restarts(steps, margin_to(order[todo, k]), restarts)(model, x[todo], y[todo], eps,
+                                                                                  seed + 100 * k)
             idx = todo.nonzero().squeeze(1)
             hit = wrong(model, x_adv, y[todo])
             best[idx[hit]] = x_adv[hit]

@@ -4,7 +4,7 @@ autoattack) and the one registry of evaluation attacks by name (``get_attack('pg
 from robustcompress.attacks.registry import (PRESETS, Attack, get_attack, list_attacks, register_attack,
                                              resolve_attacks)
 # Each family file registers its names on import; the order here is the order of list_attacks().
-from robustcompress.attacks.pgd import pgd
+from robustcompress.attacks.pgd import pgd, pgd_with_restarts
 from robustcompress.attacks.fgsm import fgsm
 from robustcompress.attacks import cw, square  # noqa: F401  (the cwN and squareQ families)
 from robustcompress.attacks.autoattack import autoattack_flags, run_autoattack
@@ -26,6 +26,7 @@ __all__ = [
     "kl_div",
     "list_attacks",
     "pgd",
+    "pgd_with_restarts",
     "register_attack",
     "resolve_attacks",
     "run_autoattack",

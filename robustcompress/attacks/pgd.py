@@ -61,9 +61,10 @@ def pgd(
     return path if return_path else x_adv.detach()
 
 
-def pgd_with_restarts(steps: int, loss: str, restarts: int) -> AttackFn:
+def pgd_with_restarts(steps: int, loss: str | LossFn, restarts: int) -> AttackFn:
     """The registry's PGD run (step eps/4, random start) with ``restarts`` starts; a sample counts as fooled by the
-    first restart that fools it."""
+    first restart that fools it. ``loss`` is a name of NAMED_LOSSES or any per-sample loss(logits, y) to ascend
+    (e.g. a margin towards one target class, as a multi-targeted attack needs)."""
 
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
         x_best: torch.Tensor | None = None
