@@ -318,6 +318,17 @@ def student_attacks(setting: Setting, method: str, seed: int = 0) -> list[str]:
     return with_autoattack(setting.attacks, version)
 
 
+def verdict_string(flags: Any) -> str:
+    """Per-image verdicts as one string, '1' where the image survived (compact in the results JSON)."""
+    return "".join("1" if flag else "0" for flag in flags)
+
+
+def per_image_of(report: Any) -> dict[str, str]:
+    """A report's per-image verdicts by attack, AutoAttack (whichever version) under 'autoattack' as in the rows."""
+    versions = {name for name in AUTOATTACK.values() if name}
+    return {("autoattack" if a in versions else a): verdict_string(f) for a, f in report.per_sample.items()}
+
+
 def metrics_of(report: Any) -> dict[str, Any]:
     robust = dict(report.robust_acc)
     versions = {name: version for version, name in AUTOATTACK.items() if name}

@@ -220,6 +220,50 @@ def image_noise_lines(state: dict[str, Any]) -> list[str]:
     return lines
 
 
+def teacher_margin_lines(results: dict[str, Any]) -> list[str]:
+    """Each teacher against PGD-AT's seed-0 student on the teacher's test images, paired image by image: is the
+    robust teacher worth distilling? (The teachers' images are the first of seed 0's AutoAttack block, where the
+    student has per-image verdicts for PGD-20 and AutoAttack.)"""
+    base = next((r for r in results["rows"] if r["method"] == "pgd-at" and r["seed"] == 0 and r["status"] == "ok"
+                 and not r.get("teachers_remade") and (r.get("per_image") or {}).get("autoattack")), None)
+    if base is None or (base.get("autoattack_images") or [0])[0] != 0:
+        return []
+    rows = []
+    for t in results.get("teachers", []):
+        flags = t.get("per_image") or {}
+        n = len(flags.get("autoattack", ""))
+        if not n or t.get("remade_date") or len(base["per_image"]["autoattack"]) < n:
+            continue
+        cells = []
+        for attack in ("pgd20", "autoattack"):
+            if attack not in flags or attack not in base["per_image"]:
+                cells.append("–")
+                continue
+            mine = [c == "1" for c in flags[attack]]
+            theirs = [c == "1" for c in base["per_image"][attack][:n]]
+            diff, lo, hi = paired_bootstrap([mine], [theirs])
+            cells.append(f"{100 * statistics.mean(mine):.1f} vs {100 * statistics.mean(theirs):.1f}: "
+                         f"**{100 * diff:+.1f}** [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+        rows.append(f"| {t['role']} | {n} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    staged = [r for r in results["rows"] if r["status"] == "ok" and "apgd-t" in (r.get("autoattack_stages") or {})]
+    further = [r for r in staged if r["autoattack_stages"]["apgd-t"] - r["autoattack"] > 1e-9]
+    versions = {t.get("autoattack_version") for t in results.get("teachers", []) if t.get("per_image")}
+    caveat = ""
+    if versions == {"fast"} and base.get("autoattack_version") == "standard":
+        caveat = (" The teachers run AutoAttack's APGD-CE + APGD-T and the student standard AutoAttack (also FAB-T "
+                  "and Square), which can only be lower, so the AutoAttack margin is at most this much; FAB-T and "
+                  f"Square broke further images in {len(further)} of the {len(staged)} student rows that record "
+                  "AutoAttack's stages.")
+    return ["", "### Is the robust teacher worth distilling?", "",
+            "Each teacher against PGD-AT's seed-0 student on the teacher's test images (the first of seed 0's "
+            "AutoAttack block), paired image by image: teacher minus student in points, 95% bootstrap interval over "
+            "the images. The issue's goal for the robust teacher is +8 AutoAttack points." + caveat, "",
+            "| teacher | images | PGD-20: teacher vs PGD-AT, margin | AutoAttack: teacher vs PGD-AT, margin |",
+            "|---|---|---|---|", *rows]
+
+
 def paired_verdict_lines(results: dict[str, Any], draws: int = 10_000) -> list[str]:
     """Seed method vs baseline on the seeds both ran: AutoAttack per image (each seed's block), the paired
     difference with its two-level bootstrap interval (images and seeds) and, beside it, the Welch interval over
@@ -401,6 +445,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         role = (f"{t['role']} re-made {t['remade_date']} (used only by the rows marked †)" if t.get("remade_date")
                 else t["role"])
         lines.append(f"| {role}: {t['description']} | " + " | ".join(cells) + " |")
+    lines += teacher_margin_lines(results)
     header = ["teachers", "clean", *attacks, "AutoAttack", "worst case", "masking checks", "training time (s)", "seeds"]
     lines += ["", "## Students", "", "Accuracy in % on the test images; mean ± std where there are several seeds.", "",
               "| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]

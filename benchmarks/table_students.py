@@ -10,16 +10,12 @@ from typing import Any
 
 import torch
 
-from table_protocol import (Setting, command_line, describe_device, metrics_of, student_attacks, today, with_train)
+from table_protocol import (Setting, command_line, describe_device, metrics_of, student_attacks, today,
+                            verdict_string, with_train)
 from table_teachers import Teacher, teacher_roles
 
 
 # -- students -----------------------------------------------------------------------------------------------------------
-def verdict_string(flags: Any) -> str:
-    """Per-image verdicts as one string, '1' where the image survived (compact in the results JSON)."""
-    return "".join("1" if flag else "0" for flag in flags)
-
-
 def autoattack_block(setting: Setting, seed: int) -> slice:
     """The test images (positions in the shuffled test split) seed ``seed``'s AutoAttack runs on: the first
     aa_test_images, or with aa_block_per_seed the seed's own block of that many."""

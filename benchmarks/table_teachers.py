@@ -11,8 +11,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from table_protocol import (TEACHERS_OF, Setting, describe_device, metrics_of, read_json, teacher_attacks, today,
-                            validation_split, with_train, write_json)
+from table_protocol import (TEACHERS_OF, Setting, describe_device, metrics_of, per_image_of, read_json, teacher_attacks,
+                            today, validation_split, with_train, write_json)
 
 
 @dataclass
@@ -251,13 +251,14 @@ def evaluate_teacher(teacher: Teacher, setting: Setting, data: Any, device: torc
     key = digest([weights_fingerprint(teacher.model), attacks, setting.eps, test_images])
     path = benchmark_cache() / f"eval-{teacher.role}-{key}.json"
     cached = read_json(path)
-    if cached:
+    if "per_image" in cached:  # older cache entries lack the per-image verdicts the paired margin needs
         print(f"{teacher.role}: cached evaluation {path}", flush=True)
         return cached
     print(f"{teacher.role}: evaluating ({', '.join(['clean', *attacks])})", flush=True)
     report = evaluate(teacher.model, data.test, attacks, eps=setting.eps, n_examples=setting.teacher_test_images,
                       device=device, seed=0, progress=progress)
-    row = {**metrics_of(report), "device": describe_device(device), "date": today()}
+    row = {**metrics_of(report), "per_image": per_image_of(report), "device": describe_device(device),
+           "date": today()}
     write_json(path, row)
     return row
 

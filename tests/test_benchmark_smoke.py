@@ -183,6 +183,7 @@ def test_smoke_run_writes_a_row_for_every_registered_method(bench, tmp_path, mon
         assert 0 <= row["worst_case"] <= row["autoattack"]  # both on the first 16 images
         assert row["masking_checks"], "the quick masking checks should have run"
     assert [t["role"] for t in results["teachers"]] == ["teacher1", "teacher2", "robust"]
+    assert all("per_image" in t for t in results["teachers"])  # (smoke attacks teachers with nothing: clean only)
     if data == CIFAR_SUBSET:
         assert results["teachers"][0]["clean"] > 0.8  # the real pre-trained ResNet-18 on real CIFAR-10
     markdown = (bench_out / "cifar10_subset.md").read_text()
@@ -438,3 +439,39 @@ def test_the_final_epoch_robust_teacher_is_read_from_the_fine_tunes_checkpoint(b
     (tmp_path / "best.json").write_text(json.dumps({"best": {"epoch": 4}}))  # early stopping kept the last epoch
     with pytest.raises(ValueError, match="nothing to compare"):
         table_teachers.final_epoch_of(robust, torch.device("cpu"))
+
+
+def test_the_robust_teachers_margin_over_pgd_at_is_paired_on_the_teachers_images(report):
+    student = {"method": "pgd-at", "seed": 0, "status": "ok", "autoattack": 0.25, "autoattack_version": "standard",
+               "autoattack_images": [0, 8], "autoattack_stages": {"apgd-ce": 0.3, "apgd-t": 0.25},
+               "per_image": {"autoattack": "11000000", "pgd20": "1110000000000000"}}
+    robust = {"role": "robust", "autoattack_version": "fast", "per_image": {"autoattack": "1111", "pgd20": "1111"}}
+    standard = {"role": "teacher1", "autoattack_version": "fast", "per_image": {"autoattack": "0000", "pgd20": "0000"}}
+    lines = report.teacher_margin_lines({"rows": [student], "teachers": [standard, robust]})
+    # on the teachers' 4 images the student is robust on 2 (AutoAttack) and 3 (PGD-20)
+    assert "| robust | 4 | 100.0 vs 75.0: **+25.0**" in lines[-1] and "100.0 vs 50.0: **+50.0**" in lines[-1]
+    assert "| teacher1 | 4 | 0.0 vs 75.0: **-75.0**" in lines[-2]
+    assert "in 0 of the 1 student rows" in lines[3]
+    assert report.teacher_margin_lines({"rows": [{**student, "autoattack_images": [1000, 2000]}],
+                                        "teachers": [robust]}) == []  # not the teachers' images: no pairing
+    assert report.teacher_margin_lines({"rows": [student], "teachers": [{"role": "robust"}]}) == []  # no flags
+
+
+def test_a_teachers_evaluation_keeps_per_image_verdicts_and_is_cached(bench, protocol, tmp_path, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    import table_teachers
+
+    monkeypatch.setenv("ROBUSTCOMPRESS_CACHE", str(tmp_path / "cache"))
+    setting = dataclasses.replace(protocol.SMOKE, teacher_attacks=("pgd5", "apgd-ce"), teacher_test_images=8)
+    data = protocol.load_benchmark_data(_smoke_data(tmp_path), setting, progress=False)
+    from robustcompress.models import build_model
+
+    torch.manual_seed(0)
+    teacher = table_teachers.Teacher("robust", "a small model", build_model("test_resnet", 10, 32).eval(), None)
+    row = table_teachers.evaluate_teacher(teacher, setting, data, torch.device("cpu"), progress=False)
+    assert set(row["per_image"]) == {"clean", "pgd5", "autoattack"} and len(row["per_image"]["autoattack"]) == 8
+    assert row["per_image"]["autoattack"].count("1") == round(8 * row["autoattack"])
+    assert table_teachers.evaluate_teacher(teacher, setting, data, torch.device("cpu"), progress=False) == row
