@@ -60,7 +60,10 @@ step dual-path-3-points "${ABLATE[@]}" --methods dual-path --variant 'path point
 step dual-path-uniform "${ABLATE[@]}" --methods dual-path --variant 'uniform weights' --method-arg adaptive_weights=false
 # 6. The other baselines, one seed each.
 step baselines "${STANDARD[@]}" --methods ard,iad,adaad,mtard --seeds 0
-# 7. bf16 training of a distillation method against the CPU-scale table's fp32 rows (the bf16 issue's evidence). Last:
-#    this machine has no copy of the CPU-scale teachers, so the step re-makes them (their rows are marked re-made).
+# 7. bf16 training of a distillation method against fp32 training with the same teachers (the bf16 issue's evidence).
+#    Last: this machine has no copy of the CPU-scale teachers, so the steps re-make them (their rows are marked
+#    re-made), and the bf16 rows are compared with fp32 rows that learnt from the same re-made teachers.
 step scale-bf16-sa-mdrad "${SCALE_BF16[@]}" --methods sa-mdrad --seeds 0,1,2
+step scale-fp32-sa-mdrad "${TABLE[@]}" --protocol cpu-scale --work-dir "$WORK/cpu_scale" --variant fp32 --precision fp32 \
+    --methods sa-mdrad --seeds 0,1,2
 echo "$(date -u +%FT%TZ) queue finished" | tee -a "$LOG"

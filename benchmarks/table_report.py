@@ -291,47 +291,57 @@ def paired_verdict_lines(results: dict[str, Any], draws: int = 10_000) -> list[s
 
 
 def precision_lines(results: dict[str, Any]) -> list[str]:
-    """Each method trained with another precision (a --variant with --precision) against the table's own rows of
-    the same method: the difference of the seed means of clean, every attack and AutoAttack, with a 95% Welch
-    interval, and the masking checks of the variant's rows."""
+    """Each method trained with another precision (a --variant with --precision) against rows of the same method in
+    the protocol's precision *with the same teachers*: the table's own rows, or, where the teachers had to be re-made
+    (another machine), rows in the protocol's precision with those re-made teachers (a variant such as
+    ``--variant 'fp32' --precision fp32``). The difference of the seed means of clean, every attack and AutoAttack,
+    with a 95% Welch interval, and the masking checks of the variant's rows."""
     s = results["setting"]
-    variants: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    base: dict[str, list[dict[str, Any]]] = {}
+    protocol_precision = s.get("precision", "fp32")
+    groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for r in results["rows"]:
-        if r["status"] != "ok" or r.get("teachers_remade"):
+        variant = r.get("variant") or {}
+        if r["status"] != "ok" or variant.get("method_kwargs") or variant.get("teacher_outputs") or variant.get(
+                "teachers"):
             continue
-        precision = (r.get("variant") or {}).get("precision")
-        if precision and not (r["variant"].get("method_kwargs") or r["variant"].get("teacher_outputs")):
-            method = r["method"].split(" [")[0]
-            variants.setdefault((method, precision), []).append(r)
-        elif not r.get("variant"):
-            base.setdefault(r["method"], []).append(r)
-    if not variants:
+        # the teachers a row learnt from: the table's, or re-made ones (matched by their weights)
+        teachers = json.dumps(r.get("teacher_weights"), sort_keys=True) if r.get("teachers_remade") else "table"
+        precision = variant.get("precision") or protocol_precision
+        groups.setdefault((r["method"].split(" [")[0], teachers), {}).setdefault(precision, []).append(r)
+    compared = [(key, p) for key, by in sorted(groups.items()) for p in sorted(by) if p != protocol_precision]
+    if not compared:
         return []
     metrics = [("clean", lambda r: r["clean"])] + [(a, lambda r, a=a: r["attacks"].get(a)) for a in s["attacks"]]
     metrics.append(("AutoAttack", lambda r: r["autoattack"]))
-    protocol_precision = s.get("precision", "fp32")
-    lines = ["", f"## Training precision: {' / '.join(sorted({p for _, p in variants}))} against "
+    lines = ["", f"## Training precision: {' / '.join(sorted({p for _, p in compared}))} against "
              f"{protocol_precision}", "",
              f"Rows trained in another precision than the table's ({protocol_precision}), with everything else the "
-             "protocol's (evaluation always in fp32), minus the table's rows of the same method, in points: the "
-             "difference of the seed means with a 95% Welch interval. A difference whose interval lies below 0 "
-             "means the precision costs accuracy beyond the seed noise.", "",
-             "| method | precision | seeds | " + " | ".join(name for name, _ in metrics) + " | masking checks "
-             "| train (units), mean |",
-             "|---|---|---|" + "---|" * len(metrics) + "---|---|"]
-    for (method, precision), rows in sorted(variants.items()):
+             "protocol's (evaluation always in fp32), minus the rows of the same method and teachers trained in "
+             f"{protocol_precision}, in points: the difference of the seed means with a 95% Welch interval. A "
+             "difference whose interval lies below 0 means the precision costs accuracy beyond the seed noise. "
+             "Teachers re-made on another machine (†) are compared only with rows that learnt from the same re-made "
+             "teachers.", "",
+             "| method | teachers | precision | seeds | " + " | ".join(name for name, _ in metrics)
+             + " | masking checks | train (units), mean |",
+             "|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
+    for (method, teachers), precision in compared:
+        rows, base = groups[(method, teachers)][precision], groups[(method, teachers)].get(protocol_precision, [])
         cells = []
         for _, get in metrics:
             d = difference_ci([get(r) for r in rows if get(r) is not None],
-                              [get(r) for r in base.get(method, []) if get(r) is not None])
+                              [get(r) for r in base if get(r) is not None])
             cells.append("–" if d is None else f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]")
         units = [r["train_units"] for r in rows if r.get("train_units")]
-        base_units = [r["train_units"] for r in base.get(method, []) if r.get("train_units")]
+        base_units = [r["train_units"] for r in base if r.get("train_units")]
         cost = "–" if not units or not base_units else (
             f"{statistics.mean(units):.0f} vs {statistics.mean(base_units):.0f}")
-        lines.append(f"| {method} | {precision} | {', '.join(str(r['seed']) for r in rows)} | {' | '.join(cells)} "
-                     f"| {checks_cell(rows)} | {cost} |")
+        who = "–" if teachers == "table" and not rows[0].get("teachers") else (
+            "the table's" if teachers == "table" else "re-made †")
+        seeds = ", ".join(str(r["seed"]) for r in rows)
+        if not base:
+            seeds += f" (no {protocol_precision} rows with these teachers yet)"
+        lines.append(f"| {method} | {who} | {precision} | {seeds} | {' | '.join(cells)} | {checks_cell(rows)} "
+                     f"| {cost} |")
     return lines
 
 

@@ -344,11 +344,28 @@ def test_a_precision_variant_is_compared_with_the_tables_own_rows(protocol, repo
             for s in range(2)]
     results = {"setting": json.loads(json.dumps(dataclasses.asdict(protocol.CPU_SCALE))), "rows": base + bf16}
     lines = report.precision_lines(results)
-    row = next(line for line in lines if line.startswith("| pgd-at | bf16 |"))
+    row = next(line for line in lines if line.startswith("| pgd-at | – | bf16 |"))
     assert "| 0, 1 |" in row and "| pass |" not in row  # no masking checks were recorded in these rows
-    clean = row.split(" | ")[3]
+    clean = row.split(" | ")[4]
     assert clean.startswith("+1.0 [")  # 56.1 - 55.1 points
     assert report.precision_lines({**results, "rows": base}) == []
+
+    # A distillation method whose teachers were re-made on another machine is compared with rows in the protocol's
+    # precision that learnt from the same re-made teachers, never with the table's rows (other teachers).
+    remade = {"teachers": ["teacher1"], "teachers_remade": ["teacher1"], "teacher_weights": {"teacher1": "abc"}}
+    table = [{**_row("sa-mdrad", s, 0.60), "teachers": ["teacher1"], "variant": None} for s in range(3)]
+    fp32 = [{**_row("sa-mdrad [fp32]", s, 0.62 + 0.002 * s), **remade,
+             "variant": {"label": "fp32", "method_kwargs": {}, "teacher_outputs": None, "precision": "fp32"}}
+            for s in range(3)]
+    sa_bf16 = [{**_row("sa-mdrad [bf16]", s, 0.63 + 0.002 * s), **remade,
+                "variant": {"label": "bf16", "method_kwargs": {}, "teacher_outputs": None, "precision": "bf16"}}
+               for s in range(3)]
+    row = next(line for line in report.precision_lines({**results, "rows": table + sa_bf16})
+               if line.startswith("| sa-mdrad |"))
+    assert "| re-made † | bf16 | 0, 1, 2 (no fp32 rows with these teachers yet) | – |" in row
+    row = next(line for line in report.precision_lines({**results, "rows": table + fp32 + sa_bf16})
+               if line.startswith("| sa-mdrad |"))
+    assert row.split(" | ")[4].startswith("+1.0 [")  # 63.2 - 62.2, not 63.2 - 60.0
 
 
 def test_the_cpu_standard_page_says_how_far_the_cpu_scale_ranking_predicts_its_own(report):
