@@ -36,9 +36,10 @@ step sa-mdrad-0 "${STANDARD[@]}" --methods sa-mdrad --seeds 0
 # 3b. The CPU-scale SA-MDRAD verdict with image-sampling noise, and the attack-strength audit of the seed-0 pair
 #     (both resumable: finished blocks and attacks are kept in their results files).
 step image-noise python benchmarks/cpu_scale_image_noise.py
-step audit python benchmarks/attack_audit.py --methods pgd-at,sa-mdrad --restarts 3
-# 4. The robust teacher (made and cached on the first robust-teacher method) and AKD, seed 0.
+# 4. The robust teacher (made and cached on the first robust-teacher method) and AKD, seed 0: the teacher is on the
+#    critical path of six methods, so it comes before the audit.
 step akd-0 "${STANDARD[@]}" --methods akd --seeds 0
+step audit python benchmarks/attack_audit.py --methods pgd-at,sa-mdrad --restarts 3
 # 4b. AKD's own mechanisms on the validation split (the item 5), seed 0: alpha, the final instead of the
 #     early-stopped robust teacher (refused, and skipped, when early stopping kept the final epoch) and an ensemble of
 #     two robust teachers (the second: teacher 2 made robust by the same recipe, cached).

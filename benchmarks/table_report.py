@@ -16,6 +16,10 @@ METHOD_LIST_FIELDS_ADDED = ("cached_teacher_outputs_for",)
 #: merges with a setting that keeps the default.
 FIELDS_ADDED_WITH_DEFAULT = {"precision": "fp32", "aa_block_per_seed": False, "autoattack_column": "fast",
                              "robust_step_size": None, "robust_select": "last"}
+#: Setting fields that only say how the robust teacher is made: a change leaves every row that never learnt from a
+#: robust teacher comparable (a new recipe for the teacher does not move PGD-AT's rows aside).
+ROBUST_TEACHER_FIELDS = ("robust_eps", "robust_steps", "robust_step_size", "robust_epochs", "robust_lr",
+                         "robust_train_images", "robust_source", "robust_select")
 
 
 def same_setting(old: dict[str, Any] | None, new: dict[str, Any], old_rows: Sequence[dict[str, Any]] = ()) -> bool:
@@ -30,6 +34,10 @@ def same_setting(old: dict[str, Any] | None, new: dict[str, Any], old_rows: Sequ
             if {r["method"] for r in old_rows} & set(new[key]):
                 return False
             old[key] = new[key]
+    if not any(role.startswith("robust") for r in old_rows for role in r.get("teachers") or ()):
+        for key in ROBUST_TEACHER_FIELDS:
+            if key in new:
+                old[key] = new[key]
     return json.loads(json.dumps(old)) == json.loads(json.dumps(new))
 
 

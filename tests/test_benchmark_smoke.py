@@ -492,3 +492,14 @@ def test_a_teachers_evaluation_keeps_per_image_verdicts_and_is_cached(bench, pro
     assert set(row["per_image"]) == {"clean", "pgd5", "autoattack"} and len(row["per_image"]["autoattack"]) == 8
     assert row["per_image"]["autoattack"].count("1") == round(8 * row["autoattack"])
     assert table_teachers.evaluate_teacher(teacher, setting, data, torch.device("cpu"), progress=False) == row
+
+
+def test_a_new_robust_teacher_recipe_keeps_rows_that_never_learnt_from_it(protocol, report):
+    import dataclasses
+
+    old = json.loads(json.dumps(dataclasses.asdict(protocol.CPU_STANDARD)))
+    new = {**old, "robust_steps": 3, "robust_epochs": 12, "robust_lr": 0.1}
+    teacher_free = [{"method": "pgd-at", "teachers": []}, {"method": "sa-mdrad", "teachers": ["teacher1", "teacher2"]}]
+    assert report.same_setting(old, new, teacher_free)
+    assert not report.same_setting(old, new, [*teacher_free, {"method": "akd", "teachers": ["robust"]}])
+    assert not report.same_setting(old, {**new, "epochs": 11}, teacher_free)  # the students' own setting still counts
