@@ -90,7 +90,9 @@ def place_teacher_row(teacher_rows: dict[str, dict[str, Any]], row: dict[str, An
         return False
     for key, old in teacher_rows.items():  # the table's teacher of this role, or one re-made earlier
         if old["role"] == row["role"] and same_teacher(old, row):
-            teacher_rows[key] = {**old, "weights": row.get("weights") or old.get("weights")}
+            # the table's row stays; what a newer evaluation adds (weights, per-image verdicts) joins it
+            teacher_rows[key] = {**old, "weights": row.get("weights") or old.get("weights"),
+                                 **({"per_image": row["per_image"]} if row.get("per_image") else {})}
             return key != row["role"]
     remade = {**row, "remade_date": date}
     teacher_rows[teacher_key(remade)] = remade

@@ -503,3 +503,10 @@ def test_a_new_robust_teacher_recipe_keeps_rows_that_never_learnt_from_it(protoc
     assert report.same_setting(old, new, teacher_free)
     assert not report.same_setting(old, new, [*teacher_free, {"method": "akd", "teachers": ["robust"]}])
     assert not report.same_setting(old, {**new, "epochs": 11}, teacher_free)  # the students' own setting still counts
+
+
+def test_a_teachers_newer_per_image_verdicts_join_its_row(report):
+    rows = {"robust": {"role": "robust", "weights": "w1", "clean": 0.7, "date": "2026-12-01"}}
+    assert report.place_teacher_row(rows, {"role": "robust", "weights": "w1", "clean": 0.7,
+                                           "per_image": {"autoattack": "101"}}, "2026-12-07") is False
+    assert rows["robust"]["per_image"] == {"autoattack": "101"} and rows["robust"]["date"] == "2026-12-01"
