@@ -39,6 +39,14 @@ step image-noise python benchmarks/cpu_scale_image_noise.py
 # 4. The robust teacher (made and cached on the first robust-teacher method) and AKD, seed 0: the teacher is on the
 #    critical path of six methods, so it comes before the audit.
 step akd-0 "${STANDARD[@]}" --methods akd --seeds 0
+# 4a. bf16 training of a distillation method against fp32 training with the same teachers (the bf16 issue's evidence,
+#     about 2.5 h). Early, because this protocol trains every method in bf16: if bf16 cost a distillation method
+#     robustness, the rest of the queue would need fp32. This machine has no copy of the CPU-scale teachers, so the
+#     steps re-make them (their rows are marked re-made), and the bf16 rows are compared with fp32 rows that learnt
+#     from the same re-made teachers.
+step scale-bf16-sa-mdrad "${SCALE_BF16[@]}" --methods sa-mdrad --seeds 0,1,2
+step scale-fp32-sa-mdrad "${TABLE[@]}" --protocol cpu-scale --work-dir "$WORK/cpu_scale" --variant fp32 --precision fp32 \
+    --methods sa-mdrad --seeds 0,1,2
 step audit python benchmarks/attack_audit.py --methods pgd-at,sa-mdrad --restarts 3
 # 4b. AKD's own mechanisms on the validation split (the issue's item 5), seed 0: alpha, the final instead of the
 #     early-stopped robust teacher (refused, and skipped, when early stopping kept the final epoch) and an ensemble of
@@ -64,10 +72,4 @@ step dual-path-uniform "${ABLATE[@]}" --methods dual-path --variant 'uniform wei
 step dual-path "${STANDARD[@]}" --methods dual-path --seeds 1,2
 # 6. The other baselines, one seed each.
 step baselines "${STANDARD[@]}" --methods ard,iad,adaad,mtard --seeds 0
-# 7. bf16 training of a distillation method against fp32 training with the same teachers (the bf16 issue's evidence).
-#    Last: this machine has no copy of the CPU-scale teachers, so the steps re-make them (their rows are marked
-#    re-made), and the bf16 rows are compared with fp32 rows that learnt from the same re-made teachers.
-step scale-bf16-sa-mdrad "${SCALE_BF16[@]}" --methods sa-mdrad --seeds 0,1,2
-step scale-fp32-sa-mdrad "${TABLE[@]}" --protocol cpu-scale --work-dir "$WORK/cpu_scale" --variant fp32 --precision fp32 \
-    --methods sa-mdrad --seeds 0,1,2
 echo "$(date -u +%FT%TZ) queue finished" | tee -a "$LOG"
