@@ -42,7 +42,8 @@ def cached_teacher(role: str, recipe: dict[str, Any], data: Any, device: torch.d
     """Train a teacher once per (recipe, training images) and keep its weights and training time in the cache.
 
     ``train(checkpoint_dir)`` may checkpoint there, so a long training interrupted by the end of a session goes on
-    from its last epoch when the benchmark runs again (its time then counts the epochs of this run only)."""
+    from its last epoch when the benchmark runs again (its time is the trainer's record of every epoch and
+    validation where it keeps one, else this run's wall time)."""
     from robustcompress.models import load_weights
     from robustcompress.data import data_fingerprint
     from robustcompress.io import save_safetensors
@@ -58,8 +59,11 @@ def cached_teacher(role: str, recipe: dict[str, Any], data: Any, device: torch.d
         print(f"{role}: training ({recipe})", flush=True)
         t0 = time.perf_counter()
         model = train(checkpoint_dir)
-        meta = {"train_time_s": time.perf_counter() - t0, "trained_on": describe_device(device), "date": today(),
-                "recipe": recipe, "train_images": len(data.train)}
+        # A fine-tune interrupted by a session's end and resumed: its wall time here covers the last part only, the
+        # trainer's own record (every epoch and validation) covers all of it.
+        recorded = (getattr(model, "teacher_info", None) or {}).get("train_seconds")
+        meta = {"train_time_s": recorded or time.perf_counter() - t0, "trained_on": describe_device(device),
+                "date": today(), "recipe": recipe, "train_images": len(data.train)}
         save_safetensors(model.state_dict(), weights_path)
         write_json(meta_path, meta)
     extra = {"recipe": recipe, "trained_on": meta["trained_on"], "train_images": meta["train_images"],

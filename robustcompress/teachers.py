@@ -118,6 +118,7 @@ def fit_and_select(
                      "val_images": len(val_set), "validation_curve": curve})  # type: ignore[arg-type]
     if kept.history:
         info["final_train_loss"] = kept.history[-1]["loss"]
+        info["train_seconds"] = kept.seconds()  # all epochs and validations, across interruptions
     model.eval()
     return info
 

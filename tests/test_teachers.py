@@ -57,6 +57,8 @@ def test_best_robust_keeps_the_epoch_with_the_best_validation_pgd_accuracy(tiny)
     curve = [c["val_robust_acc"] for c in info["validation_curve"]]
     assert len(curve) == 3 and info["val_images"] == 32
     assert info["epoch"] == 1 + curve.index(max(curve)) and info["val_robust_acc"] == max(curve)
+    # its cost: every epoch and every validation (each curve point timed), which survives a resume
+    assert info["train_seconds"] >= sum(c["seconds"] for c in info["validation_curve"]) > 0
     # The returned weights really are that snapshot: re-measuring on the same held-out images agrees.
     _, val = split_validation(tiny.train, 0.25, seed=0)
     again = evaluate(model, val, attacks=("pgd10",), eps=2 / 255, device=CPU, seed=0)

@@ -308,3 +308,30 @@ def test_the_student_keeps_the_epoch_and_weights_a_hand_made_selection_keeps(dig
     assert [p["score"] for p in run.selection["curve"]] == [s for s, _ in snapshots]
     assert all(torch.equal(v, snapshots[best][1][k]) for k, v in student.state_dict().items())
     assert all(torch.equal(v, snapshots[-1][1][k]) for k, v in run.last_state.items())
+
+
+def test_a_resumed_selection_counts_the_time_of_every_epoch_and_validation(tmp_path, monkeypatch):
+    # A long fine-tune cut by a session's end: its cost must add the epochs and validations of both runs.
+    import itertools
+
+    import robustcompress.trainer.select as select
+
+    clock = itertools.count(0.0, 5.0)  # every scoring takes 5 s on this clock
+    monkeypatch.setattr(select.time, "perf_counter", lambda: next(clock))
+    model = torch.nn.Linear(2, 1, bias=False)
+
+    def epochs(first: int, last: int, earlier: list) -> select.RunEpochs:
+        def run(on_epoch_end):
+            history = list(earlier)  # what the checkpoint gives back on a resume
+            for epoch in range(first, last):
+                history.append({"loss": 1.0, "seconds": 10.0})
+                on_epoch_end(epoch, history[-1])
+            return history
+        return run
+
+    first = select.train_and_select(model, epochs(0, 2, []), "best_robust", 4, score=lambda m: {"score": 0.1},
+                                    checkpoint_dir=tmp_path)
+    assert first.seconds() == 2 * 10 + 2 * 5
+    resumed = select.train_and_select(model, epochs(2, 4, first.history), "best_robust", 4,
+                                      score=lambda m: {"score": 0.2}, checkpoint_dir=tmp_path)
+    assert [p["epoch"] for p in resumed.curve] == [1, 2, 3, 4] and resumed.seconds() == 4 * 10 + 4 * 5

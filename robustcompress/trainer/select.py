@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Union
@@ -57,9 +58,13 @@ class BestSnapshot:
             self.best_state = load_file(str(self.directory / "best.safetensors"))
 
     def __call__(self, epoch: int, record: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        # 'seconds' (the scoring's own time) is kept in the curve, which outlives a resume, so the whole cost of a
+        # run interrupted several times can still be added up (epoch times live in the checkpoint's history)
         point = {"epoch": epoch + 1, **self.score(self.model)}
+        point["seconds"] = time.perf_counter() - started
         self.curve.append(point)
-        record["validation"] = {k: v for k, v in point.items() if k != "epoch"}
+        record["validation"] = {k: v for k, v in point.items() if k not in ("epoch", "seconds")}
         if point["score"] > self.best["score"]:
             self.best = dict(point)
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -93,6 +98,11 @@ class Selection:
     best: dict[str, Any] | None = None
     curve: list[dict[str, Any]] = field(default_factory=list)
     last_state: dict[str, torch.Tensor] | None = None
+
+    def seconds(self) -> float:
+        """The run's training and validation time, every epoch counted once, also across resumes (the history comes
+        back from the checkpoint and the curve from the best snapshot's record)."""
+        return sum(h.get("seconds", 0.0) for h in self.history) + sum(p.get("seconds", 0.0) for p in self.curve)
 
     def summary(self) -> dict[str, Any]:
         """The record of a scored selection: the kept epoch, its validation point and the curve."""
