@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from table_protocol import PROTOCOLS, describe_device, load_benchmark_data  # noqa: E402
+from table_protocol import PROTOCOLS, describe_device, load_benchmark_data, verdict_string  # noqa: E402
 from table_report import paired_bootstrap  # noqa: E402
 from table_students import autoattack_block  # noqa: E402
 
@@ -190,7 +190,7 @@ def summarise(state: dict[str, Any], flags: dict[str, dict[str, torch.Tensor]], 
         state["worst_case"][m] = accuracy(worst)
         state["extra_breaks"][m] = {"count": int((aa[m] & ~worst).sum()), "aa_robust": int(aa[m].sum()),
                                     "by_attack": by_attack or "none"}
-        state["worst_flags"][m] = "".join("1" if v else "0" for v in worst.tolist())
+        state["worst_flags"][m] = verdict_string(worst.tolist())
         done = state["attacks"].get(m, {})  # the second method has none until its first attack finishes
         state["gap"][m] = {"pgd20": done.get("pgd20", {}).get("accuracy", float("nan")),
                            "pgd100": done.get("pgd100", {}).get("accuracy", float("nan")),
@@ -301,7 +301,7 @@ def record(state: dict[str, Any], flags: dict[str, dict[str, torch.Tensor]], met
            f: torch.Tensor, seconds: float) -> None:
     flags[method][name] = f
     state["attacks"].setdefault(method, {})[name] = {
-        "accuracy": accuracy(f), "seconds": seconds, "flags": "".join("1" if v else "0" for v in f.tolist())}
+        "accuracy": accuracy(f), "seconds": seconds, "flags": verdict_string(f.tolist())}
 
 
 if __name__ == "__main__":

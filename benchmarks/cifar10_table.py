@@ -36,7 +36,7 @@ from table_protocol import (AUTOATTACK, DATA_OF, FULL, ISSUE_METHODS, PROTOCOLS,
 from table_report import (ablations_name, checks_cell, fmt, merge_results, method_label, ordered_teacher_rows,
                           place_teacher_row, same_setting, teacher_key, write_ablations, write_results)
 from table_students import Variant, run_method
-from table_teachers import ROLES, evaluate_teacher, make_teachers, teacher_roles
+from table_teachers import check_roles, evaluate_teacher, make_teachers, teacher_roles
 
 
 # -- main ---------------------------------------------------------------------------------------------------------------
@@ -137,9 +137,10 @@ def variant_from(args: argparse.Namespace) -> Variant | None:
             raise SystemExit(f"--method-arg {item!r} must look like KEY=VALUE, e.g. feature_weight=0")
         kwargs[key] = parse_value(value)
     teachers = tuple(t for t in (args.teachers or "").split(",") if t) or None
-    unknown = sorted(set(teachers or ()) - set(ROLES))
-    if unknown:
-        raise SystemExit(f"--teachers: unknown role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
+    try:
+        check_roles(teachers or ())
+    except ValueError as exc:
+        raise SystemExit(f"--teachers: {exc}") from None
     if args.variant is None:
         if kwargs or args.teacher_outputs or args.precision or teachers:
             raise SystemExit("--method-arg, --teacher-outputs, --precision and --teachers change a method: name the "

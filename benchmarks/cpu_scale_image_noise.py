@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from table_protocol import PROTOCOLS, describe_device, load_benchmark_data  # noqa: E402
+from table_protocol import (PROTOCOLS, describe_device, load_benchmark_data, verdict_string,  # noqa: E402
+                            verdict_word)
 from table_report import difference_ci, image_noise_lines, paired_bootstrap  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def block_flags(model: torch.nn.Module, data: Any, start: int, eps: float) -> st
 
     images = subset_tensors(data.test, slice(start, start + BLOCK))
     report = evaluate(model, images, ["autoattack-fast"], eps=eps, seed=0, progress=True)
-    return "".join("1" if f else "0" for f in report.per_sample["autoattack-fast"])
+    return verdict_string(report.per_sample["autoattack-fast"])
 
 
 def bits(flags: str) -> list[bool]:
@@ -98,15 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     first = [bits(blocks[m]["0"]) for m in methods]
     further = {m: sum((bits(blocks[m][str(s)]) for s in range(BLOCK, BLOCK + args.further, BLOCK)), []) for m in methods}
     rows = []
-    samples = [("the table's 1,000", first[0], first[1]), (f"further {args.further:,}", further[a], further[b])]
+    samples = [("table", "the table's 1,000", first[0], first[1]),
+               ("further", f"further {args.further:,}", further[a], further[b])]
     if args.further:
-        samples.append((f"all {BLOCK + args.further:,}", first[0] + further[a], first[1] + further[b]))
-    for label, fa, fb in samples:
+        samples.append(("all", f"all {BLOCK + args.further:,}", first[0] + further[a], first[1] + further[b]))
+    for sample, label, fa, fb in samples:
         if not fa:
             continue
         diff, lo, hi = paired_bootstrap([fb], [fa])
-        rows.append({"images": label, "acc": {a: statistics.mean(fa), b: statistics.mean(fb)}, "diff": diff,
-                     "low": lo, "high": hi, "from": "bootstrap over images"})
+        rows.append({"sample": sample, "images": label, "acc": {a: statistics.mean(fa), b: statistics.mean(fb)},
+                     "diff": diff, "low": lo, "high": hi, "from": "bootstrap over images"})
     for m, f in zip(methods, first):
         if abs(statistics.mean(f) - aa[m][0]) > 1e-3:
             raise SystemExit(f"{m}: seed 0 re-attacked gives {statistics.mean(f):.3f} on the table's images, the "
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     # quadrature around the published difference.
     half = (((hi - lo) / 2) ** 2 + ((rows[0]["high"] - rows[0]["low"]) / 2) ** 2) ** 0.5
     both_low, both_high = diff - half, diff + half
-    verdict = "win" if both_low > 0 else ("loss" if both_high < 0 else "tie")
+    verdict = verdict_word(both_low, both_high)
     state.update(methods=methods, further=args.further, rows=rows, date=datetime.date.today().isoformat(),
                  device=describe_device(torch.device("cpu")),
                  command="python benchmarks/cpu_scale_image_noise.py " + " ".join(argv or sys.argv[1:]),

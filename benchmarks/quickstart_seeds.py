@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from repo_paths import shown_command  # benchmarks/ is on sys.path when this file runs as a script
-from table_protocol import calibration_unit
+from table_protocol import calibration_unit, verdict_word
 from table_report import ci95
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def verdict(interval: tuple[float, float, float] | None) -> str:
     if interval is None:
         return "not yet (needs two seeds)"
     _, low, high = interval
-    return "win" if low > 0 else ("loss" if high < 0 else "tie")
+    return verdict_word(low, high)
 
 
 def robust_of(metrics: dict[str, Any]) -> float:

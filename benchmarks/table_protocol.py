@@ -324,6 +324,11 @@ def student_attacks(setting: Setting, method: str, seed: int = 0) -> list[str]:
     return with_autoattack(setting.attacks, version)
 
 
+def verdict_word(low: float, high: float) -> str:
+    """A difference's verdict from its interval: 'win' above 0, 'loss' below 0, else 'tie'."""
+    return "win" if low > 0 else ("loss" if high < 0 else "tie")
+
+
 def verdict_string(flags: Any) -> str:
     """Per-image verdicts as one string, '1' where the image survived (compact in the results JSON)."""
     return "".join("1" if flag else "0" for flag in flags)

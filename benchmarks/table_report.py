@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from repo_paths import shown, shown_command_line
-from table_protocol import AUTOATTACK, CPU_PROTOCOL_NOTES, ISSUE_METHODS, command_line, read_json, write_json, write_text
+from table_protocol import (AUTOATTACK, CPU_PROTOCOL_NOTES, ISSUE_METHODS, command_line, read_json, verdict_word,
+                            write_json, write_text)
 
 #: Setting fields added after tables were made. Each names the methods it changes; a table written before the
 #: field existed still merges when none of its rows is of those methods.
@@ -169,9 +170,15 @@ def verdict_lines(results: dict[str, Any], metric: str = "autoattack") -> list[s
                              f"{len(values.get(method, []))} and {len(values.get(base, []))}) | |")
                 continue
             diff, lo, hi = d
-            word = "**win**" if lo > 0 else ("**loss**" if hi < 0 else "tie")
+            word = bold_verdict(lo, hi)
             lines.append(f"| {method} | {base} | {word} | {100 * diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
     return lines
+
+
+def bold_verdict(low: float, high: float) -> str:
+    """verdict_word for a table cell: a win or a loss in bold, a tie plain."""
+    word = verdict_word(low, high)
+    return word if word == "tie" else f"**{word}**"
 
 
 def paired_bootstrap(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], draws: int = 10_000,
@@ -203,7 +210,7 @@ def image_noise_lines(state: dict[str, Any]) -> list[str]:
     difference with both half-widths)."""
     a, b = state["methods"]
     t = state["table"]
-    rows = {r["images"]: r for r in state["rows"]}
+    rows = {r.get("sample"): r for r in state["rows"]}
 
     def cell(r: dict[str, Any]) -> str:
         return f"{100 * r['diff']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]"
@@ -216,8 +223,7 @@ def image_noise_lines(state: dict[str, Any]) -> list[str]:
     for r in state["rows"]:
         lines.append(f"- Seed 0 on {r['images']} test images: {100 * r['acc'][a]:.1f} vs "
                      f"{100 * r['acc'][b]:.1f}, difference {cell(r)} (paired bootstrap over images).")
-    pooled = next((r for r in state["rows"] if r["images"].startswith("all ")), None)
-    first = next((r for r in state["rows"] if "the table's" in r["images"]), None)
+    pooled, first = rows.get("all"), rows.get("table")
     if pooled and first:
         # The seeds share the table's images, so that sample's luck is (about) the same for every seed: the
         # published mean moves by seed 0's difference between the table's images and the whole sample.
@@ -293,7 +299,7 @@ def paired_verdict_lines(results: dict[str, Any], draws: int = 10_000) -> list[s
             a, b = [verdicts[method][s] for s in seeds], [verdicts[base][s] for s in seeds]
             diff, lo, hi = paired_bootstrap(a, b, draws)
             welch = difference_ci([sum(x) / len(x) for x in a], [sum(x) / len(x) for x in b])
-            word = "**win**" if lo > 0 else ("**loss**" if hi < 0 else "tie")
+            word = bold_verdict(lo, hi)
             welch_cell = "" if welch is None else f"[{100 * welch[1]:+.1f}, {100 * welch[2]:+.1f}]"
             lines.append(f"| {method} | {base} | {word} | {100 * diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] "
                          f"| {welch_cell} |")

@@ -80,11 +80,9 @@ def make_teachers(setting: Setting, data: Any, device: torch.device, progress: b
 
     full = with_train(data, setting.train_images)
     data, _ = validation_split(setting, full)
-    unknown = sorted(set(roles) - set(ROLES))
-    if unknown:
-        raise ValueError(f"unknown teacher role(s) {', '.join(unknown)}; the benchmark has {', '.join(ROLES)}")
-    robust_roles = {"robust", "robust-final", "robust2"} & set(roles)
-    needed = set(roles) | ({setting.robust_source, "robust"} if robust_roles - {"robust2"} else set())
+    check_roles(roles)
+    # robust-final is read from the robust teacher's fine-tune; robust2 is made from the other standard teacher
+    needed = set(roles) | ({setting.robust_source, "robust"} if {"robust", "robust-final"} & set(roles) else set())
     needed |= {other_source(setting)} if "robust2" in roles else set()
     teachers: dict[str, Teacher] = {}
     if "teacher1" in needed:
@@ -119,6 +117,13 @@ def make_teachers(setting: Setting, data: Any, device: torch.device, progress: b
 #: final epoch instead of its early-stopped one; the other standard teacher made robust by the same recipe, for an
 #: ensemble of two robust teachers).
 ROLES = ("teacher1", "teacher2", "robust", "robust-final", "robust2")
+
+
+def check_roles(roles: Sequence[str]) -> None:
+    """Refuse teacher roles the benchmark does not make, naming the ones it does."""
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown role(s) {', '.join(unknown)}; the benchmark's teacher roles are {', '.join(ROLES)}")
 
 
 def other_source(setting: Setting) -> str:

@@ -53,8 +53,6 @@ def check_select(select: Select, epochs: int) -> None:
         raise ValueError(f"select={select} is not an epoch of this run; pick 1..{epochs} (epochs={epochs})")
 
 
-
-
 def fit_and_select(
     model: nn.Module,
     method: Method,

@@ -387,9 +387,9 @@ def test_the_cpu_scale_page_says_what_its_verdict_is_with_image_sampling_noise(r
     state = {"methods": ["pgd-at", "sa-mdrad"],
              "table": {"diff": 0.05, "low": 0.036, "high": 0.063, "both_low": 0.024, "both_high": 0.075,
                        "verdict": "win", "seeds": [0, 1, 2]},
-             "rows": [{"images": "the table's 1,000", "acc": {"pgd-at": 0.331, "sa-mdrad": 0.379}, "diff": 0.048,
+             "rows": [{"sample": "table", "images": "the table's 1,000", "acc": {"pgd-at": 0.331, "sa-mdrad": 0.379}, "diff": 0.048,
                        "low": 0.026, "high": 0.07},
-                      {"images": "all 3,000", "acc": {"pgd-at": 0.353, "sa-mdrad": 0.391}, "diff": 0.038,
+                      {"sample": "all", "images": "all 3,000", "acc": {"pgd-at": 0.353, "sa-mdrad": 0.391}, "diff": 0.038,
                        "low": 0.025, "high": 0.051}]}
     lines = report.image_noise_lines(state)
     assert "+5.0 [+2.4, +7.5]: **win**" in lines[1]
