@@ -214,7 +214,7 @@ path, data, student, validation split and teachers 1 and 2, and changes what the
   the spirit of AKD's weakly adversarially trained teachers) for 10 epochs at lr 0.05 (cosine), the epoch with the
   best PGD-10 on 1,000 held-out training images kept (AKD's early stopping); checkpointed every epoch, since it takes
   hours on 2 cores. The first recipe (PGD-5, step 2/255, 4 epochs at lr 0.01) was stopped after its first epoch
-  (41 min): 69.8% clean and 30.7% PGD-10 on the validation images, 7 points below the PGD-AT student's 38.0 with
+  (2026-12-07, on the AVX512-BF16 EPYC; 41 min of wall time beside tests, not a timing): 69.8% clean and 30.7% PGD-10 on the validation images, 7 points below the PGD-AT student's 38.0 with
   three quarters of its schedule left, where the student gained about 9 points over its own annealing: the +8
   AutoAttack points the issue asks for were out of its reach. PGD-2 costs half as much per epoch, so 10 epochs
   cost about 2.5 of the old ones more than the 4 planned (about 3.8 h with validation). Teachers are
