@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         md = Path(args.markdown)
         md.parent.mkdir(parents=True, exist_ok=True)
         cpu = result["cpu"]
-        flags = f" ({cpu['model']}; flags {', '.join(cpu['flags'])})" if cpu else ""
+        limit = f"; kernels limited by {cpu['isa_limit']}" if cpu and cpu.get("isa_limit") else ""
+        flags = f" ({cpu['model']}; flags {', '.join(cpu['flags'])}{limit})" if cpu else ""
         md.write_text(
             f"Device: {result['device']}{flags}; torch {result['torch']}; date {result['date']}; seed 0 (synthetic "
             f"data).\n\n"

@@ -11,7 +11,7 @@ from robustcompress.methods import create_method
 from robustcompress.methods.common import teacher_logits, teacher_probs, teacher_probs_batched
 from robustcompress.models import create_model
 from robustcompress.trainer import TrainConfig, train
-from robustcompress.trainer.cpu import CpuInfo, parse_cpuinfo
+from robustcompress.trainer.cpu import CpuInfo, limit_isa, parse_cpuinfo
 from robustcompress.trainer.fast import plan_speed
 from robustcompress.trainer.loop import TrainStep, iterate_shards
 
@@ -310,3 +310,18 @@ def test_bf16_training_is_recorded_and_every_evaluation_attack_runs_in_fp32(digi
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert record["train_config"]["precision"] == "bf16"
     assert record["training_speed"]["precision"] == "bfloat16" and "flags" in record["training_speed"]["cpu"]
+
+
+def test_isa_limit_makes_a_cpu_look_like_the_smaller_one():
+    """ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512-BF16 machine runs AVX2 kernels: no native bf16, so auto/bf16 plans and
+    the recorded flags are an AVX2 machine's, and the record says it was limited and what the hardware has."""
+    zen4 = parse_cpuinfo(_cpuinfo_text(ZEN4, "AMD EPYC"))
+    limited = limit_isa(zen4, {"ONEDNN_MAX_CPU_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2"})
+    assert limited.flags == ("avx2",) and limited.native_bf16 is None
+    assert limited.describe()["isa_limit"].startswith("ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2")
+    assert "avx512_bf16" in limited.describe()["isa_limit"]  # the hardware's flags stay on record
+    assert limit_isa(zen4, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}).native_bf16 is None
+    assert limit_isa(zen4, {}) == zen4 and "isa_limit" not in zen4.describe()
+    spr = parse_cpuinfo(_cpuinfo_text(SAPPHIRE_RAPIDS))
+    assert limit_isa(spr, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}).native_bf16 == "avx512_bf16"
+    assert limit_isa(spr, {"ONEDNN_MAX_CPU_ISA": "ALL"}).flags == spr.flags
