@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from repo_paths import shown, shown_command_line
+from repo_paths import REPO, shown, shown_command_line
 from table_protocol import (AUTOATTACK, CPU_PROTOCOL_NOTES, ISSUE_METHODS, command_line, read_json, verdict_word,
                             write_json, write_text)
 
@@ -42,10 +42,22 @@ def same_setting(old: dict[str, Any] | None, new: dict[str, Any], old_rows: Sequ
     return json.loads(json.dumps(old)) == json.loads(json.dumps(new))
 
 
+def same_data(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether two tables' ``data`` records name the same data: the source compared as ``shown`` prints it, since
+    tables written before that rule recorded it as one machine's absolute path (``/work/shared/...``)."""
+    if old is None:
+        return False
+
+    def norm(data: dict[str, Any]) -> dict[str, Any]:  # a relative source is relative to the repository
+        return {**data, "source": shown(REPO / data["source"])} if data.get("source") else data
+    return norm(old) == norm(new)
+
+
 def merge_results(path: Path, header: dict[str, Any], new_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Add rows to the table at ``path`` when it was made with the same setting and data; otherwise start over."""
     old = read_json(path)
-    same = same_setting(old.get("setting"), header["setting"], old.get("rows", [])) and old.get("data") == header["data"]
+    same = same_setting(old.get("setting"), header["setting"], old.get("rows", [])) and same_data(old.get("data"),
+                                                                                                  header["data"])
     if old and not same:
         # Rows of another setting never mix with these; they are kept beside the new table, not thrown away.
         kept = path.with_name(f"{path.stem}.replaced-{old.get('date', 'undated')}{path.suffix}")

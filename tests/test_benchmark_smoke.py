@@ -98,6 +98,24 @@ def test_split_runs_merge_and_a_new_setting_starts_over(protocol, report, tmp_pa
     assert "![accuracy per method](cifar10_subset.png)" in (tmp_path / "table" / "cifar10_subset.md").read_text()
 
 
+def test_a_table_recorded_with_an_absolute_data_path_keeps_its_rows(protocol, report, tmp_path, monkeypatch):
+    # Tables written before paths were shown relative to the repository recorded /work/shared/...; the same data
+    # named as ../shared/... (from any working directory) must add rows to them, not set their rows aside.
+    setting = protocol.Setting(epochs=2, test_images=10, autoattack="fast")
+    path = tmp_path / "cifar10_subset.json"
+    old = report.merge_results(path, _header(protocol, setting), [_row("pgd-at", 0, 0.6)])
+    old["data"]["source"] = str(protocol.REPO.parent / "shared" / "data" / "cifar10_jpg")
+    protocol.write_json(path, old)
+    new = _header(protocol, setting)
+    new["data"]["source"] = "../shared/data/cifar10_jpg"
+    monkeypatch.chdir(tmp_path)
+    merged = report.merge_results(path, new, [_row("akd", 0, 0.7)])
+    assert sorted(r["method"] for r in merged["rows"]) == ["akd", "pgd-at"]
+    assert not list(tmp_path.glob("*.replaced-*"))
+    new["data"]["source"] = "../shared/data/other"  # other data still starts over
+    assert [r["method"] for r in report.merge_results(path, new, [_row("akd", 0, 0.7)])["rows"]] == ["akd"]
+
+
 def test_the_table_shows_paths_relative_to_the_repository(protocol, report, monkeypatch):
     # docs/results is read on other machines: no developer's /home/... or /work/main/... prefix in it.
     data = protocol.REPO.parent / "shared" / "data" / "cifar10_jpg"
