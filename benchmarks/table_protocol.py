@@ -375,9 +375,8 @@ def describe_device(device: torch.device) -> str:
     from robustcompress.trainer.cpu import cpu_info
 
     cpu = cpu_info()  # the model and the flags that decide the kernels (AVX2 / AVX-512 / AVX512-BF16 / AMX)
-    limit = f"; kernels limited by {cpu.isa_limit}" if cpu.isa_limit else ""
-    return (f"cpu ({cpu.model}; {', '.join(cpu.flags) or 'no AVX2'}{limit}; {platform.machine()}, {os.cpu_count()} "
-            f"cores, {torch.get_num_threads()} torch threads)")
+    return (f"cpu ({cpu.model}; {cpu.flags_text(none='no AVX2')}; {platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads)")
 
 
 def reductions(setting: Setting, base: Setting = FULL) -> dict[str, list[Any]]:

@@ -315,9 +315,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.markdown:
         md = Path(args.markdown)
         md.parent.mkdir(parents=True, exist_ok=True)
-        cpu = result["cpu"]
-        limit = f"; kernels limited by {cpu['isa_limit']}" if cpu and cpu.get("isa_limit") else ""
-        flags = f" ({cpu['model']}; flags {', '.join(cpu['flags'])}{limit})" if cpu else ""
+        cpu = cpu_info() if result["cpu"] else None  # the CpuInfo result["cpu"] describes
+        flags = f" ({cpu.model}; flags {cpu.flags_text()})" if cpu else ""
         md.write_text(
             f"Device: {result['device']}{flags}; torch {result['torch']}; date {result['date']}; seed 0 (synthetic "
             f"data).\n\n"

@@ -320,6 +320,8 @@ def test_isa_limit_makes_a_cpu_look_like_the_smaller_one():
     assert limited.flags == ("avx2",) and limited.native_bf16 is None
     assert limited.describe()["isa_limit"].startswith("ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2")
     assert "avx512_bf16" in limited.describe()["isa_limit"]  # the hardware's flags stay on record
+    assert limited.flags_text().startswith("avx2; kernels limited by ONEDNN_MAX_CPU_ISA=AVX2")
+    assert CpuInfo("x", ()).flags_text(none="no AVX2") == "no AVX2"
     assert limit_isa(zen4, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}).native_bf16 is None
     assert limit_isa(zen4, {}) == zen4 and "isa_limit" not in zen4.describe()
     spr = parse_cpuinfo(_cpuinfo_text(SAPPHIRE_RAPIDS))

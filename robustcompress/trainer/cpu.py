@@ -41,6 +41,11 @@ class CpuInfo:
         """The best native bf16 flag this CPU has ('amx_bf16' or 'avx512_bf16'), or None."""
         return next((f for f in BF16_FLAGS if f in self.flags), None)
 
+    def flags_text(self, none: str = "") -> str:
+        """The flags as one line (``none`` when there are none), with the kernel limit when there is one."""
+        limit = f"; kernels limited by {self.isa_limit}" if self.isa_limit else ""
+        return f"{', '.join(self.flags) or none}{limit}"
+
     def describe(self) -> dict[str, Any]:
         limit = {"isa_limit": self.isa_limit} if self.isa_limit else {}
         return {"model": self.model, "flags": list(self.flags), "native_bf16": self.native_bf16, **limit}
