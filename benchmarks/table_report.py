@@ -348,7 +348,10 @@ def precision_lines(results: dict[str, Any]) -> list[str]:
              f"{protocol_precision}, in points: the difference of the seed means with a 95% Welch interval. A "
              "difference whose interval lies below 0 means the precision costs accuracy beyond the seed noise. "
              "Teachers re-made on another machine (†) are compared only with rows that learnt from the same re-made "
-             "teachers.", "",
+             "teachers. Cost: the mean training time in calibration units, this precision vs the protocol's; "
+             "'(steps)' marks a comparison of the training epochs alone, used where both sides recorded them, "
+             "because a one-time pass of the teachers over the training set (teacher_outputs='cached', shared "
+             "through its cache) lands in whichever run came first.", "",
              "| method | teachers | precision | seeds | " + " | ".join(name for name, _ in metrics)
              + " | masking checks | train (units), mean |",
              "|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
@@ -359,10 +362,7 @@ def precision_lines(results: dict[str, Any]) -> list[str]:
             d = difference_ci([get(r) for r in rows if get(r) is not None],
                               [get(r) for r in base if get(r) is not None])
             cells.append("–" if d is None else f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]")
-        units = [r["train_units"] for r in rows if r.get("train_units")]
-        base_units = [r["train_units"] for r in base if r.get("train_units")]
-        cost = "–" if not units or not base_units else (
-            f"{statistics.mean(units):.0f} vs {statistics.mean(base_units):.0f}")
+        cost = precision_cost(rows, base)
         who = "–" if teachers == "table" and not rows[0].get("teachers") else (
             "the table's" if teachers == "table" else "re-made †")
         seeds = ", ".join(str(r["seed"]) for r in rows)
@@ -371,6 +371,23 @@ def precision_lines(results: dict[str, Any]) -> list[str]:
         lines.append(f"| {method} | {who} | {precision} | {seeds} | {' | '.join(cells)} | {checks_cell(rows)} "
                      f"| {cost} |")
     return lines
+
+
+def precision_cost(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> str:
+    """Mean training cost in calibration units, ``rows`` vs ``base``: the training epochs alone (each history
+    entry's seconds) where every row of both sides recorded them, else the whole training time ('–' without it)."""
+    def epochs_units(r: dict[str, Any]) -> float | None:
+        seconds = [h.get("seconds") for h in r.get("history") or []]
+        if not seconds or None in seconds or not r.get("unit_s"):
+            return None
+        return sum(seconds) / r["unit_s"]
+
+    steps, base_steps = [epochs_units(r) for r in rows], [epochs_units(r) for r in base]
+    if rows and base and None not in steps + base_steps:
+        return f"{statistics.mean(steps):.0f} vs {statistics.mean(base_steps):.0f} (steps)"  # type: ignore[arg-type]
+    units = [r["train_units"] for r in rows if r.get("train_units")]
+    base_units = [r["train_units"] for r in base if r.get("train_units")]
+    return "–" if not units or not base_units else f"{statistics.mean(units):.0f} vs {statistics.mean(base_units):.0f}"
 
 
 def fmt_setting(name: str, value: Any) -> str:
