@@ -1,4 +1,4 @@
-"""Does bf16 training on this CPU give the same weights for the same seed? (the bf16 issue: why `auto` is fp32 on CPUs)
+"""Does bf16 training on this CPU give the same weights for the same seed? (the bf16 issue: why `auto` keeps fp32 for small images on CPUs)
 
     python benchmarks/bf16_reproducibility.py            # writes docs/results/bf16_reproducibility.{md,json}
 

@@ -119,7 +119,8 @@ def measure(student_name: str, mode: str, args: argparse.Namespace, device: torc
     teacher_names = list(args.teachers if teacher_names is None else teacher_names)
     steps = args.steps[0] if steps is None else steps
     torch.manual_seed(0)
-    plan = plan_speed(mode, device, "auto" if mode == "reference" else precision or args.precision)
+    plan = plan_speed(mode, device, "auto" if mode == "reference" else precision or args.precision,
+                      input_px=args.input_size)
     student = build_model(student_name, args.num_classes, args.input_size).to(device)
     teachers = build_teachers(teacher_names, args, device)
     method = create_method(method_name)

@@ -152,7 +152,7 @@ class RobustCompressor:
         if writes:
             remove_outputs(earlier)  # overwrite=True: no file of the earlier run survives beside this one
         self.training_speed = plan_speed(self.config.speed, self.device, self.config.precision,
-                                         self.train_config.channels_last).describe()
+                                         self.train_config.channels_last, input_px=data.input_size).describe()
         t1 = time.perf_counter()
         run = train_student(
             self._require_student(), self.teachers, self.method, data.train, self.num_classes, self.train_config,

@@ -95,8 +95,9 @@ class CompressConfig:
                         "or reference (fp32, NCHW, eager). Multi-GPU: torchrun --nproc_per_node N -m robustcompress "
                         "fit ...")
     precision: str = choice(PRECISIONS, "training precision of --speed fast: auto (default) is bf16 autocast on GPUs "
-                            "with bf16 and fp32 on CPUs; bf16 forces it (1.4-2.5x faster on CPUs with AMX-BF16 or "
-                            "AVX512-BF16, but not bit-reproducible there); evaluation always runs in fp32")
+                            "with bf16 and on CPUs with AMX-BF16 or AVX512-BF16 (images of 16 px and more; smaller "
+                            "ones were not bit-reproducible in bf16), fp32 elsewhere; bf16 or fp32 force it; "
+                            "evaluation always runs in fp32")
     teacher_outputs: str = choice(TEACHER_OUTPUTS, "live (default): teachers run on every batch; cached: teachers "
                                   "that see only clean images (sa-mdrad's, mtard's clean one) run once over the "
                                   "training set, a cheaper setting")

@@ -153,10 +153,10 @@ def _store(path: Path, model: nn.Module, info: dict[str, Any]) -> None:
     write_json(path.with_suffix(".json"), info)
 
 
-def precision_key(config: TrainConfig, device: torch.device) -> dict[str, str]:
+def precision_key(config: TrainConfig, device: torch.device, input_px: int) -> dict[str, str]:
     """The cache-key entry of a teacher trained in bf16 autocast ({} in fp32, so fp32 caches keep their keys): the
     same recipe in another precision is another teacher."""
-    plan = plan_speed(config.speed, device, config.precision, config.channels_last)
+    plan = plan_speed(config.speed, device, config.precision, config.channels_last, input_px=input_px)
     return {} if plan.amp_dtype is None else {"precision": plan.precision}
 
 
@@ -190,7 +190,7 @@ def train_teacher(
     )
     recipe: dict[str, Any] = {"name": name, "data": data_fingerprint(data), "size": data.input_size,
                               "classes": data.num_classes, "epochs": epochs, "lr": lr, "bs": batch_size, "seed": seed,
-                              **precision_key(config, device)}
+                              **precision_key(config, device, data.input_size)}
     if select != "last":  # "last" keeps the original key, so teachers cached before select= existed are reused
         recipe.update(select=select, val_fraction=val_fraction, val_eps=val_eps)
     key = json.dumps(recipe)
@@ -258,7 +258,7 @@ def weak_adversarial_finetune(
     recipe = {"start": weights_fingerprint(teacher), "arch": teacher.name, "data": data_fingerprint(data),
               "eps": eps, "steps": steps, "step_size": step, "epochs": epochs, "lr": lr, "bs": batch_size,
               "seed": seed, "select": select, "val_fraction": val_fraction, "val_eps": val_eps,
-              **precision_key(config, device)}
+              **precision_key(config, device, data.input_size)}
     path = _cache_path(teacher, "weakat", recipe)
     if use_cache and (hit := _load_cached(path, teacher, "weak adversarial teacher")) is not None:
         return hit
@@ -307,7 +307,7 @@ def finetune_teacher(
     recipe = {"start": weights_fingerprint(teacher), "arch": teacher.name, "data": data_fingerprint(data),
               "val": None if val_set is None else data_fingerprint(DataBundle("val", val_set, None, 0, 0)),
               "val_fraction": val_fraction, "epochs": epochs, "lr": lr, "bs": batch_size, "seed": seed,
-              "val_examples": val_examples, **precision_key(config, device)}
+              "val_examples": val_examples, **precision_key(config, device, data.input_size)}
     path = _cache_path(teacher, "finetuned", recipe)
     if use_cache and (hit := _load_cached(path, teacher, "fine-tuned teacher")) is not None:
         return hit

@@ -60,15 +60,20 @@ def test_speed_plans():
     reference = plan_speed("reference", CPU)
     assert reference.amp_dtype is None and not reference.channels_last and not reference.compile
     assert reference.sync_every == 1
-    # On every CPU "fast" is fp32 channels_last unless bf16 is asked for (bf16 runs of one seed were not
-    # bit-identical on an AVX512-BF16 CPU); the plan records whether the CPU has native bf16.
+    # "fast" is channels_last on every CPU; auto trains in bf16 only where the CPU has bf16 units and the images are
+    # at least 16 px (bf16 runs of one seed were not bit-identical at 8 px), and the plan says why it kept fp32.
     for flags in (AVX2, ZEN4, SAPPHIRE_RAPIDS):
         cpu = parse_cpuinfo(_cpuinfo_text(flags))
-        plan = plan_speed("fast", CPU, cpu=cpu)
-        assert plan.amp_dtype is None and plan.channels_last, flags
+        native = flags != AVX2
+        for px, bf16 in ((None, False), (8, False), (15, False), (16, native), (32, native), (224, native)):
+            plan = plan_speed("fast", CPU, cpu=cpu, input_px=px)
+            assert (plan.amp_dtype is torch.bfloat16) is bf16 and plan.channels_last, (flags, px)
+            assert ("auto keeps fp32" in plan.summary()) is (native and not bf16), (flags, px)
+            assert plan_speed("fast", CPU, precision="fp32", cpu=cpu, input_px=px).amp_dtype is None
+            assert plan_speed("fast", CPU, precision="bf16", cpu=cpu, input_px=px).amp_dtype is torch.bfloat16
+            assert plan_speed("reference", CPU, cpu=cpu, input_px=px).amp_dtype is None
         assert plan.describe()["cpu"]["flags"] == list(cpu.flags)
-        assert plan_speed("fast", CPU, precision="bf16", cpu=cpu).amp_dtype is torch.bfloat16
-        assert plan_speed("reference", CPU, cpu=cpu).amp_dtype is None
+    assert "under 16 px" in plan_speed("fast", CPU, cpu=parse_cpuinfo(_cpuinfo_text(ZEN4)), input_px=8).summary()
     assert not plan_speed("fast", CPU, channels_last=False).channels_last
     forced = plan_speed("fast", CPU, precision="bf16", channels_last=True, cpu=parse_cpuinfo(_cpuinfo_text(AVX2)))
     assert forced.amp_dtype == torch.bfloat16 and forced.channels_last and forced.sync_every > 1
@@ -310,6 +315,27 @@ def test_bf16_training_is_recorded_and_every_evaluation_attack_runs_in_fp32(digi
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert record["train_config"]["precision"] == "bf16"
     assert record["training_speed"]["precision"] == "bfloat16" and "flags" in record["training_speed"]["cpu"]
+
+
+@pytest.mark.parametrize("flags, size, trained", [(ZEN4, 16, "bfloat16"), (ZEN4, 8, "fp32"), (AVX2, 16, "fp32")])
+def test_auto_precision_follows_the_cpu_and_the_image_size_through_fit(flags, size, trained, digits16, digits8,
+                                                                      monkeypatch, tmp_path):
+    """fit() with the default precision trains in bf16 on a CPU with bf16 units when its images are 16 px or more,
+    and in fp32 on smaller images (not reproducible in bf16) or without bf16 units; the bundle records which."""
+    import robustcompress.trainer.fast as fast
+    from robustcompress import RobustCompressor
+
+    monkeypatch.setattr(fast, "cpu_info", lambda: parse_cpuinfo(_cpuinfo_text(flags)))
+    train_set = _subset(digits16, 64) if size == 16 else digits8[0]
+    rc = RobustCompressor([], _model(), method="pgd-at", epochs=1, steps=1, batch_size=32, device="cpu",
+                          verify_attacks=(), progress=False, out_dir=tmp_path / "run")
+    spy = AutocastSpy(rc.student_spec.net[0])
+    rc.fit(train_set)
+    assert any(autocast for autocast, _ in spy.calls) is (trained == "bfloat16")
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["train_config"]["precision"] == "auto"
+    assert record["training_speed"]["precision"] == trained
+    assert ("under 16 px" in record["training_speed"].get("why", "")) is (flags == ZEN4 and size == 8)
 
 
 def test_isa_limit_makes_a_cpu_look_like_the_smaller_one():

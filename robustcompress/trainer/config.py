@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 from robustcompress.arguments import parse_eps, require_int, require_number
 
-#: Speed modes (robustcompress.trainer.fast implements them): "fast": channels_last, plus bf16 autocast and
-#: GPU-resident data on CUDA (precision="auto"; precision="bf16" on a CPU); "compile": fast plus torch.compile;
+#: Speed modes (robustcompress.trainer.fast implements them): "fast": channels_last, plus bf16 autocast where the
+#: hardware has bf16 units (precision="auto") and GPU-resident data on CUDA; "compile": fast plus torch.compile;
 #: "reference": fp32, NCHW, eager, data copied per batch (how the field's reference implementations run).
 SPEEDS = ("fast", "compile", "reference")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -35,8 +35,9 @@ class TrainConfig:
     #: "fast" (channels_last; bf16 autocast and GPU-resident data on CUDA), "compile" (fast + torch.compile) or
     #: "reference" (fp32, NCHW, eager); see robustcompress.trainer.fast.
     speed: str = "fast"
-    #: "auto": in fast mode, bf16 autocast on CUDA GPUs with bf16, fp32 on CPUs (bf16 there was not bit-reproducible);
-    #: "bf16" or "fp32" force it (bf16 pays on CPUs with AMX-BF16 or AVX512-BF16). Evaluation is always fp32.
+    #: "auto": in fast mode, bf16 autocast on CUDA GPUs with bf16 and on CPUs with AMX-BF16 or AVX512-BF16 for
+    #: images of 16 px and more (smaller ones were not bit-reproducible in bf16), fp32 elsewhere; "bf16" or "fp32"
+    #: force it. Evaluation is always fp32.
     precision: str = "auto"
     channels_last: bool | None = None  # None: on in fast mode (CPU and CUDA)
     #: "live" (teachers run on every batch) or "cached": the outputs of teachers that a method queries on clean

@@ -19,6 +19,10 @@ log = logging.getLogger("robustcompress")
 DATA_ON_GPU_MAX_SHARE = 0.25
 #: In fast mode the host reads losses back (NaN guard, progress bar) once every this many steps.
 FAST_SYNC_EVERY = 10
+#: precision="auto" trains in bf16 on a CPU with native bf16 only for inputs at least this many pixels wide: at 8 px
+#: oneDNN's bf16 kernels gave runs of one seed that were not bit-identical, at 16 and 32 px every run reproduced
+#: (docs/results/bf16_reproducibility.md), and the SDK promises that the same seed gives the same bundle.
+AUTO_BF16_MIN_PX = 16
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class SpeedPlan:
     data_on_device: bool
     sync_every: int  # steps between host reads of the loss; 1 = every step, as reference code does
     cpu: CpuInfo | None = None  # the CPU that trains, recorded with the run (None on CUDA)
+    why: str = ""  # why precision="auto" chose what it chose, when that is not evident from the CPU ("" otherwise)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """Autocast for the forwards (attack included); a no-op context in fp32."""
@@ -54,6 +59,7 @@ class SpeedPlan:
             "data_on_device": self.data_on_device,
             "sync_every": self.sync_every,
             **({"cpu": self.cpu.describe()} if self.cpu is not None else {}),
+            **({"why": self.why} if self.why else {}),
         }
 
     def summary(self) -> str:
@@ -63,20 +69,22 @@ class SpeedPlan:
         where = ""
         if self.cpu is not None:
             where = f" (CPU: {self.cpu.model}, {self.cpu.native_bf16 or 'no native bf16'})"
-        return f"training precision: {', '.join(parts)}{where}"
+        why = f"; {self.why}" if self.why else ""
+        return f"training precision: {', '.join(parts)}{where}{why}"
 
 
 def plan_speed(
     speed: str, device: torch.device, precision: str = "auto", channels_last: bool | None = None,
-    cpu: CpuInfo | None = None,
+    cpu: CpuInfo | None = None, input_px: int | None = None,
 ) -> SpeedPlan:
-    """Resolve a speed setting for a device (``cpu``: the CPU to plan for, default this machine's).
+    """Resolve a speed setting for a device (``cpu``: the CPU to plan for, default this machine's; ``input_px``:
+    the width of the training images, which decides auto's precision on a CPU; None when unknown).
 
     "fast" means channels_last everywhere, GPU-resident data on CUDA, and with ``precision="auto"`` bf16 autocast
-    for the training forwards and the training attack on CUDA GPUs that support it. On CPUs auto is fp32 (see the
-    comment below); ``precision="bf16"`` trains in bf16 there, which pays on CPUs with AMX-BF16 or AVX512-BF16
-    (robustcompress.trainer.cpu; the plan records which the CPU has) and is slower elsewhere. oneDNN's NHWC
-    convolutions made an adversarial training step 1.4-1.5x faster on a 2-core AVX2 machine.
+    for the training forwards and the training attack on CUDA GPUs that support it and on CPUs with native bf16
+    (AMX-BF16 or AVX512-BF16; robustcompress.trainer.cpu) for inputs of at least AUTO_BF16_MIN_PX pixels; fp32
+    elsewhere (bf16 without native units is slower than fp32). oneDNN's NHWC convolutions made an adversarial
+    training step 1.1-1.5x faster on 2-core AVX2 and AVX-512 machines.
     ``precision="bf16"``/``"fp32"`` or ``channels_last=False`` override. Evaluation never autocasts, whatever
     training used (an attack in bf16 can under-report).
     """
@@ -92,12 +100,22 @@ def plan_speed(
                 "speed='reference' is fp32 and NCHW by definition; drop precision/channels_last or use speed='fast'"
             )
         return SpeedPlan("reference", None, False, False, False, 1, cpu)
+    why = ""
     if precision == "auto":
-        # bf16 needs no loss scaling, so it is on by default on GPUs that have it (pre-Ampere ones stay fp32). On
-        # CPUs auto stays fp32 even with AMX-BF16 / AVX512-BF16: there oneDNN's bf16 kernels gave runs of the same
-        # seed that were not bit-identical (resnet10t_narrow, torch 2.14, AVX512-BF16 EPYC), which breaks the
-        # same-seed-same-bundle guarantee; precision="bf16" opts in (1.4-2.5x faster there).
-        amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+        # bf16 needs no loss scaling, so it is on by default on GPUs that have it (pre-Ampere ones stay fp32) and on
+        # CPUs with bf16 matrix units, where it trained as robust a student as fp32 in the CPU-scale table
+        # (docs/results/cifar10_cpu.md, "Training precision"). Small inputs stay fp32 (AUTO_BF16_MIN_PX).
+        if cuda:
+            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        elif cpu is None or cpu.native_bf16 is None:
+            amp_dtype = None
+        elif input_px is not None and input_px >= AUTO_BF16_MIN_PX:
+            amp_dtype = torch.bfloat16
+        else:
+            amp_dtype = None
+            why = (f"auto keeps fp32 for inputs under {AUTO_BF16_MIN_PX} px (bf16 runs of one seed differed there); "
+                   "precision='bf16' forces it" if input_px is not None else
+                   "auto keeps fp32 when the input size is unknown; precision='bf16' forces bf16")
     else:
         amp_dtype = torch.bfloat16 if precision == "bf16" else None
     return SpeedPlan(
@@ -108,6 +126,7 @@ def plan_speed(
         data_on_device=cuda,
         sync_every=FAST_SYNC_EVERY,
         cpu=cpu,
+        why=why,
     )
 
 

@@ -219,14 +219,14 @@ def train(
     check_training_set_size(len(train_set))  # type: ignore[arg-type]
     check_attack_budget(method, config)
     check_dataset_images(train_set, "train_data")  # iterate_shards indexes in-memory tensors without a check
-    plan = plan_speed(config.speed, device, config.precision, config.channels_last)
+    input_size = int(train_set[0][0].shape[-1])
+    plan = plan_speed(config.speed, device, config.precision, config.channels_last, input_px=input_size)
     main_process = is_main_process()
     log.info(plan.summary())
     progress_note(plan.summary(), config.progress)  # once per run, so a user sees what precision trains
     student.to(device)
     for t in teachers:
         t.to(device).eval().requires_grad_(False)
-    input_size = int(train_set[0][0].shape[-1])
     seed_everything(config.seed)  # methods that build layers (feature adapters) draw them from the seed
     method.setup(student, teachers, num_classes, input_size)
     method.to(device)
