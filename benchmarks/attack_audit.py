@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         (f"apgd-ce-x{r}", apgd("ce", r)), (f"apgd-dlr-x{r}", apgd("dlr", r)),
         (f"margin-pgd100x{r}", plain_pgd(100, "cw", r)), (f"apgd-t-9x{r}", apgd("dlr-targeted", r)),
         (f"multi-targeted-pgd100x{r}", multi_targeted(100, r))]
+    state["planned"] = {m: [name for name, _ in plan] + [f"transfer-from-{o}" for o in methods if o != m]
+                        for m in methods}
     flags: dict[str, dict[str, torch.Tensor]] = {m: {} for m in methods}
     for m in methods:
         for name, done in state["attacks"].get(m, {}).items():

@@ -411,6 +411,49 @@ def checks_cell(rows: Sequence[dict[str, Any]]) -> str:
 #: The CPU-scale table whose ranking the CPU-standard page compares with its own.
 CPU_SCALE_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "cifar10_cpu.json"
 IMAGE_NOISE_RESULTS = CPU_SCALE_RESULTS.with_name("cifar10_cpu_image_noise.json")
+#: The attack-strength audit of the CPU-standard table's seed-0 pair (benchmarks/attack_audit.py).
+AUDIT_RESULTS = CPU_SCALE_RESULTS.with_name("cifar10_cpu_standard_audit.json")
+
+
+def audit_lines(audit: dict[str, Any]) -> list[str]:
+    """The CPU-standard page's summary of the attack-strength audit (state written by benchmarks/attack_audit.py):
+    how far along it is, what it broke beyond AutoAttack, the AutoAttack-minus-PGD-20 gap split into its steps, and
+    the pair's verdict before and after it."""
+    methods, done = audit["methods"], audit.get("attacks", {})
+    planned = audit.get("planned") or {}
+    progress = [f"{m} {len(done.get(m, {}))}" + (f" of {len(planned[m])}" if m in planned else "") for m in methods]
+    complete = bool(planned) and all(set(planned[m]) <= set(done.get(m, {})) for m in methods)
+    lines = ["", "## Attack-strength audit (seed 0)", "",
+             f"`benchmarks/attack_audit.py` attacks the seed-0 students of {' and '.join(methods)} on seed 0's "
+             f"AutoAttack block ({audit['images']} test images) with attacks AutoAttack lacks or runs with fewer "
+             f"restarts ({audit['restarts']} restarts each: APGD-T over all 9 target classes, APGD-CE and APGD-DLR, "
+             "margin PGD-100, multi-targeted PGD-100, transfer from the other student), all in fp32; an image counts "
+             f"as robust only if it survives AutoAttack and every audit attack (details: "
+             f"{shown(AUDIT_RESULTS.with_suffix('.md'))}). "
+             + ("The audit is complete." if complete else
+                f"**In progress** (attacks done: {', '.join(progress)}); the verdicts wait for it."), "",
+             "| method | AutoAttack (table) | worst case after the audit | broken beyond AutoAttack | PGD-20 | PGD-100 "
+             "| APGD-CE (AutoAttack's first stage) | gap: PGD-20 minus AutoAttack |", "|---|" + "---|" * 7]
+
+    def pct(value: float | None) -> str:
+        return "–" if value is None or value != value else f"{100 * value:.1f}"
+
+    for m in methods:
+        g, extra = audit["gap"][m], audit["extra_breaks"][m]
+        by_attack = extra["by_attack"] if isinstance(extra["by_attack"], str) else ", ".join(
+            f"{name} {count}" for name, count in extra["by_attack"].items())
+        lines.append(f"| {m} | {pct(audit['autoattack'][m])} | {pct(audit['worst_case'][m])} | {extra['count']} of "
+                     f"{extra['aa_robust']} ({by_attack}) | {pct(g['pgd20'])} | {pct(g['pgd100'])} | "
+                     f"{pct(g['apgd-ce'])} | {pct(g['pgd20'] - g['autoattack'])} |")
+    if "verdict" in audit and len(methods) == 2:
+        v = audit["verdict"]
+
+        def diff(name: str) -> str:
+            return (f"{100 * v[name]['difference']:+.1f} [{100 * v[name]['low']:+.1f}, "
+                    f"{100 * v[name]['high']:+.1f}]: {bold_verdict(v[name]['low'], v[name]['high'])}")
+        lines += ["", f"{methods[1]} minus {methods[0]} on these images (seed 0, paired, 95% bootstrap over the "
+                      f"images): AutoAttack {diff('autoattack')}; worst case after the audit {diff('worst_case')}."]
+    return lines
 
 
 def method_means(results: dict[str, Any], metric: str = "autoattack") -> dict[str, float]:
@@ -559,6 +602,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                       "noise only. `benchmarks/cpu_scale_image_noise.py` re-attacked the committed seed-0 students "
                       f"on those images and on further ones ({shown(IMAGE_NOISE_RESULTS.with_suffix('.md'))}):", "",
                       *image_noise_lines(noise)]
+    if results.get("protocol") == "cpu-standard" and AUDIT_RESULTS.is_file():
+        lines += audit_lines(json.loads(AUDIT_RESULTS.read_text()))
     if results.get("protocol") == "cpu-standard" and CPU_SCALE_RESULTS.is_file():
         lines += rank_agreement_lines(results, json.loads(CPU_SCALE_RESULTS.read_text()))
     lines += precision_lines(results)

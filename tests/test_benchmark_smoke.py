@@ -543,3 +543,28 @@ def test_a_teachers_newer_per_image_verdicts_join_its_row(report):
     assert report.place_teacher_row(rows, {"role": "robust", "weights": "w1", "clean": 0.7,
                                            "per_image": {"autoattack": "101"}}, "2026-12-07") is False
     assert rows["robust"]["per_image"] == {"autoattack": "101"} and rows["robust"]["date"] == "2026-12-01"
+
+
+def test_the_cpu_standard_page_summarises_the_attack_audit_and_says_whether_it_is_finished(report):
+    nan = float("nan")
+    audit = {"methods": ["pgd-at", "sa-mdrad"], "images": 1000, "restarts": 3,
+             "attacks": {"pgd-at": {"pgd20": {}, "apgd-t-9x3": {}}},
+             "autoattack": {"pgd-at": 0.279, "sa-mdrad": 0.30}, "worst_case": {"pgd-at": 0.27, "sa-mdrad": 0.30},
+             "extra_breaks": {"pgd-at": {"count": 9, "aa_robust": 279, "by_attack": {"apgd-t-9x3": 9}},
+                              "sa-mdrad": {"count": 0, "aa_robust": 300, "by_attack": "none"}},
+             "gap": {"pgd-at": {"pgd20": 0.319, "pgd100": nan, "apgd-ce": 0.312, "autoattack": 0.279},
+                     "sa-mdrad": {"pgd20": nan, "pgd100": nan, "apgd-ce": 0.287, "autoattack": 0.30}},
+             "verdict": {"autoattack": {"difference": 0.021, "low": 0.004, "high": 0.038, "n": 1000},
+                         "worst_case": {"difference": 0.03, "low": -0.002, "high": 0.05, "n": 1000}}}
+    lines = report.audit_lines(audit)
+    text = "\n".join(lines)
+    assert "**In progress** (attacks done: pgd-at 2, sa-mdrad 0)" in text  # an older state without its plan
+    assert "| pgd-at | 27.9 | 27.0 | 9 of 279 (apgd-t-9x3 9) | 31.9 | – | 31.2 | 4.0 |" in lines
+    assert "| sa-mdrad | 30.0 | 30.0 | 0 of 300 (none) | – | – | 28.7 | – |" in lines
+    # A win under AutoAttack that the audit turns into a tie is reported as such.
+    assert "AutoAttack +2.1 [+0.4, +3.8]: **win**; worst case after the audit +3.0 [-0.2, +5.0]: tie." in text
+    audit["planned"] = {"pgd-at": ["pgd20", "apgd-t-9x3"], "sa-mdrad": ["pgd20"]}
+    assert "attacks done: pgd-at 2 of 2, sa-mdrad 0 of 1" in "\n".join(report.audit_lines(audit))
+    audit["attacks"]["sa-mdrad"] = {"pgd20": {}}
+    text = "\n".join(report.audit_lines(audit))
+    assert "The audit is complete." in text and "In progress" not in text
