@@ -33,7 +33,7 @@ from repo_paths import shown
 from table_protocol import (AUTOATTACK, DATA_OF, FULL, ISSUE_METHODS, PROTOCOLS, REPO, RESULTS_OF, Setting,
                             calibration_unit, command_line, describe_device, first_images, load_benchmark_data,
                             read_json, reductions, teacher_attacks, today)
-from table_report import (ablations_name, checks_cell, fmt, merge_results, method_label, ordered_teacher_rows,
+from table_report import (ablations_name, checks_cell, finished_runs, fmt, merge_results, ordered_teacher_rows,
                           place_teacher_row, same_setting, teacher_key, write_ablations, write_results)
 from table_students import Variant, run_method
 from table_teachers import check_roles, evaluate_teacher, make_teachers, teacher_roles
@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     new_rows: list[dict[str, Any]] = []
     failures = 0
     comparable = same_setting(old.get("setting"), header["setting"], old.get("rows", []))
-    done = {(method_label(r), r["seed"]) for r in old.get("rows", []) if r.get("status") == "ok" and comparable}
+    done = finished_runs(old.get("rows", [])) if comparable else set()
     for method in run:
         for seed in args.seeds:
             label = method if variant is None else f"{method} [{variant.label}]"

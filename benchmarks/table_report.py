@@ -123,6 +123,13 @@ def method_label(row: dict[str, Any]) -> str:
     return row["method"] + (" †" if row.get("teachers_remade") else "")
 
 
+def finished_runs(rows: Sequence[dict[str, Any]]) -> set[tuple[str, int]]:
+    """(method, seed) of every finished row, the method as run (``"sa-mdrad [bf16]"``): what --skip-done leaves out.
+    Not method_label's: its † (re-made teachers) never appears in the label a run is asked for, so a marked row was
+    never found and its run repeated."""
+    return {(r["method"], r["seed"]) for r in rows if r.get("status") == "ok"}
+
+
 def fmt(value: Any) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 

@@ -158,6 +158,10 @@ def test_a_teacher_made_again_with_other_weights_gets_its_own_row_and_marks_the_
     akd_line = next(line for line in markdown.splitlines() if line.startswith("| akd |"))
     assert "75.0 ± 7.1" in akd_line and "0, 1" in akd_line  # the marked row is not a third seed
     assert any(line.startswith("| akd † |") for line in markdown.splitlines()) and "†: trained with teachers" in markdown
+    # --skip-done finds the marked row too: its run is not repeated on the next pass of a queue.
+    assert report.finished_runs(merged["rows"]) == {("akd", 0), ("akd", 1)}
+    failed = {**_row("akd [bf16]", 0, 0.6), "status": "failed: OSError"}
+    assert report.finished_runs([*merged["rows"], failed]) == {("akd", 0), ("akd", 1)}
 
 
 def _smoke_data(tmp_path: Path) -> Path:
