@@ -32,8 +32,8 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     progress: bool = True
-    #: "fast" (channels_last; bf16 autocast and GPU-resident data on CUDA), "compile" (fast + torch.compile) or
-    #: "reference" (fp32, NCHW, eager); see robustcompress.trainer.fast.
+    #: "fast" (channels_last; bf16 autocast per ``precision``; GPU-resident data on CUDA), "compile" (fast +
+    #: torch.compile) or "reference" (fp32, NCHW, eager); see robustcompress.trainer.fast.
     speed: str = "fast"
     #: "auto": in fast mode, bf16 autocast on CUDA GPUs with bf16 and on CPUs with AMX-BF16 or AVX512-BF16 for
     #: images of 16 px and more (smaller ones were not bit-reproducible in bf16), fp32 elsewhere; "bf16" or "fp32"
