@@ -452,6 +452,24 @@ def audit_lines(audit: dict[str, Any]) -> list[str]:
         lines.append(f"| {m} | {pct(audit['autoattack'][m])} | {pct(audit['worst_case'][m])} | {extra['count']} of "
                      f"{extra['aa_robust']} ({by_attack}) | {pct(g['pgd20'])} | {pct(g['pgd100'])} | "
                      f"{pct(g['apgd-ce'])} | {pct(g['pgd20'] - g['autoattack'])} |")
+    explained = []
+    for m in methods:  # where each method's AutoAttack-minus-PGD-20 gap comes from, once its steps are measured
+        g = audit["gap"][m]
+        steps = [g["pgd20"], g["pgd100"], g["apgd-ce"], g["autoattack"]]
+        if any(v is None or v != v for v in steps):
+            continue
+        transfer = [(name, r["accuracy"]) for name, r in done.get(m, {}).items() if name.startswith("transfer-from-")]
+        whitebox = min((r["accuracy"] for name, r in done.get(m, {}).items()
+                        if not name.startswith("transfer-from-")), default=None)
+        note = "".join(f"; transfer from {name.removeprefix('transfer-from-')} leaves {pct(acc)}" for name, acc in
+                       transfer)
+        if transfer and whitebox is not None and all(acc > whitebox for _, acc in transfer):
+            note += f", above every white-box attack (at least {pct(whitebox)}): no sign of gradient masking"
+        explained += [f"- **{m}**: of its {pct(steps[0] - steps[3])}-point gap, more iterations (PGD-20 to PGD-100) "
+                      f"give {pct(steps[0] - steps[1])}, APGD's adaptive step size (to APGD-CE) "
+                      f"{pct(steps[1] - steps[2])} and AutoAttack's targeted and black-box stages (APGD-T, FAB-T, "
+                      f"Square) {pct(steps[2] - steps[3])}{note}."]
+    lines += [""] + explained if explained else []
     if "verdict" in audit and len(methods) == 2:
         v = audit["verdict"]
 

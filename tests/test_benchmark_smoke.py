@@ -567,8 +567,17 @@ def test_the_cpu_standard_page_summarises_the_attack_audit_and_says_whether_it_i
     assert "| sa-mdrad | 30.0 | 30.0 | 0 of 300 (none) | – | – | 28.7 | – |" in lines
     # A win under AutoAttack that the audit turns into a tie is reported as such.
     assert "AutoAttack +2.1 [+0.4, +3.8]: **win**; worst case after the audit +3.0 [-0.2, +5.0]: tie." in text
-    audit["planned"] = {"pgd-at": ["pgd20", "apgd-t-9x3"], "sa-mdrad": ["pgd20"]}
-    assert "attacks done: pgd-at 2 of 2, sa-mdrad 0 of 1" in "\n".join(report.audit_lines(audit))
+    assert "of its 4.0-point gap" not in text  # PGD-100 not measured yet: no split of pgd-at's gap
+    audit["gap"]["pgd-at"]["pgd100"] = 0.318
+    audit["attacks"]["pgd-at"] = {"pgd20": {"accuracy": 0.319}, "apgd-t-9x3": {"accuracy": 0.279},
+                                  "transfer-from-sa-mdrad": {"accuracy": 0.383}}
+    text = "\n".join(report.audit_lines(audit))
+    assert ("- **pgd-at**: of its 4.0-point gap, more iterations (PGD-20 to PGD-100) give 0.1, APGD's adaptive step "
+            "size (to APGD-CE) 0.6 and AutoAttack's targeted and black-box stages (APGD-T, FAB-T, Square) 3.3; "
+            "transfer from sa-mdrad leaves 38.3, above every white-box attack (at least 27.9): no sign of gradient "
+            "masking.") in text
+    audit["planned"] = {"pgd-at": ["pgd20", "apgd-t-9x3", "transfer-from-sa-mdrad"], "sa-mdrad": ["pgd20"]}
+    assert "attacks done: pgd-at 3 of 3, sa-mdrad 0 of 1" in "\n".join(report.audit_lines(audit))
     audit["attacks"]["sa-mdrad"] = {"pgd20": {}}
     text = "\n".join(report.audit_lines(audit))
     assert "The audit is complete." in text and "In progress" not in text
