@@ -113,9 +113,9 @@ def plan_speed(
             amp_dtype = torch.bfloat16
         else:
             amp_dtype = None
-            why = (f"auto keeps fp32 for inputs under {AUTO_BF16_MIN_PX} px (bf16 runs of one seed differed there); "
-                   "precision='bf16' forces it" if input_px is not None else
-                   "auto keeps fp32 when the input size is unknown; precision='bf16' forces bf16")
+            reason = ("when the input size is unknown" if input_px is None else
+                      f"for inputs under {AUTO_BF16_MIN_PX} px (bf16 runs of one seed differed there)")
+            why = f"auto keeps fp32 {reason}; precision='bf16' forces bf16"
     else:
         amp_dtype = torch.bfloat16 if precision == "bf16" else None
     return SpeedPlan(
