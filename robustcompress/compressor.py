@@ -151,14 +151,17 @@ class RobustCompressor:
         writes = self.out_dir is not None and is_main_process()
         if writes:
             remove_outputs(earlier)  # overwrite=True: no file of the earlier run survives beside this one
-        self.training_speed = plan_speed(self.config.speed, self.device, self.config.precision,
-                                         self.train_config.channels_last, input_px=data.input_size).describe()
+        # Resolved once: the plan training uses is the plan the bundle records.
+        plan = plan_speed(self.config.speed, self.device, self.config.precision, self.train_config.channels_last,
+                          input_px=data.input_size)
+        self.training_speed = plan.describe()
         t1 = time.perf_counter()
         run = train_student(
             self._require_student(), self.teachers, self.method, data.train, self.num_classes, self.train_config,
             self.device, select=self.select, val_size=self.val_size,
             checkpoint_dir=self.out_dir / CHECKPOINTS if self.out_dir else None, resume=resume,
-            force_resume=force, teacher_weights=self.teacher_weights, run_info=run_identity(self), log_dir=self.out_dir)
+            force_resume=force, teacher_weights=self.teacher_weights, run_info=run_identity(self), log_dir=self.out_dir,
+            plan=plan)
         self.history, self.last_state, self.selection = run.history, run.last_state, run.selection
         self.timings_s["train"] = time.perf_counter() - t1
         if writes and resume:  # the resumed student replaces the earlier bundle: its exports no longer describe it

@@ -14,6 +14,7 @@ from robustcompress.methods import Method
 from robustcompress.models import ImageClassifier, resolve_model
 from robustcompress.runtime_env import seed_everything
 from robustcompress.trainer import TrainConfig, train
+from robustcompress.trainer.fast import SpeedPlan
 from robustcompress.trainer.select import EpochCallback, train_and_select
 from robustcompress.verify.evaluate import validation_score
 
@@ -40,13 +41,15 @@ def train_student(
     config: TrainConfig, device: torch.device, *, select: str = "last", val_size: int | float = 1000,
     checkpoint_dir: Path | None = None, resume: bool = False, force_resume: bool = False,
     teacher_weights: torch.Tensor | None = None, run_info: dict[str, Any] | None = None, log_dir: Path | None = None,
+    plan: SpeedPlan | None = None,
 ) -> StudentRun:
     """Train ``student`` with ``method`` and leave the selected weights in it.
 
     ``select='best_robust'`` trains on all but ``val_size`` training images (the same ones for every seed), scores
     PGD-10 accuracy on them after each epoch (validation_score) and keeps the best epoch; with a ``checkpoint_dir``
     the best snapshot survives an interruption. ``'last'`` keeps the final weights. ``log_dir`` (the run folder)
-    receives the per-epoch metrics (metrics.jsonl, TensorBoard), validation scores included.
+    receives the per-epoch metrics (metrics.jsonl, TensorBoard), validation scores included. ``plan``: the speed
+    plan to train with when the caller resolved it to record it (robustcompress.trainer.train resolves it otherwise).
     """
     score, val_set = None, None
     if select == "best_robust":
@@ -56,7 +59,7 @@ def train_student(
     def run_epochs(on_epoch_end: EpochCallback) -> list[dict[str, Any]]:
         return train(student, teachers, method, train_set, num_classes, config, device, checkpoint_dir=checkpoint_dir,
                      resume=resume, teacher_weights=teacher_weights, on_epoch_end=on_epoch_end, run_info=run_info,
-                     force_resume=force_resume, log_dir=log_dir)
+                     force_resume=force_resume, log_dir=log_dir, plan=plan)
 
     kept = train_and_select(student, run_epochs, select, config.epochs, score=score, checkpoint_dir=checkpoint_dir)
     run = StudentRun(kept.history)

@@ -338,6 +338,25 @@ def test_auto_precision_follows_the_cpu_and_the_image_size_through_fit(flags, si
     assert ("under 16 px" in record["training_speed"].get("why", "")) is (flags == ZEN4 and size == 8)
 
 
+def test_the_bundle_records_the_precision_training_used(digits16, monkeypatch, tmp_path):
+    """fit() resolves the speed plan once: the bundle's training_speed is the plan the student trained with, even
+    where the CPU would be read differently a second time (here: every other reading lacks bf16 units)."""
+    import itertools
+
+    import robustcompress.trainer.fast as fast
+    from robustcompress import RobustCompressor
+
+    readings = itertools.cycle([parse_cpuinfo(_cpuinfo_text(ZEN4)), parse_cpuinfo(_cpuinfo_text(AVX2))])
+    monkeypatch.setattr(fast, "cpu_info", lambda: next(readings))
+    rc = RobustCompressor([], _model(), method="pgd-at", epochs=1, steps=1, batch_size=32, device="cpu",
+                          verify_attacks=(), progress=False, out_dir=tmp_path / "run")
+    spy = AutocastSpy(rc.student_spec.net[0])
+    rc.fit(_subset(digits16, 64))
+    used = "bfloat16" if any(autocast for autocast, _ in spy.calls) else "fp32"
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["training_speed"]["precision"] == used == rc.training_speed["precision"]
+
+
 def test_isa_limit_makes_a_cpu_look_like_the_smaller_one():
     """ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512-BF16 machine runs AVX2 kernels: no native bf16, so auto/bf16 plans and
     the recorded flags are an AVX2 machine's, and the record says it was limited and what the hardware has."""

@@ -194,6 +194,7 @@ def train(
     run_info: dict[str, Any] | None = None,
     force_resume: bool = False,
     log_dir: str | Path | None = None,
+    plan: SpeedPlan | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``student`` with ``method``; returns the per-epoch history.
 
@@ -212,6 +213,9 @@ def train(
     ``log_dir`` (the run folder) receives every finished epoch as a line of metrics.jsonl and, when tensorboard is
     installed, as TensorBoard scalars (robustcompress.trainer.epoch_log); the validation metrics an
     ``on_epoch_end`` callback adds to the epoch's record are logged with it.
+
+    ``plan``: the speed plan to train with, when the caller has resolved it already (to record it, as fit does);
+    by default it is resolved here from the config, the device and the image size.
     """
     check_teachers_given(method, teachers)
     if len(train_set) == 0:  # type: ignore[arg-type]
@@ -220,7 +224,8 @@ def train(
     check_attack_budget(method, config)
     check_dataset_images(train_set, "train_data")  # iterate_shards indexes in-memory tensors without a check
     input_size = int(train_set[0][0].shape[-1])
-    plan = plan_speed(config.speed, device, config.precision, config.channels_last, input_px=input_size)
+    if plan is None:
+        plan = plan_speed(config.speed, device, config.precision, config.channels_last, input_px=input_size)
     main_process = is_main_process()
     log.info(plan.summary())
     progress_note(plan.summary(), config.progress)  # once per run, so a user sees what precision trains
