@@ -493,21 +493,23 @@ def method_means(results: dict[str, Any], metric: str = "autoattack") -> dict[st
 def rank_agreement_lines(results: dict[str, Any], reference: dict[str, Any]) -> list[str]:
     """How far the cheap protocol's ranking (``reference``) predicts this one: Spearman and Kendall rank correlation
     of the methods' mean AutoAttack accuracy, over the methods both tables have."""
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import kendalltau, rankdata, spearmanr
 
-    here, there = method_means(results), method_means(reference)
+    # Rounded, so that methods whose seed means differ only by float noise tie (their ranks are averaged).
+    here, there = ({m: round(v, 9) for m, v in method_means(r).items()} for r in (results, reference))
     common = sorted(set(here) & set(there), key=lambda m: -here[m])
     lines = ["", "## Does the CPU-scale ranking predict this one?", "",
              "Mean AutoAttack accuracy per method (seeds of the protocol's own setting) here and in the CPU-scale "
-             "table (4/255, FGSM-RS, 3 epochs), and the rank correlation over the methods both have.", ""]
+             "table (4/255, FGSM-RS, 3 epochs), and the rank correlation over the methods both have (tied methods "
+             "share the mean of their ranks).", ""]
     if len(common) < 3:
         return lines + [f"Not yet: {len(common)} method(s) in both tables ({', '.join(common) or 'none'}); a rank "
                         "correlation needs at least 3."]
-    rho, tau = spearmanr([here[m] for m in common], [there[m] for m in common]).statistic, kendalltau(
-        [here[m] for m in common], [there[m] for m in common]).statistic
-    rank_there = {m: i + 1 for i, m in enumerate(sorted(common, key=lambda m: -there[m]))}
+    ours, theirs = [here[m] for m in common], [there[m] for m in common]
+    rho, tau = spearmanr(ours, theirs).statistic, kendalltau(ours, theirs).statistic
+    rank_here, rank_there = rankdata([-v for v in ours]), rankdata([-v for v in theirs])
     lines += ["| method | here: AutoAttack | rank | CPU-scale: AutoAttack | rank |", "|---|---|---|---|---|"]
-    lines += [f"| {m} | {100 * here[m]:.1f} | {i + 1} | {100 * there[m]:.1f} | {rank_there[m]} |"
+    lines += [f"| {m} | {100 * here[m]:.1f} | {rank_here[i]:g} | {100 * there[m]:.1f} | {rank_there[i]:g} |"
               for i, m in enumerate(common)]
     return lines + ["", f"Spearman's rho {rho:+.2f}, Kendall's tau {tau:+.2f} over {len(common)} methods."]
 

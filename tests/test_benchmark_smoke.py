@@ -418,6 +418,9 @@ def test_the_cpu_standard_page_says_how_far_the_cpu_scale_ranking_predicts_its_o
     reversed_order = table({"pgd-at": [0.40], "sa-mdrad": [0.35], "akd": [0.30], "trades": [0.38]})
     assert report.rank_agreement_lines(here, reversed_order)[-1].startswith("Spearman's rho -1.00")
     assert report.rank_agreement_lines(table({"pgd-at": [0.3], "akd": [0.4]}), same_order)[-1].startswith("Not yet")
+    tied = report.rank_agreement_lines(table({"pgd-at": [0.279], "sa-mdrad": [0.27, 0.288], "akd": [0.283]}),
+                                       same_order)  # equal means share their ranks: neither is ranked above
+    assert "| pgd-at | 27.9 | 2.5 | 33.0 | 3 |" in tied and "| sa-mdrad | 27.9 | 2.5 | 38.0 | 2 |" in tied
 
 
 def test_the_cpu_scale_page_says_what_its_verdict_is_with_image_sampling_noise(report):
