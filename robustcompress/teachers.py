@@ -28,7 +28,7 @@ from robustcompress.models.factory import SOURCES, checkpoint_spec
 from robustcompress.models.sources import PRETRAINED_ALIASES, output_classes, replace_classifier
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.io import cache_dir, save_safetensors, weights_fingerprint, write_json
-from robustcompress.trainer.fast import plan_speed
+from robustcompress.trainer.fast import SpeedPlan, plan_speed
 from robustcompress.runtime_env import resolve_device, seed_everything
 from robustcompress.trainer.loop import CHECKPOINT_NAME
 from robustcompress.trainer.select import EpochCallback, train_and_select
@@ -66,6 +66,7 @@ def fit_and_select(
     val_set: Dataset | None = None,
     include_start: bool = False,
     checkpoint_dir: Path | None = None,
+    plan: SpeedPlan | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` with ``method`` and leave the selected snapshot in it; returns what was kept and why.
 
@@ -76,6 +77,7 @@ def fit_and_select(
     and keeps the best epoch; ``include_start`` also scores the weights before training, as epoch 0, so
     fine-tuning that only hurts keeps the starting point. With a ``checkpoint_dir`` every epoch is checkpointed
     there (and the best snapshot), and a call with the same arguments continues after the last saved epoch.
+    ``plan``: the speed plan to train with (teacher_plan; by default the trainer resolves it).
     """
     check_select(select, config.epochs)
     train_set: Dataset = data.train  # type: ignore[assignment]
@@ -102,7 +104,7 @@ def fit_and_select(
 
     def run_epochs(on_epoch_end: EpochCallback) -> list[dict[str, Any]]:
         return train(model, [], method, train_set, data.num_classes, config, device, on_epoch_end=on_epoch_end,
-                     checkpoint_dir=checkpoint_dir, resume=resume)
+                     checkpoint_dir=checkpoint_dir, resume=resume, plan=plan)
 
     kept = train_and_select(model, run_epochs, select, config.epochs, score=score, checkpoint_dir=checkpoint_dir,
                             score_start=include_start and not resume)
@@ -153,10 +155,15 @@ def _store(path: Path, model: nn.Module, info: dict[str, Any]) -> None:
     write_json(path.with_suffix(".json"), info)
 
 
-def precision_key(config: TrainConfig, device: torch.device, input_px: int) -> dict[str, str]:
+def teacher_plan(config: TrainConfig, device: torch.device, input_px: int) -> SpeedPlan:
+    """The speed plan a teacher trains with, resolved once: it decides the cache key (precision_key) and the training
+    (fit_and_select), so the two cannot disagree."""
+    return plan_speed(config.speed, device, config.precision, config.channels_last, input_px=input_px)
+
+
+def precision_key(plan: SpeedPlan) -> dict[str, str]:
     """The cache-key entry of a teacher trained in bf16 autocast ({} in fp32, so fp32 caches keep their keys): the
     same recipe in another precision is another teacher."""
-    plan = plan_speed(config.speed, device, config.precision, config.channels_last, input_px=input_px)
     return {} if plan.amp_dtype is None else {"precision": plan.precision}
 
 
@@ -188,9 +195,10 @@ def train_teacher(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eps=0.0, steps=0,
         crop_padding=data.crop_padding, flip=data.flip, progress=progress, precision=precision,
     )
+    plan = teacher_plan(config, device, data.input_size)
     recipe: dict[str, Any] = {"name": name, "data": data_fingerprint(data), "size": data.input_size,
                               "classes": data.num_classes, "epochs": epochs, "lr": lr, "bs": batch_size, "seed": seed,
-                              **precision_key(config, device, data.input_size)}
+                              **precision_key(plan)}
     if select != "last":  # "last" keeps the original key, so teachers cached before select= existed are reused
         recipe.update(select=select, val_fraction=val_fraction, val_eps=val_eps)
     key = json.dumps(recipe)
@@ -205,7 +213,8 @@ def train_teacher(
             model.teacher_info = cached or {"name": name, "select": select}  # caches from before select= have no record
             return model.eval()
     log.info("teacher %s: standard training for %d epochs (keeping %s)", name, epochs, select)
-    info = fit_and_select(model, create_method("standard"), data, config, device, select, val_fraction, val_eps)
+    info = fit_and_select(model, create_method("standard"), data, config, device, select, val_fraction, val_eps,
+                          plan=plan)
     info["name"] = name
     if use_cache:
         _store(path, model, info)
@@ -255,16 +264,17 @@ def weak_adversarial_finetune(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eps=eps, steps=steps, step_size=step,
         crop_padding=data.crop_padding, flip=data.flip, progress=progress, precision=precision,
     )
+    plan = teacher_plan(config, device, data.input_size)
     recipe = {"start": weights_fingerprint(teacher), "arch": teacher.name, "data": data_fingerprint(data),
               "eps": eps, "steps": steps, "step_size": step, "epochs": epochs, "lr": lr, "bs": batch_size,
               "seed": seed, "select": select, "val_fraction": val_fraction, "val_eps": val_eps,
-              **precision_key(config, device, data.input_size)}
+              **precision_key(plan)}
     path = _cache_path(teacher, "weakat", recipe)
     if use_cache and (hit := _load_cached(path, teacher, "weak adversarial teacher")) is not None:
         return hit
     log.info("weak adversarial fine-tuning: eps %.4f, %d PGD steps, %d epochs", eps, steps, epochs)
     info = fit_and_select(teacher, create_method("pgd-at"), data, config, device, select, val_fraction, val_eps,
-                          checkpoint_dir=checkpoint_dir)
+                          checkpoint_dir=checkpoint_dir, plan=plan)
     info["start"] = recipe["start"]
     if use_cache:
         _store(path, teacher, info)
@@ -304,17 +314,18 @@ def finetune_teacher(
                             channels=data.channels, role="teacher")
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eps=0.0, steps=0,
                          crop_padding=data.crop_padding, flip=data.flip, progress=progress, precision=precision)
+    plan = teacher_plan(config, device, data.input_size)
     recipe = {"start": weights_fingerprint(teacher), "arch": teacher.name, "data": data_fingerprint(data),
               "val": None if val_set is None else data_fingerprint(DataBundle("val", val_set, None, 0, 0)),
               "val_fraction": val_fraction, "epochs": epochs, "lr": lr, "bs": batch_size, "seed": seed,
-              "val_examples": val_examples, **precision_key(config, device, data.input_size)}
+              "val_examples": val_examples, **precision_key(plan)}
     path = _cache_path(teacher, "finetuned", recipe)
     if use_cache and (hit := _load_cached(path, teacher, "fine-tuned teacher")) is not None:
         return hit
     log.info("fine-tuning teacher %s on %s for %d epoch(s), lr %g", teacher.name, data.name, epochs, lr)
     started = time.perf_counter()
     info = fit_and_select(teacher, create_method("standard"), data, config, device, "best_clean", val_fraction,
-                          val_examples=val_examples, val_set=val_set, include_start=True)
+                          val_examples=val_examples, val_set=val_set, include_start=True, plan=plan)
     curve = info["validation_curve"]
     info.update(start=recipe["start"], val_clean_before=curve[0]["val_clean_acc"],
                 val_clean_after=info["val_clean_acc"], train_time_s=time.perf_counter() - started)
