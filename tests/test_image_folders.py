@@ -95,7 +95,7 @@ def test_every_image_mode_converts_like_the_runtime_and_the_demo(tmp_path):
         "grey.png": Image.fromarray(_rgb(2)[..., 0], "L"),
         "palette.png": Image.fromarray(_rgb(3)).convert("P"),
         "cmyk.jpg": Image.fromarray(_rgb(4)).convert("CMYK"),
-        "sixteen.png": Image.fromarray(sixteen, "I;16"),
+        "sixteen.png": Image.fromarray(sixteen),  # uint16 -> I;16 (mode= is deprecated)
         "bits.png": Image.fromarray(_rgb(5)[..., 0] > 127),
         "photo.webp": Image.fromarray(_rgb(6)),
         "photo.bmp": Image.fromarray(_rgb(8)),

@@ -160,7 +160,7 @@ def _square_rgb8(image: Image.Image, size: int, notes: list[str]) -> np.ndarray:
     if (width, height) != (size, size):
         resample = BOX if min(width, height) > size else BILINEAR
         image = image.resize((size, size), resample, box=_centre_square(width, height))
-    return np.asarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on Pillow's read-only view
 
 
 def _square_float(image: np.ndarray, size: int, notes: list[str]) -> np.ndarray:
