@@ -23,7 +23,7 @@ from robustcompress.run_record import restore_run, run_identity, run_record, run
 from robustcompress.settings import DEFAULT_METHOD, CompressConfig, check_teachers, teacher_list
 from robustcompress.teachers import pick_model, prepare_teachers, teacher_references
 from robustcompress.runtime_env import is_main_process, resolve_device
-from robustcompress.trainer.fast import plan_speed
+from robustcompress.trainer.fast import training_plan
 from robustcompress.verify import CheckSettings, EvalReport, Verification, evaluate, verify_model, write_report
 from robustcompress.verify.runner import autoattack_state_dir
 
@@ -152,8 +152,7 @@ class RobustCompressor:
         if writes:
             remove_outputs(earlier)  # overwrite=True: no file of the earlier run survives beside this one
         # Resolved once: the plan training uses is the plan the bundle records.
-        plan = plan_speed(self.config.speed, self.device, self.config.precision, self.train_config.channels_last,
-                          input_px=data.input_size)
+        plan = training_plan(self.train_config, self.device, data.input_size)
         self.training_speed = plan.describe()
         t1 = time.perf_counter()
         run = train_student(

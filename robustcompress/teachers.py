@@ -28,7 +28,7 @@ from robustcompress.models.factory import SOURCES, checkpoint_spec
 from robustcompress.models.sources import PRETRAINED_ALIASES, output_classes, replace_classifier
 from robustcompress.trainer import TrainConfig, train
 from robustcompress.io import cache_dir, save_safetensors, weights_fingerprint, write_json
-from robustcompress.trainer.fast import SpeedPlan, plan_speed
+from robustcompress.trainer.fast import SpeedPlan, training_plan
 from robustcompress.runtime_env import resolve_device, seed_everything
 from robustcompress.trainer.loop import CHECKPOINT_NAME
 from robustcompress.trainer.select import EpochCallback, train_and_select
@@ -77,7 +77,7 @@ def fit_and_select(
     and keeps the best epoch; ``include_start`` also scores the weights before training, as epoch 0, so
     fine-tuning that only hurts keeps the starting point. With a ``checkpoint_dir`` every epoch is checkpointed
     there (and the best snapshot), and a call with the same arguments continues after the last saved epoch.
-    ``plan``: the speed plan to train with (teacher_plan; by default the trainer resolves it).
+    ``plan``: the speed plan to train with (the one its cache key records; by default the trainer resolves it).
     """
     check_select(select, config.epochs)
     train_set: Dataset = data.train  # type: ignore[assignment]
@@ -155,12 +155,6 @@ def _store(path: Path, model: nn.Module, info: dict[str, Any]) -> None:
     write_json(path.with_suffix(".json"), info)
 
 
-def teacher_plan(config: TrainConfig, device: torch.device, input_px: int) -> SpeedPlan:
-    """The speed plan a teacher trains with, resolved once: it decides the cache key (precision_key) and the training
-    (fit_and_select), so the two cannot disagree."""
-    return plan_speed(config.speed, device, config.precision, config.channels_last, input_px=input_px)
-
-
 def precision_key(plan: SpeedPlan) -> dict[str, str]:
     """The cache-key entry of a teacher trained in bf16 autocast ({} in fp32, so fp32 caches keep their keys): the
     same recipe in another precision is another teacher."""
@@ -195,7 +189,7 @@ def train_teacher(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eps=0.0, steps=0,
         crop_padding=data.crop_padding, flip=data.flip, progress=progress, precision=precision,
     )
-    plan = teacher_plan(config, device, data.input_size)
+    plan = training_plan(config, device, data.input_size)
     recipe: dict[str, Any] = {"name": name, "data": data_fingerprint(data), "size": data.input_size,
                               "classes": data.num_classes, "epochs": epochs, "lr": lr, "bs": batch_size, "seed": seed,
                               **precision_key(plan)}
@@ -264,7 +258,7 @@ def weak_adversarial_finetune(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eps=eps, steps=steps, step_size=step,
         crop_padding=data.crop_padding, flip=data.flip, progress=progress, precision=precision,
     )
-    plan = teacher_plan(config, device, data.input_size)
+    plan = training_plan(config, device, data.input_size)
     recipe = {"start": weights_fingerprint(teacher), "arch": teacher.name, "data": data_fingerprint(data),
               "eps": eps, "steps": steps, "step_size": step, "epochs": epochs, "lr": lr, "bs": batch_size,
               "seed": seed, "select": select, "val_fraction": val_fraction, "val_eps": val_eps,
@@ -314,7 +308,7 @@ def finetune_teacher(
                             channels=data.channels, role="teacher")
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, eps=0.0, steps=0,
                          crop_padding=data.crop_padding, flip=data.flip, progress=progress, precision=precision)
-    plan = teacher_plan(config, device, data.input_size)
+    plan = training_plan(config, device, data.input_size)
     recipe = {"start": weights_fingerprint(teacher), "arch": teacher.name, "data": data_fingerprint(data),
               "val": None if val_set is None else data_fingerprint(DataBundle("val", val_set, None, 0, 0)),
               "val_fraction": val_fraction, "epochs": epochs, "lr": lr, "bs": batch_size, "seed": seed,

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset, TensorDataset
 
-from robustcompress.trainer.config import PRECISIONS, SPEEDS
+from robustcompress.trainer.config import PRECISIONS, SPEEDS, TrainConfig
 from robustcompress.trainer.cpu import CpuInfo, cpu_info
 
 log = logging.getLogger("robustcompress")
@@ -129,6 +129,12 @@ def plan_speed(
         why=why,
     )
 
+
+def training_plan(config: TrainConfig, device: torch.device, input_px: int | None) -> SpeedPlan:
+    """The plan a training run with ``config`` uses on ``device`` for images ``input_px`` wide: resolved once by
+    whoever records it (fit, a teacher's cache key) and handed to robustcompress.trainer.train, so what is recorded
+    is what trained."""
+    return plan_speed(config.speed, device, config.precision, config.channels_last, input_px=input_px)
 
 def to_memory_format(x: torch.Tensor, plan: SpeedPlan) -> torch.Tensor:
     """A batch in the layout the models were converted to (channels_last on the fast path)."""

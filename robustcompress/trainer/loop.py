@@ -35,9 +35,9 @@ from robustcompress.trainer.distributed import (
 from robustcompress.trainer.fast import (
     SpeedPlan,
     place_dataset,
-    plan_speed,
     speed_context,
     to_memory_format,
+    training_plan,
 )
 
 log = logging.getLogger("robustcompress")
@@ -225,7 +225,7 @@ def train(
     check_dataset_images(train_set, "train_data")  # iterate_shards indexes in-memory tensors without a check
     input_size = int(train_set[0][0].shape[-1])
     if plan is None:
-        plan = plan_speed(config.speed, device, config.precision, config.channels_last, input_px=input_size)
+        plan = training_plan(config, device, input_size)
     main_process = is_main_process()
     log.info(plan.summary())
     progress_note(plan.summary(), config.progress)  # once per run, so a user sees what precision trains
