@@ -778,6 +778,7 @@ def render_ablations(results: dict[str, Any], table: dict[str, Any], table_name:
     se = 100 * (0.4 * 0.6 / val_n) ** 0.5 if val_n else float("nan")
     lines = [
         "# CIFAR-10 ablations on the validation split", "",
+        *([results["note"], ""] if results.get("note") else []),
         f"Variants of the seed methods' reconstructed parts (docs/methods.md), trained under the table's protocol "
         f"(`{results.get('protocol')}`, the same student, data, epochs and attack budget) and scored on the "
         f"{val_n} validation images carved out of the training set: clean and PGD-10 accuracy at the epoch "

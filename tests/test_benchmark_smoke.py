@@ -312,7 +312,7 @@ def test_validation_only_ablation_never_touches_the_test_split(bench, students, 
     evaluated = []
     monkeypatch.setattr(students, "evaluate_student", lambda *a, **k: evaluated.append(a) or ({}, None))
     code = bench.main([*common, "--validation-only", "--val-images", "16", "--methods", "trades", "--variant",
-                       "beta 1", "--method-arg", "beta=1"])
+                       "beta 1", "--method-arg", "beta=1", "--note", "Timed beside a test run."])
     assert code == 0 and not evaluated
     results = json.loads((out / "cifar10_subset_ablations.json").read_text())
     [row] = results["rows"]
@@ -322,6 +322,7 @@ def test_validation_only_ablation_never_touches_the_test_split(bench, students, 
     markdown = (out / "cifar10_subset_ablations.md").read_text()
     line = next(x for x in markdown.splitlines() if x.startswith("| trades [beta 1] |"))
     assert "beta=1" in line and f"{100 * (row['val_pgd10'] - 0.25):+.1f} (PGD-10)" in line
+    assert "\nTimed beside a test run.\n" in markdown  # what the rows' times are worth, on the page as on the table's
     assert json.loads((out / "cifar10_subset.json").read_text()) == {"rows": [table_row]}  # the table is untouched
     assert not (out / "cifar10_subset.md").exists()
 
