@@ -506,12 +506,15 @@ def rank_agreement_lines(results: dict[str, Any], reference: dict[str, Any]) -> 
         return lines + [f"Not yet: {len(common)} method(s) in both tables ({', '.join(common) or 'none'}); a rank "
                         "correlation needs at least 3."]
     ours, theirs = [here[m] for m in common], [there[m] for m in common]
-    rho, tau = spearmanr(ours, theirs).statistic, kendalltau(ours, theirs).statistic
+    rho, kendall = spearmanr(ours, theirs).statistic, kendalltau(ours, theirs)
     rank_here, rank_there = rankdata([-v for v in ours]), rankdata([-v for v in theirs])
     lines += ["| method | here: AutoAttack | rank | CPU-scale: AutoAttack | rank |", "|---|---|---|---|---|"]
     lines += [f"| {m} | {100 * here[m]:.1f} | {rank_here[i]:g} | {100 * there[m]:.1f} | {rank_there[i]:g} |"
               for i, m in enumerate(common)]
-    return lines + ["", f"Spearman's rho {rho:+.2f}, Kendall's tau {tau:+.2f} over {len(common)} methods."]
+    # A correlation over a handful of methods can be large by chance; Kendall's p (exact without ties) says how large.
+    return lines + ["", f"Spearman's rho {rho:+.2f}, Kendall's tau {kendall.statistic:+.2f} over {len(common)} methods "
+                    f"(Kendall's two-sided p = {kendall.pvalue:.2f}: the chance of a correlation this strong, either "
+                    "way, if the two rankings were unrelated)."]
 
 
 def render_markdown(results: dict[str, Any]) -> str:
