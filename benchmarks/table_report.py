@@ -497,7 +497,7 @@ def rank_agreement_lines(results: dict[str, Any], reference: dict[str, Any]) -> 
 
     # Rounded, so that methods whose seed means differ only by float noise tie (their ranks are averaged).
     here, there = ({m: round(v, 9) for m, v in method_means(r).items()} for r in (results, reference))
-    common = sorted(set(here) & set(there), key=lambda m: -here[m])
+    common = sorted(set(here) & set(there), key=lambda m: (-here[m], m))  # ties by name: a set has no stable order
     lines = ["", "## Does the CPU-scale ranking predict this one?", "",
              "Mean AutoAttack accuracy per method (seeds of the protocol's own setting) here and in the CPU-scale "
              "table (4/255, FGSM-RS, 3 epochs), and the rank correlation over the methods both have (tied methods "

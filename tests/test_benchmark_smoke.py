@@ -422,6 +422,8 @@ def test_the_cpu_standard_page_says_how_far_the_cpu_scale_ranking_predicts_its_o
     tied = report.rank_agreement_lines(table({"pgd-at": [0.279], "sa-mdrad": [0.27, 0.288], "akd": [0.283]}),
                                        same_order)  # equal means share their ranks: neither is ranked above
     assert "| pgd-at | 27.9 | 2.5 | 33.0 | 3 |" in tied and "| sa-mdrad | 27.9 | 2.5 | 38.0 | 2 |" in tied
+    # and they are listed by name, so the page does not reorder itself between renders
+    assert tied.index("| pgd-at | 27.9 | 2.5 | 33.0 | 3 |") < tied.index("| sa-mdrad | 27.9 | 2.5 | 38.0 | 2 |")
 
 
 def test_the_cpu_scale_page_says_what_its_verdict_is_with_image_sampling_noise(report):
