@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for cifar10_subset.json/.md (default docs/results, or runs/cifar10_smoke with --smoke)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--cache", type=Path, default=None, help="teacher cache folder (default $ROBUSTCOMPRESS_CACHE)")
-    p.add_argument("--note", default="", help="a sentence put at the top of the results file")
+    p.add_argument("--note", default="", help="a sentence put at the top of the results file (with --render-only: "
+                   "replaces the file's note, e.g. to say how a row was timed, and renders it)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--variant", metavar="LABEL",
                    help="run the methods with changed hyperparameters (--method-arg) or teacher outputs; rows are "
@@ -222,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not results:
             print(f"error: no {results_name}.json in {out} to render; run the benchmark first", file=sys.stderr)
             return 2
+        if args.note:
+            results = {**results, "note": args.note}
         write_any(out, results, args.validation_only, table_name)
         print(f"rendered {out / f'{results_name}.md'}", flush=True)
         return 0

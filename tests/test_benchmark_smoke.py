@@ -325,6 +325,11 @@ def test_validation_only_ablation_never_touches_the_test_split(bench, students, 
     assert "\nTimed beside a test run.\n" in markdown  # what the rows' times are worth, on the page as on the table's
     assert json.loads((out / "cifar10_subset.json").read_text()) == {"rows": [table_row]}  # the table is untouched
     assert not (out / "cifar10_subset.md").exists()
+    # a note can be corrected later without a run: --render-only --note replaces it in the JSON and on the page
+    assert bench.main([*common, "--validation-only", "--render-only", "--note", "Partly timed beside tests."]) == 0
+    assert json.loads((out / "cifar10_subset_ablations.json").read_text())["rows"] == results["rows"]
+    assert "\nPartly timed beside tests.\n" in (out / "cifar10_subset_ablations.md").read_text()
+    assert json.loads((out / "cifar10_subset_ablations.json").read_text())["note"] == "Partly timed beside tests."
 
 
 def test_cpu_standard_attacks_a_block_of_its_own_per_seed_and_pairs_the_verdicts(protocol, report, students):
