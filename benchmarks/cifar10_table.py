@@ -207,6 +207,7 @@ def write_any(out: Path, results: dict[str, Any], ablations: bool, table_name: s
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    command = command_line(argv)  # the table records this run's own arguments, also when called as main(argv)
     variant = variant_from(args)  # before any work: a malformed --method-arg costs nothing
     if args.cache is not None:
         os.environ["ROBUSTCOMPRESS_CACHE"] = str(args.cache)
@@ -313,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc()
                 failures += 1
                 row = {"method": method if variant is None else f"{method} [{variant.label}]", "seed": seed, "status": f"failed: {type(exc).__name__}: {exc}",
-                       "device": describe_device(device), "date": today(), "command": command_line()}
+                       "device": describe_device(device), "date": today()}
             else:
                 student = row.pop("student")
                 row["teacher_weights"] = {role: fingerprints[role] for role in row["teachers"]}
@@ -324,13 +325,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     # weights or the last epoch: a few MB each, enough for 'robustcompress evaluate BUNDLE DATA'.
                     student.save(args.save_bundles / method, teachers=False, last=False)
                 print_row(row)
+            row["command"] = command
             new_rows.append(row)
             # After every row, so an interrupted run keeps what it finished; the plot once, at the end.
-            write_any(out, merge_results(path, header, new_rows), args.validation_only, table_name, plot=False)
+            write_any(out, merge_results(path, header, new_rows, command), args.validation_only, table_name, plot=False)
     if not new_rows and args.skip_done:  # everything was done already: the table (and its header) stays as it is
         print(f"nothing left to run for {path.name}", flush=True)
         return 0
-    write_any(out, merge_results(path, header, new_rows), args.validation_only, table_name)
+    write_any(out, merge_results(path, header, new_rows, command), args.validation_only, table_name)
     print(f"wrote {path} and {path.with_suffix('.md')} in {time.perf_counter() - started:.0f}s", flush=True)
     return 1 if failures else 0
 

@@ -364,9 +364,11 @@ def today() -> str:
     return datetime.date.today().isoformat()
 
 
-def command_line() -> str:
-    """This run's command, its paths relative to the repository (the table is read on other machines)."""
-    return shown_command(["benchmarks/cifar10_table.py", *sys.argv[1:]])
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command of a run given ``argv`` (None: this process's arguments), its paths relative to the repository
+    (the table is read on other machines). A run started as ``main(argv)`` from Python must pass its argv: the
+    process's own arguments are then another program's."""
+    return shown_command(["benchmarks/cifar10_table.py", *(sys.argv[1:] if argv is None else argv)])
 
 
 def describe_device(device: torch.device) -> str:

@@ -53,8 +53,10 @@ def same_data(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     return norm(old) == norm(new)
 
 
-def merge_results(path: Path, header: dict[str, Any], new_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Add rows to the table at ``path`` when it was made with the same setting and data; otherwise start over."""
+def merge_results(path: Path, header: dict[str, Any], new_rows: list[dict[str, Any]], command: str | None = None
+                  ) -> dict[str, Any]:
+    """Add rows to the table at ``path`` when it was made with the same setting and data; otherwise start over.
+    ``command`` (default: this process's, ``command_line()``) joins the table's list of commands."""
     old = read_json(path)
     same = same_setting(old.get("setting"), header["setting"], old.get("rows", [])) and same_data(old.get("data"),
                                                                                                   header["data"])
@@ -68,7 +70,7 @@ def merge_results(path: Path, header: dict[str, Any], new_rows: list[dict[str, A
     rows.update({(method_label(r), r["seed"]): r for r in new_rows})
     order = {m: i for i, m in enumerate(ISSUE_METHODS)}
     merged_rows = sorted(rows.values(), key=lambda r: (order.get(r["method"], len(order)), method_label(r), r["seed"]))
-    commands = list(dict.fromkeys([*(old.get("commands", []) if same else []), command_line()]))
+    commands = list(dict.fromkeys([*(old.get("commands", []) if same else []), command or command_line()]))
     # A table's note stays until a run gives a new one (--note): a run that adds rows has nothing to say about it.
     note = header.get("note") or (old.get("note", "") if same else "")
     return {**header, "note": note, "rows": merged_rows, "commands": commands}
@@ -291,10 +293,16 @@ def teacher_margin_lines(results: dict[str, Any]) -> list[str]:
                   "and Square), which can only be lower, so the AutoAttack margin is at most this much; FAB-T and "
                   f"Square broke further images in {len(further)} of the {len(staged)} student rows that record "
                   "AutoAttack's stages.")
+    standard_note = ""
+    if any(not t["role"].startswith("robust") for t in results.get("teachers", []) if t.get("per_image")):
+        standard_note = (" The standard teachers are listed for contrast: the methods that learn from them "
+                         "(SA-MDRAD, MTARD's clean teacher) take their clean-image knowledge, and they have no "
+                         "robustness to pass on.")
     return ["", "### Is the robust teacher worth distilling?", "",
             "Each teacher against PGD-AT's seed-0 student on the teacher's test images (the first of seed 0's "
             "AutoAttack block), paired image by image: teacher minus student in points, 95% bootstrap interval over "
-            "the images. The issue's goal for the robust teacher is +8 AutoAttack points." + caveat, "",
+            "the images. The issue's goal for the robust teacher is +8 AutoAttack points." + caveat
+            + standard_note, "",
             "| teacher | images | PGD-20: teacher vs PGD-AT, margin | AutoAttack: teacher vs PGD-AT, margin |",
             "|---|---|---|---|", *rows]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from table_protocol import (Setting, command_line, describe_device, metrics_of, student_attacks, today,
+from table_protocol import (Setting, describe_device, metrics_of, student_attacks, today,
                             verdict_string, with_train)
 from table_teachers import Teacher, teacher_roles
 
@@ -170,7 +170,6 @@ def run_method(method: str, seed: int, setting: Setting, data: Any, teachers: di
         "final_train_acc": rc.history[-1]["train_acc"] if rc.history else None,
         "device": describe_device(device),
         "date": today(),
-        "command": command_line(),
         "student": rc,  # removed before writing; main() saves seed 0's bundle when asked
     }
     if not test_split:  # an ablation: the selected epoch's validation scores, no test-split number

@@ -323,6 +323,10 @@ def test_validation_only_ablation_never_touches_the_test_split(bench, students, 
     line = next(x for x in markdown.splitlines() if x.startswith("| trades [beta 1] |"))
     assert "beta=1" in line and f"{100 * (row['val_pgd10'] - 0.25):+.1f} (PGD-10)" in line
     assert "\nTimed beside a test run.\n" in markdown  # what the rows' times are worth, on the page as on the table's
+    # main(argv) records its own arguments, not those of the process that called it (here pytest's)
+    assert results["commands"][-1].endswith("--variant 'beta 1' --method-arg beta=1 --note 'Timed beside a test run.'")
+    assert row["command"] == results["commands"][-1]
+    assert all(c.startswith("python benchmarks/cifar10_table.py --smoke --no-progress") for c in results["commands"])
     assert json.loads((out / "cifar10_subset.json").read_text()) == {"rows": [table_row]}  # the table is untouched
     assert not (out / "cifar10_subset.md").exists()
     # a note can be corrected later without a run: --render-only --note replaces it in the JSON and on the page
@@ -516,7 +520,8 @@ def test_the_robust_teachers_margin_over_pgd_at_is_paired_on_the_teachers_images
     # on the teachers' 4 images the student is robust on 2 (AutoAttack) and 3 (PGD-20)
     assert "| robust | 4 | 100.0 vs 75.0: **+25.0**" in lines[-1] and "100.0 vs 50.0: **+50.0**" in lines[-1]
     assert "| teacher1 | 4 | 0.0 vs 75.0: **-75.0**" in lines[-2]
-    assert "in 0 of the 1 student rows" in lines[3]
+    assert "in 0 of the 1 student rows" in lines[3] and "listed for contrast" in lines[3]
+    assert "for contrast" not in report.teacher_margin_lines({"rows": [student], "teachers": [robust]})[3]
     assert report.teacher_margin_lines({"rows": [{**student, "autoattack_images": [1000, 2000]}],
                                         "teachers": [robust]}) == []  # not the teachers' images: no pairing
     assert report.teacher_margin_lines({"rows": [student], "teachers": [{"role": "robust"}]}) == []  # no flags
