@@ -265,7 +265,7 @@ def teacher_margin_lines(results: dict[str, Any]) -> list[str]:
                  and not r.get("teachers_remade") and (r.get("per_image") or {}).get("autoattack")), None)
     if base is None or (base.get("autoattack_images") or [0])[0] != 0:
         return []
-    rows = []
+    rows, listed = [], []
     for t in results.get("teachers", []):
         flags = t.get("per_image") or {}
         n = len(flags.get("autoattack", ""))
@@ -282,6 +282,7 @@ def teacher_margin_lines(results: dict[str, Any]) -> list[str]:
             cells.append(f"{100 * statistics.mean(mine):.1f} vs {100 * statistics.mean(theirs):.1f}: "
                          f"**{100 * diff:+.1f}** [{100 * lo:+.1f}, {100 * hi:+.1f}]")
         rows.append(f"| {t['role']} | {n} | " + " | ".join(cells) + " |")
+        listed.append(t["role"])
     if not rows:
         return []
     staged = [r for r in results["rows"] if r["status"] == "ok" and "apgd-t" in (r.get("autoattack_stages") or {})]
@@ -294,7 +295,7 @@ def teacher_margin_lines(results: dict[str, Any]) -> list[str]:
                   f"Square broke further images in {len(further)} of the {len(staged)} student rows that record "
                   "AutoAttack's stages.")
     standard_note = ""
-    if any(not t["role"].startswith("robust") for t in results.get("teachers", []) if t.get("per_image")):
+    if any(not role.startswith("robust") for role in listed):
         standard_note = (" The standard teachers are listed for contrast: the methods that learn from them "
                          "(SA-MDRAD, MTARD's clean teacher) take their clean-image knowledge, and they have no "
                          "robustness to pass on.")

@@ -136,6 +136,7 @@ def training_plan(config: TrainConfig, device: torch.device, input_px: int | Non
     is what trained."""
     return plan_speed(config.speed, device, config.precision, config.channels_last, input_px=input_px)
 
+
 def to_memory_format(x: torch.Tensor, plan: SpeedPlan) -> torch.Tensor:
     """A batch in the layout the models were converted to (channels_last on the fast path)."""
     if plan.channels_last and x.dim() == 4:
