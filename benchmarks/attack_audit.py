@@ -243,11 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}
     if state.get("methods") != methods or state.get("images") != n or state.get("restarts") != args.restarts:
         state = {"methods": methods, "images": n, "restarts": args.restarts, "attacks": {}}
-    state.update(protocol=args.protocol, seed=seed, eps=eps, block=[block.start, block.start + n],
-                 date=datetime.date.today().isoformat(), command="python " + " ".join(["benchmarks/attack_audit.py"]
-                                                                                     + (argv or sys.argv[1:])),
-                 device=describe_device(torch.device("cpu")), clean={}, autoattack={}, autoattack_stages={}, worst_case={},
-                 extra_breaks={}, worst_flags={}, gap={})
+    state.update(protocol=args.protocol, seed=seed, eps=eps, block=[block.start, block.start + n], clean={},
+                 autoattack={}, autoattack_stages={}, worst_case={}, extra_breaks={}, worst_flags={}, gap={})
+    provenance = {"date": datetime.date.today().isoformat(), "device": describe_device(torch.device("cpu")),
+                  "command": "python " + " ".join(["benchmarks/attack_audit.py"] + (argv or sys.argv[1:]))}
+    if "device" not in state:  # a pass that attacks nothing keeps the date, device and command of the passes that did
+        state.update(provenance)
     aa = {m: torch.tensor([c == "1" for c in rows[m]["per_image"]["autoattack"][:n]]) for m in methods}
     clean = {m: ~wrong(models[m], x, y) for m in methods}
     for m in methods:
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t0 = time.perf_counter()
             f, _ = robust_flags(models[m], attack, x, y, eps, seed, clean[m], f"{m} {name}")
-            record(state, flags, m, name, f, time.perf_counter() - t0)
+            record(state, flags, m, name, f, time.perf_counter() - t0, provenance)
             summarise(state, flags, aa)
             write(args.out, state)
             print(f"{m} {name}: {100 * accuracy(f):.1f}% ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                 _, x_adv = robust_flags(models[source], plain_pgd(50, loss), x, y, eps, seed,
                                         torch.ones(n, dtype=torch.bool), f"{source} -> {target} {loss}")
                 robust &= ~wrong(models[target], x_adv, y)
-            record(state, flags, target, name, robust, time.perf_counter() - t0)
+            record(state, flags, target, name, robust, time.perf_counter() - t0, provenance)
             summarise(state, flags, aa)
             write(args.out, state)
             print(f"{target} {name}: {100 * accuracy(robust):.1f}%", flush=True)
@@ -300,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def record(state: dict[str, Any], flags: dict[str, dict[str, torch.Tensor]], method: str, name: str,
-           f: torch.Tensor, seconds: float) -> None:
+           f: torch.Tensor, seconds: float, provenance: dict[str, str]) -> None:
     flags[method][name] = f
+    state.update(provenance)
     state["attacks"].setdefault(method, {})[name] = {
         "accuracy": accuracy(f), "seconds": seconds, "flags": verdict_string(f.tolist())}
 

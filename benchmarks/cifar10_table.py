@@ -236,6 +236,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     run, missing = check_methods(args.methods)
     for m in missing:
         print(f"warning: method '{m}' is not registered in this robustcompress; its row is left out", flush=True)
+    path = out / f"{results_name}.json"
+    old = read_json(path)
+    comparable = same_setting(old.get("setting"), json.loads(json.dumps(dataclasses.asdict(setting))),
+                              old.get("rows", []))
+    done = finished_runs(old.get("rows", [])) if comparable and args.skip_done else set()
+    todo: list[tuple[str, int]] = []
+    for method in run:
+        for seed in args.seeds:
+            label = method if variant is None else f"{method} [{variant.label}]"
+            if (label, seed) in done:
+                print(f"== {label} seed {seed}: in {path.name} already (--skip-done)", flush=True)
+            else:
+                todo.append((method, seed))
+    if args.skip_done and not todo:
+        # Before the data, the calibration and the teachers: on a machine without the teacher cache, a finished step
+        # would otherwise re-make (hours, for the robust teacher) and evaluate teachers that nothing uses.
+        print(f"nothing left to run for {path.name}", flush=True)
+        return 0
     unregistered = check_methods(ISSUE_METHODS)[1]  # the table lists every benchmark method it could not run
     device = resolve_device(args.device)
     if device.type == "cpu" and setting == FULL:
@@ -252,16 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = os.getloadavg()[0] if device.type == "cpu" and hasattr(os, "getloadavg") else None
     started = time.perf_counter()
 
-    roles = sorted({r for m in run for r in teacher_roles(m, variant)})
-    path = out / f"{results_name}.json"
-    old = read_json(path)
+    roles = sorted({r for m, _ in todo for r in teacher_roles(m, variant)})  # only the teachers a run still needs
     try:
         teachers = make_teachers(setting, data, device, progress, roles)
     except (ValueError, FileNotFoundError) as exc:  # a teacher choice this setting cannot give (--teachers)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    teacher_rows = {teacher_key(t): t for t in old.get("teachers", [])} if same_setting(
-        old.get("setting"), json.loads(json.dumps(dataclasses.asdict(setting))), old.get("rows", [])) else {}
+    teacher_rows = {teacher_key(t): t for t in old.get("teachers", [])} if comparable else {}
     fingerprints = {role: weights_fingerprint(t.model) for role, t in teachers.items()}
     remade: set[str] = set()
     for t in ([] if args.validation_only else teachers.values()):  # an ablation never looks at the test split
@@ -296,42 +311,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     new_rows: list[dict[str, Any]] = []
     failures = 0
-    comparable = same_setting(old.get("setting"), header["setting"], old.get("rows", []))
-    done = finished_runs(old.get("rows", [])) if comparable else set()
-    for method in run:
-        for seed in args.seeds:
-            label = method if variant is None else f"{method} [{variant.label}]"
-            if args.skip_done and (label, seed) in done:
-                print(f"== {label} seed {seed}: in {path.name} already (--skip-done)", flush=True)
-                continue
-            print(f"== {method} seed {seed}", flush=True)
-            try:
-                work = None if args.work_dir is None else args.work_dir / "-".join(
-                    [method, *([variant.label] if variant else []), f"seed{seed}"])
-                row = run_method(method, seed, setting, data, teachers, device, progress, unit_s, variant,
-                                 test_split=not args.validation_only, work_dir=work)
-            except Exception as exc:  # reported in the table and the exit code; the other methods still run
-                traceback.print_exc()
-                failures += 1
-                row = {"method": method if variant is None else f"{method} [{variant.label}]", "seed": seed, "status": f"failed: {type(exc).__name__}: {exc}",
-                       "device": describe_device(device), "date": today()}
-            else:
-                student = row.pop("student")
-                row["teacher_weights"] = {role: fingerprints[role] for role in row["teachers"]}
-                if remade & set(row["teachers"]):
-                    row["teachers_remade"] = sorted(remade & set(row["teachers"]))
-                if args.save_bundles is not None and seed == 0 and variant is None and not args.validation_only:
-                    # The committed bundles hold the selected (best-validation) student only, without teacher
-                    # weights or the last epoch: a few MB each, enough for 'robustcompress evaluate BUNDLE DATA'.
-                    student.save(args.save_bundles / method, teachers=False, last=False)
-                print_row(row)
-            row["command"] = command
-            new_rows.append(row)
-            # After every row, so an interrupted run keeps what it finished; the plot once, at the end.
-            write_any(out, merge_results(path, header, new_rows, command), args.validation_only, table_name, plot=False)
-    if not new_rows and args.skip_done:  # everything was done already: the table (and its header) stays as it is
-        print(f"nothing left to run for {path.name}", flush=True)
-        return 0
+    for method, seed in todo:
+        print(f"== {method} seed {seed}", flush=True)
+        try:
+            work = None if args.work_dir is None else args.work_dir / "-".join(
+                [method, *([variant.label] if variant else []), f"seed{seed}"])
+            row = run_method(method, seed, setting, data, teachers, device, progress, unit_s, variant,
+                             test_split=not args.validation_only, work_dir=work)
+        except Exception as exc:  # reported in the table and the exit code; the other methods still run
+            traceback.print_exc()
+            failures += 1
+            row = {"method": method if variant is None else f"{method} [{variant.label}]", "seed": seed,
+                   "status": f"failed: {type(exc).__name__}: {exc}", "device": describe_device(device), "date": today()}
+        else:
+            student = row.pop("student")
+            row["teacher_weights"] = {role: fingerprints[role] for role in row["teachers"]}
+            if remade & set(row["teachers"]):
+                row["teachers_remade"] = sorted(remade & set(row["teachers"]))
+            if args.save_bundles is not None and seed == 0 and variant is None and not args.validation_only:
+                # The committed bundles hold the selected (best-validation) student only, without teacher
+                # weights or the last epoch: a few MB each, enough for 'robustcompress evaluate BUNDLE DATA'.
+                student.save(args.save_bundles / method, teachers=False, last=False)
+            print_row(row)
+        row["command"] = command
+        new_rows.append(row)
+        # After every row, so an interrupted run keeps what it finished; the plot once, at the end.
+        write_any(out, merge_results(path, header, new_rows, command), args.validation_only, table_name, plot=False)
     write_any(out, merge_results(path, header, new_rows, command), args.validation_only, table_name)
     print(f"wrote {path} and {path.with_suffix('.md')} in {time.perf_counter() - started:.0f}s", flush=True)
     return 1 if failures else 0

@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     state_path = args.out.with_suffix(".json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     blocks: dict[str, dict[str, str]] = state.get("blocks", {})
+    attacked = False  # a pass that attacks nothing keeps the date, device and command of the runs that did
     for m in methods:
         model = RobustCompressor.load(RESULTS / "cifar10_cpu" / m, device="cpu").student.eval()
         for start in range(0, BLOCK + args.further, BLOCK):
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"== {m}: test images {start}-{start + BLOCK - 1}", flush=True)
             blocks.setdefault(m, {})[str(start)] = block_flags(model, data, start, setting.eps)
+            attacked = True
             state["blocks"] = blocks
             atomic_write_bytes(state_path, (json.dumps(state, indent=1) + "\n").encode())
     a, b = methods
@@ -119,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     half = (((hi - lo) / 2) ** 2 + ((rows[0]["high"] - rows[0]["low"]) / 2) ** 2) ** 0.5
     both_low, both_high = diff - half, diff + half
     verdict = verdict_word(both_low, both_high)
-    state.update(methods=methods, further=args.further, rows=rows, date=datetime.date.today().isoformat(),
-                 device=describe_device(torch.device("cpu")),
-                 command="python benchmarks/cpu_scale_image_noise.py " + " ".join(argv or sys.argv[1:]),
+    if attacked or "device" not in state:
+        state.update(date=datetime.date.today().isoformat(), device=describe_device(torch.device("cpu")),
+                     command="python benchmarks/cpu_scale_image_noise.py " + " ".join(argv or sys.argv[1:]))
+    state.update(methods=methods, further=args.further, rows=rows,
                  table={"diff": diff, "low": lo, "high": hi, "both_low": both_low, "both_high": both_high,
                         "verdict": verdict, "seeds": sorted(aa[b])})
     atomic_write_bytes(state_path, (json.dumps(state, indent=1) + "\n").encode())

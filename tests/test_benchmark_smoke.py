@@ -599,3 +599,60 @@ def test_the_cpu_standard_page_summarises_the_attack_audit_and_says_whether_it_i
     audit["attacks"]["sa-mdrad"] = {"pgd20": {}}
     text = "\n".join(report.audit_lines(audit))
     assert "The audit is complete." in text and "In progress" not in text
+
+
+def test_a_finished_step_of_a_queue_loads_no_data_and_makes_no_teacher(bench, protocol, tmp_path, monkeypatch,
+                                                                       capsys):
+    # A queue re-run on a fresh machine (no teacher cache) passes its finished steps: each must cost seconds, not
+    # the hours of re-making and evaluating a robust teacher that no run of the step still needs.
+    out = tmp_path / "out"
+    out.mkdir()
+    common = ["--smoke", "--no-progress", "--skip-done", "--out", str(out), "--data", str(tmp_path / "absent.npz"),
+              "--methods", "akd"]
+    setting = bench.setting_from(bench.build_parser().parse_args(common))
+    (out / "cifar10_subset.json").write_text(json.dumps({**_header(protocol, setting), "rows": [_row("akd", 0, 0.8)]}))
+    monkeypatch.setattr(bench, "make_teachers", lambda *a, **k: pytest.fail("a teacher was made for a finished step"))
+    assert bench.main([*common, "--seeds", "0"]) == 0
+    assert "nothing left to run for cifar10_subset.json" in capsys.readouterr().out
+    # a step with a run left goes on to its data (missing here: refused before any teacher is made)
+    assert bench.main([*common, "--seeds", "0,1"]) == 2
+    assert "akd seed 0: in cifar10_subset.json already" in capsys.readouterr().out
+
+
+def test_a_finished_attack_audit_keeps_the_device_and_date_of_the_runs_that_attacked(tmp_path):
+    # Re-run by the queue on another machine with every attack done, the audit re-renders its page: it must not
+    # claim that machine (or today) for attacks that ran elsewhere.
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpg"
+    if not data.is_dir():
+        pytest.skip("needs ../shared/data/cifar10_jpg")
+    audit = load_benchmark("attack_audit.py", "attack_audit")
+    sys.modules.pop("attack_audit", None)
+    committed = json.loads((audit.RESULTS / "cifar10_cpu_standard_audit.json").read_text())
+    state = {**committed, "device": "cpu (the machine that attacked)", "date": "2026-12-01", "command": "c"}
+    out = tmp_path / "audit"
+    out.with_suffix(".json").write_text(json.dumps(state))
+    assert audit.main(["--methods", ",".join(committed["methods"]), "--restarts", str(committed["restarts"]),
+                       "--images", str(committed["images"]), "--data", str(data), "--out", str(out),
+                       "--threads", "1"]) == 0
+    rewritten = json.loads(out.with_suffix(".json").read_text())
+    assert (rewritten["device"], rewritten["date"], rewritten["command"]) == (state["device"], "2026-12-01", "c")
+    assert rewritten["attacks"] == committed["attacks"]
+    assert "device cpu (the machine that attacked)" in out.with_suffix(".md").read_text()
+
+
+def test_a_finished_image_noise_check_keeps_the_device_and_date_of_the_runs_that_attacked(tmp_path):
+    # The same for the CPU-scale verdict's image-noise check: every block attacked, a re-run only re-renders.
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpg"
+    if not data.is_dir():
+        pytest.skip("needs ../shared/data/cifar10_jpg")
+    noise = load_benchmark("cpu_scale_image_noise.py", "cpu_scale_image_noise")
+    sys.modules.pop("cpu_scale_image_noise", None)
+    committed = json.loads((noise.RESULTS / "cifar10_cpu_image_noise.json").read_text())
+    state = {**committed, "device": "cpu (the machine that attacked)", "date": "2026-12-01", "command": "c"}
+    out = tmp_path / "noise"
+    out.with_suffix(".json").write_text(json.dumps(state))
+    assert noise.main(["--methods", ",".join(committed["methods"]), "--further", str(committed["further"]),
+                       "--data", str(data), "--out", str(out)]) == 0
+    rewritten = json.loads(out.with_suffix(".json").read_text())
+    assert (rewritten["device"], rewritten["date"], rewritten["command"]) == (state["device"], "2026-12-01", "c")
+    assert rewritten["blocks"] == committed["blocks"] and rewritten["table"] == committed["table"]
