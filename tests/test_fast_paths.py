@@ -77,6 +77,8 @@ def test_speed_plans():
     assert not plan_speed("fast", CPU, channels_last=False).channels_last
     forced = plan_speed("fast", CPU, precision="bf16", channels_last=True, cpu=parse_cpuinfo(_cpuinfo_text(AVX2)))
     assert forced.amp_dtype == torch.bfloat16 and forced.channels_last and forced.sync_every > 1
+    assert "without native bf16 units: oneDNN emulates it, slower than fp32" in forced.summary()  # said once, at start
+    assert plan_speed("fast", CPU, precision="bf16", cpu=parse_cpuinfo(_cpuinfo_text(ZEN4))).why == ""
     assert plan_speed("compile", CPU).compile
     with pytest.raises(ValueError, match="reference' is fp32"):
         plan_speed("reference", CPU, precision="bf16")

@@ -118,6 +118,10 @@ def plan_speed(
             why = f"auto keeps fp32 {reason}; precision='bf16' forces bf16"
     else:
         amp_dtype = torch.bfloat16 if precision == "bf16" else None
+        if amp_dtype is not None and cpu is not None and cpu.native_bf16 is None:
+            # Allowed (a protocol may fix its precision across machines), but said: the step is slower than fp32
+            # (0.87x the fp32 reference's PGD-5 step on an AVX-512 Xeon without BF16, docs/results/throughput_cpu.md).
+            why = "bf16 forced on a CPU without native bf16 units: oneDNN emulates it, slower than fp32 (auto: fp32)"
     return SpeedPlan(
         speed=speed,
         amp_dtype=amp_dtype,
