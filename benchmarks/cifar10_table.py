@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-bundles", type=Path, default=None,
                    help="save seed 0's student of each method as a bundle in DIR/<method> (student.safetensors + "
                         "config.json)")
+    p.add_argument("--teacher-store", type=Path, default=None,
+                   help="a folder of the repository for the robust teacher (e.g. docs/results/cifar10_cpu_standard/"
+                        "teachers): read from there when it holds one of this setting's recipe, put there when made")
     p.add_argument("--methods", type=parse_list, default=list(ISSUE_METHODS), help="comma-separated (default: all ten)")
     p.add_argument("--seeds", type=lambda t: [int(s) for s in parse_list(t)], default=[0], help="e.g. 0,1,2")
     p.add_argument("--data", type=Path, default=None,
@@ -272,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     roles = sorted({r for m, _ in todo for r in teacher_roles(m, variant)})  # only the teachers a run still needs
     try:
-        teachers = make_teachers(setting, data, device, progress, roles)
+        teachers = make_teachers(setting, data, device, progress, roles, store=args.teacher_store)
     except (ValueError, FileNotFoundError) as exc:  # a teacher choice this setting cannot give (--teachers)
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -280,6 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     fingerprints = {role: weights_fingerprint(t.model) for role, t in teachers.items()}
     remade: set[str] = set()
     for t in ([] if args.validation_only else teachers.values()):  # an ablation never looks at the test split
+        known = next((key for key, r in teacher_rows.items() if r["role"] == t.role
+                      and r.get("weights") == fingerprints[t.role] and "per_image" in r), None)
+        if known is not None:  # the table holds this teacher's evaluation (a stored teacher on a fresh machine)
+            if known != t.role:
+                remade.add(t.role)
+            continue
         row = evaluate_teacher(t, setting, data, device, progress)
         row = {"role": t.role, "description": t.description, "train_time_s": t.train_time_s,
                "train_units": None if not (unit_s and t.train_time_s) else t.train_time_s / unit_s,

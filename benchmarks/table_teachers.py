@@ -72,39 +72,52 @@ def cached_teacher(role: str, recipe: dict[str, Any], data: Any, device: torch.d
 
 
 def make_teachers(setting: Setting, data: Any, device: torch.device, progress: bool,
-                  roles: Sequence[str] = ("teacher1", "teacher2", "robust")) -> dict[str, Teacher]:
+                  roles: Sequence[str] = ("teacher1", "teacher2", "robust"),
+                  store: Path | None = None) -> dict[str, Teacher]:
     """Teacher 1 (loaded, optionally fine-tuned here), teacher 2 and the robust teacher (trained once, then read
-    from the cache); only ``roles`` and what they are made from are built."""
+    from the cache); only ``roles`` and what they are made from are built. With a ``store`` (a folder of the
+    repository), the robust teacher is read from there when it holds one of this recipe and data, and put there
+    when it does not (see read_stored)."""
     from robustcompress.models import build_model
     from robustcompress.teachers import train_teacher
 
     full = with_train(data, setting.train_images)
     data, _ = validation_split(setting, full)
     check_roles(roles)
-    # robust-final is read from the robust teacher's fine-tune; robust2 is made from the other standard teacher
-    needed = set(roles) | ({setting.robust_source, "robust"} if {"robust", "robust-final"} & set(roles) else set())
-    needed |= {other_source(setting)} if "robust2" in roles else set()
     teachers: dict[str, Teacher] = {}
+    stored = None
+    if store is not None and {"robust", "robust-final"} & set(roles):
+        stored = read_stored("robust", robust_recipe(setting.robust_source, setting, data),
+                             robust_data_of(setting, data), store, device)
+    if stored is not None:
+        teachers["robust"] = stored  # its source teacher is not made for it: the store holds the finished teacher
+    # robust-final is read from the robust teacher's fine-tune; robust2 is made from the other standard teacher
+    needed = set(roles) | ({setting.robust_source, "robust"} if {"robust", "robust-final"} & set(roles) and
+                           stored is None else set())
+    needed |= {other_source(setting)} if "robust2" in roles else set()
     if "teacher1" in needed:
         teachers["teacher1"] = make_teacher1(setting, full, device, progress)
-    if not needed - {"teacher1"}:
-        return teachers
+    if "teacher2" not in needed and not needed & {"robust", "robust2"} - set(teachers):
+        return {r: t for r, t in teachers.items() if r in roles}
     train_data = data
     epochs2 = f"{setting.teacher2_epochs} epoch{'s' * (setting.teacher2_epochs != 1)}"
     recipe2 = {"name": setting.teacher2, "epochs": setting.teacher2_epochs, "lr": setting.teacher2_lr,
                "batch_size": setting.batch_size, "seed": 0, **precision_entry(setting)}
-    teachers["teacher2"] = cached_teacher(
-        "teacher2", recipe2, train_data, device,
-        build=lambda: build_model(setting.teacher2, 10, 32),
-        train=lambda _: train_teacher(setting.teacher2, train_data, epochs=setting.teacher2_epochs,
-                                    lr=setting.teacher2_lr, batch_size=setting.batch_size, seed=0, device=device,
-                                    use_cache=False, progress=progress, precision=setting.precision),
-        description=f"{setting.teacher2}: standard training by robustcompress.train_teacher, {epochs2}, "
-        f"{len(train_data.train)} images",
-    )
+    if "teacher2" in needed:
+        teachers["teacher2"] = cached_teacher(
+            "teacher2", recipe2, train_data, device,
+            build=lambda: build_model(setting.teacher2, 10, 32),
+            train=lambda _: train_teacher(setting.teacher2, train_data, epochs=setting.teacher2_epochs,
+                                        lr=setting.teacher2_lr, batch_size=setting.batch_size, seed=0, device=device,
+                                        use_cache=False, progress=progress, precision=setting.precision),
+            description=f"{setting.teacher2}: standard training by robustcompress.train_teacher, {epochs2}, "
+            f"{len(train_data.train)} images",
+        )
 
-    if "robust" in needed:
+    if "robust" not in teachers and "robust" in needed:
         teachers["robust"] = make_robust("robust", setting.robust_source, setting, data, teachers, device, progress)
+        if store is not None:
+            write_stored(teachers["robust"], robust_data_of(setting, data), store)
     if "robust-final" in roles:
         teachers["robust-final"] = final_epoch_of(teachers["robust"], device)
     if "robust2" in roles:
@@ -163,19 +176,12 @@ def make_robust(role: str, source_role: str, setting: Setting, data: Any, teache
     every epoch in the cache, so a fine-tune cut by a session's end goes on from its last epoch)."""
     from robustcompress.models import build_model
 
-    robust_data = with_train(data, setting.robust_train_images or setting.train_images)
+    robust_data = robust_data_of(setting, data)
     source = teachers[source_role]
-    recipe = {"source": source_role, "eps": setting.robust_eps, "steps": setting.robust_steps,
-              "epochs": setting.robust_epochs, "lr": setting.robust_lr, "seed": 0, **precision_entry(setting)}
+    recipe = robust_recipe(source_role, setting, data)
     if source_role != "teacher1" or setting.teacher1_finetune_epochs:
         recipe["start"] = weights_of(source.model)  # a changed starting point is another robust teacher
-    if setting.robust_step_size is not None:
-        recipe["step_size"] = setting.robust_step_size
-    # best_robust keeps the epoch with the best PGD-10 at the students' eps on as many held-out training images as
-    # the students' validation split has (AKD's early-stopped robust teacher)
     val_fraction = (setting.val_images or 1000) / len(robust_data.train)
-    if setting.robust_select != "last":
-        recipe.update(select=setting.robust_select, val_eps=setting.eps, val_fraction=val_fraction)
 
     def finetune(checkpoint_dir: Path) -> torch.nn.Module:
         from robustcompress.teachers import weak_adversarial_finetune
@@ -198,6 +204,80 @@ def make_robust(role: str, source_role: str, setting: Setting, data: Any, teache
         f"{setting.robust_epochs} epoch{'s' * (setting.robust_epochs != 1)}, lr {setting.robust_lr}, "
         f"{len(robust_data.train)} images)",
     )
+
+
+def robust_data_of(setting: Setting, data: Any) -> Any:
+    """The images a robust teacher is fine-tuned on (the students' training split, or its first N)."""
+    return with_train(data, setting.robust_train_images or setting.train_images)
+
+
+def robust_recipe(source_role: str, setting: Setting, data: Any) -> dict[str, Any]:
+    """The robust-teacher recipe of ``setting`` (part of its cache key), without the fingerprint of the weights it
+    starts from, which make_robust adds."""
+    recipe = {"source": source_role, "eps": setting.robust_eps, "steps": setting.robust_steps,
+              "epochs": setting.robust_epochs, "lr": setting.robust_lr, "seed": 0, **precision_entry(setting)}
+    if setting.robust_step_size is not None:
+        recipe["step_size"] = setting.robust_step_size
+    # best_robust keeps the epoch with the best PGD-10 at the students' eps on as many held-out training images as
+    # the students' validation split has (AKD's early-stopped robust teacher)
+    if setting.robust_select != "last":
+        recipe.update(select=setting.robust_select, val_eps=setting.eps,
+                      val_fraction=(setting.val_images or 1000) / len(robust_data_of(setting, data).train))
+    return recipe
+
+
+# The repository's teacher store (cifar10_table.py --teacher-store) keeps the robust teacher, which takes hours to
+# fine-tune and which most methods distil from. The cache does not outlive a machine, and the same recipe on another
+# CPU gives other weights (its kernels add in another order), so without the store every new machine would re-make
+# it, and the rows it trains would not pool with the rows of the earlier one.
+def read_stored(role: str, recipe: dict[str, Any], data: Any, store: Path, device: torch.device) -> Teacher | None:
+    """The store's ``role`` teacher when it was made by ``recipe`` (the weights it started from aside: the store
+    keeps the finished teacher, not its source) on these training images; None when the store has none. A stored
+    teacher of another recipe or data is left alone, with a note."""
+    from robustcompress.data import data_fingerprint
+    from robustcompress.models import build_model, load_weights
+
+    meta = read_json(store / f"{role}.json")
+    if not meta:
+        return None
+    made_by = {k: v for k, v in meta["recipe"].items() if k != "start"}
+    if made_by != recipe or meta["data"] != data_fingerprint(data):
+        print(f"note: the stored {role} teacher ({store}) was made by another recipe or from other images than this "
+              f"setting's; it is not used", flush=True)
+        return None
+    spec = meta["spec"]
+    model = load_weights(build_model(spec["name"], spec["num_classes"], spec["input_size"], mean=spec["mean"],
+                                     std=spec["std"], small_input=spec["small_input"]), store / f"{role}.safetensors")
+    if weights_of(model) != meta["weights"]:
+        raise ValueError(f"{store / f'{role}.safetensors'} does not hold the weights {store / f'{role}.json'} names "
+                         f"(fingerprint {weights_of(model)}, not {meta['weights']}): restore both from git")
+    print(f"{role}: stored weights {store / f'{role}.safetensors'} (made {meta['date']} on {meta['trained_on']})",
+          flush=True)
+    return Teacher(role, meta["description"], model.to(device).eval(), meta["train_time_s"],
+                   {"recipe": meta["recipe"], "trained_on": meta["trained_on"], "train_images": meta["train_images"],
+                    "stored": str(store)})
+
+
+def write_stored(teacher: Teacher, data: Any, store: Path) -> None:
+    """Put a finished teacher in the store (weights and what read_stored checks), unless the store holds one of
+    this role already: a stored teacher is replaced only by hand, since the table's rows were trained with it."""
+    from robustcompress.data import data_fingerprint
+    from robustcompress.io import save_safetensors
+
+    if read_json(store / f"{teacher.role}.json"):
+        return
+    store.mkdir(parents=True, exist_ok=True)
+    spec = teacher.model.spec()
+    save_safetensors({k: v.detach().cpu().contiguous() for k, v in teacher.model.state_dict().items()},
+                     store / f"{teacher.role}.safetensors")
+    write_json(store / f"{teacher.role}.json", {
+        "role": teacher.role, "description": teacher.description, "recipe": teacher.extra["recipe"],
+        "data": data_fingerprint(data), "train_images": teacher.extra["train_images"],
+        "spec": {k: spec[k] for k in ("name", "num_classes", "input_size", "mean", "std", "small_input")},
+        "weights": weights_of(teacher.model), "train_time_s": teacher.train_time_s,
+        "trained_on": teacher.extra["trained_on"], "date": today()})
+    print(f"{teacher.role}: stored in {store} (commit it: rows made on other machines then distil from it)",
+          flush=True)
 
 
 def precision_entry(setting: Setting) -> dict[str, str]:

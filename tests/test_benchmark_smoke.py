@@ -656,3 +656,75 @@ def test_a_finished_image_noise_check_keeps_the_device_and_date_of_the_runs_that
     rewritten = json.loads(out.with_suffix(".json").read_text())
     assert (rewritten["device"], rewritten["date"], rewritten["command"]) == (state["device"], "2026-12-01", "c")
     assert rewritten["blocks"] == committed["blocks"] and rewritten["table"] == committed["table"]
+
+
+def test_a_stored_robust_teacher_is_read_on_a_machine_without_the_cache(bench, protocol, tmp_path, monkeypatch,
+                                                                        capsys):
+    # The cache does not outlive a machine, and re-made on another CPU the robust teacher has other weights: the
+    # repository's store keeps the one the table's rows distil from, and a fresh machine reads it instead.
+    import dataclasses
+
+    import torch
+
+    import table_teachers
+
+    cpu = torch.device("cpu")
+    data = protocol.load_benchmark_data(_smoke_data(tmp_path), protocol.SMOKE, progress=False)
+    store = tmp_path / "store"
+    monkeypatch.setenv("ROBUSTCOMPRESS_CACHE", str(tmp_path / "cache1"))
+    made = table_teachers.make_teachers(protocol.SMOKE, data, cpu, False, ("robust",), store=store)["robust"]
+    assert "robust: training" in capsys.readouterr().out and (store / "robust.safetensors").is_file()
+    monkeypatch.setenv("ROBUSTCOMPRESS_CACHE", str(tmp_path / "cache2"))  # another machine: an empty cache
+    teachers = table_teachers.make_teachers(protocol.SMOKE, data, cpu, False, ("robust",), store=store)
+    printed = capsys.readouterr().out
+    assert list(teachers) == ["robust"] and "robust: stored weights" in printed
+    assert "training" not in printed  # neither the robust teacher nor the standard teacher it came from
+    x = data.test.tensors[0][:4].float() / 255
+    with torch.no_grad():
+        assert torch.equal(teachers["robust"].model(x), made.model(x))
+    assert teachers["robust"].description == made.description and teachers["robust"].extra["recipe"] == made.extra[
+        "recipe"]
+    # another recipe is not served the stored teacher, and its own teacher does not replace the stored one
+    before = (store / "robust.safetensors").read_bytes()
+    other = dataclasses.replace(protocol.SMOKE, robust_lr=protocol.SMOKE.robust_lr / 2)
+    table_teachers.make_teachers(other, data, cpu, False, ("robust",), store=store)
+    printed = capsys.readouterr().out
+    assert "made by another recipe or from other images" in printed and "robust: training" in printed
+    assert (store / "robust.safetensors").read_bytes() == before
+    # a weights file that is not the one its record names is refused, not distilled from
+    meta = json.loads((store / "robust.json").read_text())
+    (store / "robust.json").write_text(json.dumps({**meta, "weights": "0" * 16}))
+    with pytest.raises(ValueError, match="restore both from git"):
+        table_teachers.make_teachers(protocol.SMOKE, data, cpu, False, ("robust",), store=store)
+
+
+def test_a_teacher_the_table_has_evaluated_is_not_evaluated_again(bench, protocol, tmp_path, monkeypatch, capsys):
+    # A stored robust teacher read on a fresh machine has its row in the table already: its evaluation (an hour of
+    # AutoAttack on a ResNet-18) is not repeated, and rows trained with a re-made teacher are still marked.
+    import torch
+
+    import table_teachers
+
+    monkeypatch.setenv("ROBUSTCOMPRESS_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    robust = table_teachers.Teacher("robust", "a small model", torch.nn.Linear(3, 10), 1.0)
+    fingerprint = table_teachers.weights_of(robust.model)
+    monkeypatch.setattr(bench, "make_teachers", lambda *a, **k: {"robust": robust})
+    monkeypatch.setattr(bench, "evaluate_teacher", lambda *a, **k: pytest.fail("evaluated a known teacher again"))
+    monkeypatch.setattr(bench, "run_method", lambda *a, **k: {"student": None, "teachers": ["robust"],
+                                                             "status": "ok", "method": "akd", "seed": 1})
+    monkeypatch.setattr(bench, "print_row", lambda row: print(f"row teachers_remade={row.get('teachers_remade')}"))
+    monkeypatch.setattr(bench, "write_any", lambda *a, **k: None)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["--smoke", "--no-progress", "--out", str(out), "--data", str(_smoke_data(tmp_path)), "--methods", "akd",
+            "--seeds", "1"]
+    setting = bench.setting_from(bench.build_parser().parse_args(args))
+    evaluated = {"role": "robust", "weights": fingerprint, "per_image": {"clean": "1"}, "clean": 1.0}
+    for teachers, remade in (([evaluated], None), ([{**evaluated, "weights": "x"}, {**evaluated,
+                                                                                   "remade_date": "2026-12-08"}],
+                                                   ["robust"])):
+        (out / "cifar10_subset.json").write_text(json.dumps({**_header(protocol, setting), "teachers": teachers,
+                                                             "rows": []}))
+        assert bench.main(args) == 0
+        assert f"row teachers_remade={remade}" in capsys.readouterr().out
