@@ -36,7 +36,7 @@ from table_protocol import (AUTOATTACK, DATA_OF, FULL, ISSUE_METHODS, PROTOCOLS,
 from table_report import (ablations_name, checks_cell, finished_runs, fmt, merge_results, ordered_teacher_rows,
                           place_teacher_row, same_setting, teacher_key, write_ablations, write_results)
 from table_students import Variant, run_method
-from table_teachers import check_roles, evaluate_teacher, make_teachers, teacher_roles
+from table_teachers import check_roles, evaluate_teacher, make_teachers, stored_weights, teacher_roles
 
 
 # -- main ---------------------------------------------------------------------------------------------------------------
@@ -243,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     old = read_json(path)
     comparable = same_setting(old.get("setting"), json.loads(json.dumps(dataclasses.asdict(setting))),
                               old.get("rows", []))
-    done = finished_runs(old.get("rows", [])) if comparable and args.skip_done else set()
+    # a row trained with another robust teacher than the stored one is run again, with the stored one
+    done = finished_runs(old.get("rows", []), stored_weights(args.teacher_store)) if (
+        comparable and args.skip_done) else set()
     todo: list[tuple[str, int]] = []
     for method in run:
         for seed in args.seeds:

@@ -54,7 +54,9 @@ step audit python benchmarks/attack_audit.py --methods pgd-at,sa-mdrad --restart
 # 4b. AKD's own mechanisms on the validation split (the item 5), seed 0: alpha, the final instead of the
 #     early-stopped robust teacher (refused, and skipped, when early stopping kept the final epoch) and an ensemble of
 #     two robust teachers (the second: teacher 2 made robust by the same recipe, cached).
-ABLATE=("${TABLE[@]}" --protocol cpu-standard --work-dir "$WORK/cpu_standard" --validation-only --seeds 0 "${STORE[@]}")
+# (AKD's ablations were run with the robust teacher of AKD's first seed-0 row and are compared with that row: they
+# take no store, or a stored teacher that differs from theirs would run them again.)
+ABLATE=("${TABLE[@]}" --protocol cpu-standard --work-dir "$WORK/cpu_standard" --validation-only --seeds 0)
 step akd-alpha-1 "${ABLATE[@]}" --methods akd --variant 'alpha 1' --method-arg alpha=1.0
 step akd-alpha-0.25 "${ABLATE[@]}" --methods akd --variant 'alpha 0.25' --method-arg alpha=0.25
 step akd-final-teacher "${ABLATE[@]}" --methods akd --variant 'final robust teacher' --teachers robust-final
@@ -64,14 +66,18 @@ step sa-mdrad "${STANDARD[@]}" --methods sa-mdrad --seeds 1,2
 step pgd-at "${STANDARD[@]}" --methods pgd-at --seeds 1,2
 step trades "${STANDARD[@]}" --methods trades --seeds 0,1,2
 step rslad "${STANDARD[@]}" --methods rslad --seeds 0,1,2
-step akd "${STANDARD[@]}" --methods akd --seeds 1,2
+# AKD seed 0 again: its first row distilled from a robust teacher the next machine no longer had (2026-12-07); with
+# the stored teacher, --skip-done runs a row trained with another teacher again, so AKD's three seeds share one.
+step akd "${STANDARD[@]}" --methods akd --seeds 0,1,2
 step dual-path-0 "${STANDARD[@]}" --methods dual-path --seeds 0
 # 5b. Dual-path's own mechanisms on the validation split, seed 0: three path points instead of every iterate, uniform
 #     instead of adaptive weights (the table's dual-path row of seed 0 is the default they are compared with), before
 #     its seeds 1-2, so a variant that wins could still become the default they run with. (AKD's ablations, 4b, come
 #     before its seeds 1-2 for the same reason.)
-step dual-path-3-points "${ABLATE[@]}" --methods dual-path --variant 'path points 3' --method-arg path_points=3
-step dual-path-uniform "${ABLATE[@]}" --methods dual-path --variant 'uniform weights' --method-arg adaptive_weights=false
+step dual-path-3-points "${ABLATE[@]}" "${STORE[@]}" --methods dual-path --variant 'path points 3' \
+    --method-arg path_points=3
+step dual-path-uniform "${ABLATE[@]}" "${STORE[@]}" --methods dual-path --variant 'uniform weights' \
+    --method-arg adaptive_weights=false
 step dual-path "${STANDARD[@]}" --methods dual-path --seeds 1,2
 # 6. The other baselines, one seed each.
 step baselines "${STANDARD[@]}" --methods ard,iad,adaad,mtard --seeds 0

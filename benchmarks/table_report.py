@@ -125,11 +125,15 @@ def method_label(row: dict[str, Any]) -> str:
     return row["method"] + (" †" if row.get("teachers_remade") else "")
 
 
-def finished_runs(rows: Sequence[dict[str, Any]]) -> set[tuple[str, int]]:
+def finished_runs(rows: Sequence[dict[str, Any]], teachers: dict[str, str] | None = None) -> set[tuple[str, int]]:
     """(method, seed) of every finished row, the method as run (``"sa-mdrad [bf16]"``): what --skip-done leaves out.
     Not method_label's: its † (re-made teachers) never appears in the label a run is asked for, so a marked row was
-    never found and its run repeated."""
-    return {(r["method"], r["seed"]) for r in rows if r.get("status") == "ok"}
+    never found and its run repeated. ``teachers`` (role: weights fingerprint of the teacher a run would get now,
+    where that is known before making it: a stored teacher) leaves out rows trained with another teacher of a role,
+    so their runs are repeated with it."""
+    known = teachers or {}
+    return {(r["method"], r["seed"]) for r in rows if r.get("status") == "ok"
+            and all((r.get("teacher_weights") or {}).get(role, weights) == weights for role, weights in known.items())}
 
 
 def fmt(value: Any) -> str:

@@ -230,6 +230,11 @@ def robust_recipe(source_role: str, setting: Setting, data: Any) -> dict[str, An
 # fine-tune and which most methods distil from. The cache does not outlive a machine, and the same recipe on another
 # CPU gives other weights (its kernels add in another order), so without the store every new machine would re-make
 # it, and the rows it trains would not pool with the rows of the earlier one.
+def stored_weights(store: Path | None) -> dict[str, str]:
+    """Role: weights fingerprint of each teacher the store holds ({} without a store): known without loading them."""
+    return {} if store is None else {p.stem: read_json(p)["weights"] for p in sorted(store.glob("*.json"))}
+
+
 def read_stored(role: str, recipe: dict[str, Any], data: Any, store: Path, device: torch.device) -> Teacher | None:
     """The store's ``role`` teacher when it was made by ``recipe`` (the weights it started from aside: the store
     keeps the finished teacher, not its source) on these training images; None when the store has none. A stored

@@ -162,6 +162,11 @@ def test_a_teacher_made_again_with_other_weights_gets_its_own_row_and_marks_the_
     assert report.finished_runs(merged["rows"]) == {("akd", 0), ("akd", 1)}
     failed = {**_row("akd [bf16]", 0, 0.6), "status": "failed: OSError"}
     assert report.finished_runs([*merged["rows"], failed]) == {("akd", 0), ("akd", 1)}
+    # with a stored robust teacher, a row trained with another one is not finished: it runs again with the stored one
+    rows = [{**_row("akd", 0, 0.8), "teacher_weights": {"robust": "old"}}, {**_row("pgd-at", 0, 0.8), "teachers": []},
+            {**_row("akd", 1, 0.8), "teacher_weights": {"robust": "new"}}]
+    assert report.finished_runs(rows, {"robust": "new"}) == {("pgd-at", 0), ("akd", 1)}
+    assert report.finished_runs(rows) == {("akd", 0), ("pgd-at", 0), ("akd", 1)}
 
 
 def _smoke_data(tmp_path: Path) -> Path:
@@ -617,6 +622,14 @@ def test_a_finished_step_of_a_queue_loads_no_data_and_makes_no_teacher(bench, pr
     # a step with a run left goes on to its data (missing here: refused before any teacher is made)
     assert bench.main([*common, "--seeds", "0,1"]) == 2
     assert "akd seed 0: in cifar10_subset.json already" in capsys.readouterr().out
+    # a stored robust teacher other than the one the row was trained with: the run is left to do, with the stored one
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "robust.json").write_text(json.dumps({"weights": "new"}))
+    rows = [{**_row("akd", 0, 0.8), "teacher_weights": {"robust": "old"}}]
+    (out / "cifar10_subset.json").write_text(json.dumps({**_header(protocol, setting), "rows": rows}))
+    assert bench.main([*common, "--seeds", "0", "--teacher-store", str(store)]) == 2  # on to its (missing) data
+    assert bench.main([*common, "--seeds", "0"]) == 0  # without the store, the row is finished
 
 
 def test_a_finished_attack_audit_keeps_the_device_and_date_of_the_runs_that_attacked(tmp_path):
