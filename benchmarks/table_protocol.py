@@ -241,7 +241,23 @@ mechanism ablations (validation split only, seed 0: AKD's alpha 1 and 0.25, its 
 robust teacher, an ensemble of two robust teachers; dual-path with three path points and with uniform weights) add
 about 8 CPU-hours, so the whole issue takes about 38: nearly twice its 20-hour budget, which two facts set: standard
 AutoAttack on 1,000 images is about 18 min of every run's evaluation, and dual-path and AdaAD must query a ResNet-18
-teacher many times per step."""
+teacher many times per step.
+
+**A new machine, an empty cache** (2026-12-07, from 22:40 UTC): every row above was trained on one AMD EPYC
+(AVX512-BF16), whose cache (the teachers, their outputs, the students' epoch checkpoints) carried over from session
+to session. The next session ran on an Intel Xeon without bf16 units (flags avx2, avx512f, avx512_vnni; calibration
+1.26-1.55 s against the EPYC's 0.64-0.90 s) with an empty cache: the robust teacher (weights a93c6e2e39a94754) was
+gone, and with it PGD-AT seed 1's ten trained epochs. What follows from it:
+- The same recipe re-made on another CPU gives a teacher with other weights, and rows that distil from it are
+  marked † and pool with each other only. So the queue keeps the robust teacher it makes next in
+  `docs/results/cifar10_cpu_standard/teachers/` (`--teacher-store`; committed, read by every later machine instead
+  of the cache, its source teacher not re-made), and runs AKD seed 0 again with it, so that AKD's three seeds share
+  one teacher. AKD's ablations stay compared with the first AKD row, whose teacher they had. The methods that never
+  see the robust teacher (PGD-AT, TRADES, SA-MDRAD) are unaffected.
+- This protocol trains in bf16 on every machine; on a CPU without bf16 units oneDNN emulates it (the same arithmetic,
+  at 0.87x the fp32 reference's step there: `throughput_cpu.md`), so a row trained there costs about 3.4x its time
+  on the EPYC: 410 s per PGD-AT epoch against about 120 s.
+- A finished step of the queue no longer makes or evaluates teachers before finding it has nothing to run."""
 CPU_PROTOCOL_NOTES = {"cpu-scale": CPU_SCALE_NOTES, "cpu-standard": CPU_STANDARD_NOTES}
 #: --autoattack choices -> the robustcompress.verify attack that runs them. 'fast' is APGD-CE + APGD-T; 'apgd-ce' is
 #: its first component alone (the smoke run's: APGD-T's nine targeted runs dominate the cost on a CPU).
