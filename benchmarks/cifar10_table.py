@@ -34,7 +34,8 @@ from table_protocol import (AUTOATTACK, DATA_OF, FULL, ISSUE_METHODS, PROTOCOLS,
                             calibration_unit, command_line, describe_device, first_images, load_benchmark_data,
                             read_json, reductions, teacher_attacks, today)
 from table_report import (ablations_name, checks_cell, finished_runs, fmt, merge_results, ordered_teacher_rows,
-                          place_teacher_row, same_setting, teacher_key, write_ablations, write_results)
+                          place_teacher_row, retire_teacher, same_setting, teacher_key, write_ablations,
+                          write_results)
 from table_students import Variant, run_method
 from table_teachers import check_roles, evaluate_teacher, make_teachers, stored_weights, teacher_roles
 
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-store", type=Path, default=None,
                    help="a folder of the repository for the robust teacher (e.g. docs/results/cifar10_cpu_standard/"
                         "teachers): read from there when it holds one of this setting's recipe, put there when made")
+    p.add_argument("--retire-teacher", metavar="ROLE", default=None,
+                   help="retire the table's teacher of ROLE, lost with its machine's cache: its rows are marked † and "
+                        "the teacher made for the role after it becomes the table's; rewrites and renders the table")
     p.add_argument("--methods", type=parse_list, default=list(ISSUE_METHODS), help="comma-separated (default: all ten)")
     p.add_argument("--seeds", type=lambda t: [int(s) for s in parse_list(t)], default=[0], help="e.g. 0,1,2")
     p.add_argument("--data", type=Path, default=None,
@@ -208,6 +212,21 @@ def write_any(out: Path, results: dict[str, Any], ablations: bool, table_name: s
         write_results(out, results, table_name, plot=plot)
 
 
+def retire(out: Path, table_name: str, role: str) -> int:
+    """--retire-teacher: retire_teacher on the table (and its ablations), written and rendered."""
+    table, ablations = read_json(out / f"{table_name}.json"), read_json(out / f"{ablations_name(table_name)}.json")
+    try:
+        retire_teacher(table, role, today(), ablations or None)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_any(out, table, False, table_name)
+    if ablations:
+        write_any(out, ablations, True, table_name)
+    print(f"retired {role} in {out / f'{table_name}.json'}; its rows are marked †", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = command_line(argv)  # the table records this run's own arguments, also when called as main(argv)
@@ -222,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results_name = ablations_name(table_name) if args.validation_only else table_name
     data_path = args.data or DATA_OF[protocol]
     out = args.out or (REPO / "runs" / "cifar10_smoke" if args.smoke else REPO / "docs" / "results")
+    if args.retire_teacher:
+        return retire(out, table_name, args.retire_teacher)
     if args.render_only:
         results = read_json(out / f"{results_name}.json")
         if not results:

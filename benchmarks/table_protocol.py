@@ -252,8 +252,12 @@ gone, and with it PGD-AT seed 1's ten trained epochs. What follows from it:
   marked † and pool with each other only. So the queue keeps the robust teacher it makes next in
   `docs/results/cifar10_cpu_standard/teachers/` (`--teacher-store`; committed, read by every later machine instead
   of the cache, its source teacher not re-made), and runs AKD seed 0 again with it, so that AKD's three seeds share
-  one teacher. AKD's ablations stay compared with the first AKD row, whose teacher they had. The methods that never
-  see the robust teacher (PGD-AT, TRADES, SA-MDRAD) are unaffected.
+  one teacher. Once that teacher exists (the table lists it as 'robust re-made DATE'), `python
+  benchmarks/cifar10_table.py --protocol cpu-standard --retire-teacher robust` retires the lost one: its row (AKD
+  seed 0) is marked † and leaves the verdicts, the new teacher becomes the table's, and AKD's ablations stay
+  compared with the row they were run beside. Not before: a later session on the EPYC may find its cache again, and
+  then the store keeps the first teacher and nothing is retired. The methods that never see the robust teacher
+  (PGD-AT, TRADES, SA-MDRAD) are unaffected.
 - This protocol trains in bf16 on every machine; on a CPU without bf16 units oneDNN emulates it (the same arithmetic,
   at 0.87x the fp32 reference's step there: `throughput_cpu.md`), so a row trained there costs about 3.4x its time
   on the EPYC: 410 s per PGD-AT epoch against about 120 s.

@@ -81,8 +81,44 @@ TEACHER_ROLES = ("teacher1", "teacher2", "robust")
 
 
 def teacher_key(row: dict[str, Any]) -> str:
-    """A teacher row's key among the table's teacher rows: its role, or 'role re-made DATE' for a re-made teacher."""
-    return f"{row['role']} re-made {row['remade_date']}" if row.get("remade_date") else row["role"]
+    """A teacher row's key among the table's teacher rows: its role, 'role re-made DATE' for a re-made teacher, or
+    'role retired DATE' for a table's teacher that was retired (retire_teacher)."""
+    if row.get("remade_date"):
+        return f"{row['role']} re-made {row['remade_date']}"
+    return f"{row['role']} retired {row['retired_date']}" if row.get("retired_date") else row["role"]
+
+
+def retire_teacher(table: dict[str, Any], role: str, date: str, ablations: dict[str, Any] | None = None) -> None:
+    """Retire the table's teacher of ``role`` (in place): a teacher that is lost (its machine's cache went with the
+    machine) and cannot be made again with the same weights. Its row stays, as 'role retired DATE'; the rows trained
+    with it are marked † like those of a re-made teacher (out of the seed means and the verdicts). The teacher made
+    for the role after it becomes the table's: the one re-made already, where there is exactly one (its rows lose
+    their mark), else the next one made. Ablation rows of the same methods and seeds keep the table row they were
+    compared with (``compared_with``: its teachers' weights)."""
+    teacher = next((t for t in table.get("teachers", []) if teacher_key(t) == role), None)
+    if teacher is None or not teacher.get("weights"):
+        raise ValueError(f"the table has no teacher '{role}' with recorded weights to retire; its teachers are "
+                         f"{', '.join(teacher_key(t) for t in table.get('teachers', [])) or 'none'}")
+    teacher["retired_date"] = date
+    marked = {}
+    for r in table["rows"]:
+        if (r.get("teacher_weights") or {}).get(role) == teacher["weights"]:
+            marked[(r["method"], r["seed"])] = dict(r["teacher_weights"])
+            r["teachers_remade"] = sorted({*r.get("teachers_remade", []), role})
+    for r in (ablations or {}).get("rows", []):
+        key = (r["method"].split(" [")[0], r["seed"])
+        if key in marked and "compared_with" not in r:
+            r["compared_with"] = marked[key]
+    successors = [t for t in table["teachers"] if t["role"] == role and t.get("remade_date")]
+    if len(successors) == 1:
+        successor = successors[0]
+        del successor["remade_date"]
+        for r in table["rows"]:
+            if (r.get("teacher_weights") or {}).get(role) == successor.get("weights"):
+                r["teachers_remade"] = [x for x in r.get("teachers_remade", []) if x != role]
+                if not r["teachers_remade"]:
+                    del r["teachers_remade"]
+        table["teachers"] = ordered_teacher_rows({teacher_key(t): t for t in table["teachers"]})
 
 
 def same_teacher(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -285,7 +321,7 @@ def teacher_margin_lines(results: dict[str, Any]) -> list[str]:
             diff, lo, hi = paired_bootstrap([mine], [theirs])
             cells.append(f"{100 * statistics.mean(mine):.1f} vs {100 * statistics.mean(theirs):.1f}: "
                          f"**{100 * diff:+.1f}** [{100 * lo:+.1f}, {100 * hi:+.1f}]")
-        rows.append(f"| {t['role']} | {n} | " + " | ".join(cells) + " |")
+        rows.append(f"| {teacher_key(t)} | {n} | " + " | ".join(cells) + " |")
         listed.append(t["role"])
     if not rows:
         return []
@@ -583,7 +619,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         aa = [fmt(t["autoattack"]) + f" ({t['autoattack_version']})"] if t_aa else []
         cells = [fmt(t["clean"]), *(fmt(t["attacks"].get(a)) for a in t_attacks), *aa, fmt(t["worst_case"]),
                  str(t["n_test"]), "–" if t["train_time_s"] is None else f"{t['train_time_s']:.0f}"]
-        role = (f"{t['role']} re-made {t['remade_date']} (used only by the rows marked †)" if t.get("remade_date")
+        role = (f"{teacher_key(t)} (used only by the rows marked †)" if t.get("remade_date") or t.get("retired_date")
                 else t["role"])
         lines.append(f"| {role}: {t['description']} | " + " | ".join(cells) + " |")
     lines += teacher_margin_lines(results)
@@ -614,9 +650,17 @@ def render_markdown(results: dict[str, Any]) -> str:
               "method receives them."]
     if any(r.get("teachers_remade") for r in results["rows"]):
         remade = [teacher_key(t) for t in results["teachers"] if t.get("remade_date")]
-        lines += ["", f"†: trained with teachers made again from the same recipes, whose weights differ from those the "
-                      f"other rows used ({', '.join(remade)}: their own rows are in the teachers' table; another CPU adds "
-                      f"floats in another order). These rows stay out of the seed means and the verdicts."]
+        retired = [teacher_key(t) for t in results["teachers"] if t.get("retired_date")]
+        why = []
+        if remade:
+            why.append(f"teachers made again from the same recipes, whose weights differ from those the other rows used "
+                       f"({', '.join(remade)}; another CPU adds floats in another order)")
+        if retired:
+            why.append(f"a teacher the table has retired ({', '.join(retired)}: lost with its machine's cache, it "
+                       f"cannot be made again with the same weights; the teacher made for the role after it is the "
+                       f"table's)")
+        lines += ["", f"†: trained with {' or with '.join(why)}. Their own rows are in the teachers' table. These rows "
+                      f"stay out of the seed means and the verdicts."]
     if any(r.get("last_epoch") or r.get("train_units") for r in results["rows"]):
         lines += selection_lines(by_method, attacks)
     if results.get("protocol") in CPU_PROTOCOL_NOTES:
@@ -788,8 +832,15 @@ def validation_of(row: dict[str, Any]) -> tuple[float, float] | None:
 def render_ablations(results: dict[str, Any], table: dict[str, Any], table_name: str) -> str:
     """Ablations on the validation split beside the rows of the same method and seed (and PGD-AT's) of the table
     ``table`` (docs/results/``table_name``.md)."""
-    reference = {(r["method"], r["seed"]): validation_of(r) for r in table.get("rows", [])
-                 if r["status"] == "ok" and not r.get("teachers_remade")}
+    def reference(method: str, seed: int, compared_with: dict[str, str] | None) -> tuple[str, Any] | None:
+        """(label, validation numbers) of the table row an ablation row is compared with: the one it names by its
+        teachers' weights (compared_with: a retired teacher's row), else the table's own."""
+        return next(((method_label(r), validation_of(r)) for r in table.get("rows", [])
+                     if r["status"] == "ok" and (r["method"], r["seed"]) == (method, seed)
+                     and (r.get("teacher_weights") == compared_with if compared_with is not None
+                          else not r.get("teachers_remade"))), None)
+
+    used: dict[tuple[str, int], Any] = {}
     val_n = results["data"].get("val_size") or 0
     se = 100 * (0.4 * 0.6 / val_n) ** 0.5 if val_n else float("nan")
     lines = [
@@ -818,20 +869,24 @@ def render_ablations(results: dict[str, Any], table: dict[str, Any], table_name:
                              *([f"teachers {' + '.join(variant['teachers'])}"] if variant.get("teachers") else [])]) or "–"
         clean, pgd = validation_of(r)
 
-        def delta(key: tuple[str, int]) -> str:
-            ref = reference.get(key)
-            return "–" if ref is None else f"{100 * (pgd - ref[1]):+.1f} (PGD-10), {100 * (clean - ref[0]):+.1f} (clean)"
+        def delta(method: str, compared_with: dict[str, str] | None = None) -> str:
+            found = reference(method, r["seed"], compared_with)
+            if found is None or found[1] is None:
+                return "–"
+            used[(found[0], r["seed"])] = found[1]
+            ref = found[1]
+            return f"{100 * (pgd - ref[1]):+.1f} (PGD-10), {100 * (clean - ref[0]):+.1f} (clean)"
 
         lines.append(f"| {r['method']} | {changed} | {r['seed']} | {fmt(clean)} | {fmt(pgd)} | "
-                     f"{delta((base, r['seed']))} | {delta(('pgd-at', r['seed']))} | {r['train_time_s']:.0f} |")
-    refs = sorted({(r["method"].split(" [")[0], r["seed"]) for r in results["rows"]} | {("pgd-at", r["seed"])
-                                                                                      for r in results["rows"]})
+                     f"{delta(base, r.get('compared_with'))} | {delta('pgd-at')} | {r['train_time_s']:.0f} |")
     lines += ["", "The table's own rows on the same validation images (protocol settings):", "",
               "| method | seed | val clean | val PGD-10 |", "|---|---|---|---|"]
-    for method, seed in refs:
-        ref = reference.get((method, seed))
-        if ref is not None:
-            lines.append(f"| {method} | {seed} | {fmt(ref[0])} | {fmt(ref[1])} |")
+    for (label, seed), ref in sorted(used.items()):
+        lines.append(f"| {label} | {seed} | {fmt(ref[0])} | {fmt(ref[1])} |")
+    if any(label.endswith("†") for label, _ in used):
+        lines += ["", "†: the table's row trained with a teacher it has since retired or re-made (its Teachers "
+                      "section); the ablations of that method and seed were run with that teacher, so they are "
+                      "compared with that row."]
     lines += ["", f"**Device**: {results['environment']['device']}; {results['date']}.", "",
               "## Commands", "", *[f"    {shown_command_line(c)}" for c in results["commands"]], ""]
     return "\n".join(lines)

@@ -741,3 +741,51 @@ def test_a_teacher_the_table_has_evaluated_is_not_evaluated_again(bench, protoco
                                                              "rows": []}))
         assert bench.main(args) == 0
         assert f"row teachers_remade={remade}" in capsys.readouterr().out
+
+
+def test_a_lost_teacher_is_retired_and_the_teacher_made_after_it_becomes_the_tables(bench, protocol, report,
+                                                                                    tmp_path, capsys):
+    # The robust teacher went with its machine's cache: rows trained with it leave the verdicts (†), the teacher
+    # re-made after it becomes the table's (its rows lose their †), and the ablations run with the lost teacher stay
+    # compared with the table row that had it.
+    setting = protocol.Setting(epochs=2, test_images=10, autoattack="fast", val_images=16)
+
+    def row(method, seed, weights, val_pgd10, **extra):
+        return {**_row(method, seed, 0.8), "teacher_weights": weights, "selection": {
+            "best": {"epoch": 2, "val_clean": 0.6, "val_pgd10": val_pgd10}}, **extra}
+
+    old, new = {"robust": "old"}, {"robust": "new"}
+    teacher = {"role": "robust", "description": "weakly adversarial", "weights": "old", "clean": 0.8,
+               "attacks": {}, "autoattack": 0.4, "autoattack_version": "fast", "worst_case": 0.4, "n_test": 10,
+               "train_time_s": 5.0}
+    table = {**_header(protocol, setting), "protocol": "cpu-standard", "commands": ["c"], "teachers": [
+        teacher, {**teacher, "weights": "new", "remade_date": "2026-12-09"}], "rows": [
+        row("pgd-at", 0, {}, 0.30), row("akd", 0, old, 0.38), row("akd", 0, new, 0.35, teachers_remade=["robust"]),
+        row("akd", 1, new, 0.36, teachers_remade=["robust"])]}
+    ablations = {**table, "rows": [{**row("akd [alpha 1]", 0, old, 0.33), "split": "validation"},
+                                   {**row("akd [final robust teacher]", 0, {"robust-final": "x"}, 0.36),
+                                    "split": "validation"}]}
+    out = tmp_path / "out"
+    out.mkdir()
+    protocol.write_json(out / "cifar10_subset.json", table)
+    protocol.write_json(out / "cifar10_subset_ablations.json", ablations)
+    args = ["--smoke", "--out", str(out)]
+    assert bench.main([*args, "--retire-teacher", "teacher2"]) == 2
+    assert "no teacher 'teacher2' with recorded weights to retire" in capsys.readouterr().err
+    assert bench.main([*args, "--retire-teacher", "robust"]) == 0
+    retired = json.loads((out / "cifar10_subset.json").read_text())
+    assert [report.teacher_key(t) for t in retired["teachers"]] == ["robust", f"robust retired {protocol.today()}"]
+    assert retired["teachers"][0]["weights"] == "new"
+    assert [(report.method_label(r), r["seed"]) for r in retired["rows"]] == [
+        ("pgd-at", 0), ("akd †", 0), ("akd", 0), ("akd", 1)]
+    assert report.verdict_lines(retired)[0] == "| akd | pgd-at | not yet (needs ≥ 2 seeds of both; have 2 and 1) | |"
+    markdown = (out / "cifar10_subset.md").read_text()
+    assert f"robust retired {protocol.today()}: lost with its machine's cache" in markdown
+    # the teacher made after a retired one (here: the next one) is the table's, not a re-made one
+    rows = {report.teacher_key(t): t for t in retired["teachers"]}
+    assert not report.place_teacher_row(rows, {**teacher, "weights": "new"}, "2026-12-10")
+    assert [r["compared_with"] for r in json.loads((out / "cifar10_subset_ablations.json").read_text())["rows"]] == [
+        old, old]
+    page = (out / "cifar10_subset_ablations.md").read_text()
+    assert "| akd [alpha 1] | – | 0 | 60.0 | 33.0 | -5.0 (PGD-10), +0.0 (clean) | +3.0 (PGD-10)" in page
+    assert "| akd † | 0 | 60.0 | 38.0 |" in page and "| akd | 0 |" not in page
