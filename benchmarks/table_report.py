@@ -870,11 +870,10 @@ def render_ablations(results: dict[str, Any], table: dict[str, Any], table_name:
         clean, pgd = validation_of(r)
 
         def delta(method: str, compared_with: dict[str, str] | None = None) -> str:
-            found = reference(method, r["seed"], compared_with)
-            if found is None or found[1] is None:
+            label, ref = reference(method, r["seed"], compared_with) or ("", None)
+            if ref is None:
                 return "–"
-            used[(found[0], r["seed"])] = found[1]
-            ref = found[1]
+            used[(label, r["seed"])] = ref
             return f"{100 * (pgd - ref[1]):+.1f} (PGD-10), {100 * (clean - ref[0]):+.1f} (clean)"
 
         lines.append(f"| {r['method']} | {changed} | {r['seed']} | {fmt(clean)} | {fmt(pgd)} | "
