@@ -632,43 +632,29 @@ def test_a_finished_step_of_a_queue_loads_no_data_and_makes_no_teacher(bench, pr
     assert bench.main([*common, "--seeds", "0"]) == 0  # without the store, the row is finished
 
 
-def test_a_finished_attack_audit_keeps_the_device_and_date_of_the_runs_that_attacked(tmp_path):
-    # Re-run by the queue on another machine with every attack done, the audit re-renders its page: it must not
-    # claim that machine (or today) for attacks that ran elsewhere.
+@pytest.mark.parametrize("script, results, args, kept", [
+    ("attack_audit", "cifar10_cpu_standard_audit",
+     lambda c: ["--restarts", str(c["restarts"]), "--images", str(c["images"]), "--threads", "1"], "attacks"),
+    ("cpu_scale_image_noise", "cifar10_cpu_image_noise", lambda c: ["--further", str(c["further"])], "blocks"),
+])
+def test_a_finished_check_keeps_the_device_and_date_of_the_runs_that_attacked(tmp_path, script, results, args, kept):
+    # Re-run by the queue on another machine with every attack done, the attack audit (and the CPU-scale verdict's
+    # image-noise check) only re-renders its page: it must not claim that machine, or today, for attacks run elsewhere.
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpg"
     if not data.is_dir():
         pytest.skip("needs ../shared/data/cifar10_jpg")
-    audit = load_benchmark("attack_audit.py", "attack_audit")
-    sys.modules.pop("attack_audit", None)
-    committed = json.loads((audit.RESULTS / "cifar10_cpu_standard_audit.json").read_text())
+    module = load_benchmark(f"{script}.py", script)
+    sys.modules.pop(script, None)
+    committed = json.loads((module.RESULTS / f"{results}.json").read_text())
     state = {**committed, "device": "cpu (the machine that attacked)", "date": "2026-12-01", "command": "c"}
-    out = tmp_path / "audit"
+    out = tmp_path / results
     out.with_suffix(".json").write_text(json.dumps(state))
-    assert audit.main(["--methods", ",".join(committed["methods"]), "--restarts", str(committed["restarts"]),
-                       "--images", str(committed["images"]), "--data", str(data), "--out", str(out),
-                       "--threads", "1"]) == 0
+    assert module.main(["--methods", ",".join(committed["methods"]), *args(committed), "--data", str(data),
+                        "--out", str(out)]) == 0
     rewritten = json.loads(out.with_suffix(".json").read_text())
     assert (rewritten["device"], rewritten["date"], rewritten["command"]) == (state["device"], "2026-12-01", "c")
-    assert rewritten["attacks"] == committed["attacks"]
+    assert rewritten[kept] == committed[kept]
     assert "device cpu (the machine that attacked)" in out.with_suffix(".md").read_text()
-
-
-def test_a_finished_image_noise_check_keeps_the_device_and_date_of_the_runs_that_attacked(tmp_path):
-    # The same for the CPU-scale verdict's image-noise check: every block attacked, a re-run only re-renders.
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpg"
-    if not data.is_dir():
-        pytest.skip("needs ../shared/data/cifar10_jpg")
-    noise = load_benchmark("cpu_scale_image_noise.py", "cpu_scale_image_noise")
-    sys.modules.pop("cpu_scale_image_noise", None)
-    committed = json.loads((noise.RESULTS / "cifar10_cpu_image_noise.json").read_text())
-    state = {**committed, "device": "cpu (the machine that attacked)", "date": "2026-12-01", "command": "c"}
-    out = tmp_path / "noise"
-    out.with_suffix(".json").write_text(json.dumps(state))
-    assert noise.main(["--methods", ",".join(committed["methods"]), "--further", str(committed["further"]),
-                       "--data", str(data), "--out", str(out)]) == 0
-    rewritten = json.loads(out.with_suffix(".json").read_text())
-    assert (rewritten["device"], rewritten["date"], rewritten["command"]) == (state["device"], "2026-12-01", "c")
-    assert rewritten["blocks"] == committed["blocks"] and rewritten["table"] == committed["table"]
 
 
 def test_a_stored_robust_teacher_is_read_on_a_machine_without_the_cache(bench, protocol, tmp_path, monkeypatch,
