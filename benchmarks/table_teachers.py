@@ -97,7 +97,7 @@ def make_teachers(setting: Setting, data: Any, device: torch.device, progress: b
     needed |= {other_source(setting)} if "robust2" in roles else set()
     if "teacher1" in needed:
         teachers["teacher1"] = make_teacher1(setting, full, device, progress)
-    if "teacher2" not in needed and not needed & {"robust", "robust2"} - set(teachers):
+    if not needed - {"teacher1"} - set(teachers):
         return {r: t for r, t in teachers.items() if r in roles}
     train_data = data
     epochs2 = f"{setting.teacher2_epochs} epoch{'s' * (setting.teacher2_epochs != 1)}"
@@ -152,6 +152,10 @@ def final_epoch_of(robust: Teacher, device: torch.device) -> Teacher:
 
     from robustcompress.io import load_checkpoint
 
+    if robust.extra.get("stored"):
+        raise FileNotFoundError(f"the robust teacher was read from the store {robust.extra['stored']}, which keeps the "
+                                "selected epoch only, not the fine-tune's final one: run this ablation without "
+                                "--teacher-store where the fine-tune's checkpoints are (its cache)")
     directory = robust.extra.get("checkpoint_dir")
     last = Path(directory) / "last.pt" if directory else None
     if last is None or not last.is_file():

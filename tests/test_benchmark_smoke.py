@@ -683,6 +683,8 @@ def test_a_stored_robust_teacher_is_read_on_a_machine_without_the_cache(bench, p
         assert torch.equal(teachers["robust"].model(x), made.model(x))
     assert teachers["robust"].description == made.description and teachers["robust"].extra["recipe"] == made.extra[
         "recipe"]
+    with pytest.raises(FileNotFoundError, match="keeps the selected epoch only"):  # no fine-tune checkpoints stored
+        table_teachers.make_teachers(protocol.SMOKE, data, cpu, False, ("robust-final",), store=store)
     # another recipe is not served the stored teacher, and its own teacher does not replace the stored one
     before = (store / "robust.safetensors").read_bytes()
     other = dataclasses.replace(protocol.SMOKE, robust_lr=protocol.SMOKE.robust_lr / 2)
