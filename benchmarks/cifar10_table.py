@@ -267,12 +267,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a row trained with another robust teacher than the stored one is run again, with the stored one
     done = finished_runs(old.get("rows", []), stored_weights(args.teacher_store)) if (
         comparable and args.skip_done) else set()
+    def label_of(method: str) -> str:  # the method as its rows name it
+        return method if variant is None else f"{method} [{variant.label}]"
+
     todo: list[tuple[str, int]] = []
     for method in run:
         for seed in args.seeds:
-            label = method if variant is None else f"{method} [{variant.label}]"
-            if (label, seed) in done:
-                print(f"== {label} seed {seed}: in {path.name} already (--skip-done)", flush=True)
+            if (label_of(method), seed) in done:
+                print(f"== {label_of(method)} seed {seed}: in {path.name} already (--skip-done)", flush=True)
             else:
                 todo.append((method, seed))
     if args.skip_done and not todo:
@@ -353,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # reported in the table and the exit code; the other methods still run
             traceback.print_exc()
             failures += 1
-            row = {"method": method if variant is None else f"{method} [{variant.label}]", "seed": seed,
+            row = {"method": label_of(method), "seed": seed,
                    "status": f"failed: {type(exc).__name__}: {exc}", "device": describe_device(device), "date": today()}
         else:
             student = row.pop("student")

@@ -185,7 +185,7 @@ def make_robust(role: str, source_role: str, setting: Setting, data: Any, teache
     recipe = robust_recipe(source_role, setting, data)
     if source_role != "teacher1" or setting.teacher1_finetune_epochs:
         recipe["start"] = weights_of(source.model)  # a changed starting point is another robust teacher
-    val_fraction = (setting.val_images or 1000) / len(robust_data.train)
+    val_fraction = robust_val_fraction(setting, data)
 
     def finetune(checkpoint_dir: Path) -> torch.nn.Module:
         from robustcompress.teachers import weak_adversarial_finetune
@@ -226,8 +226,14 @@ def robust_recipe(source_role: str, setting: Setting, data: Any) -> dict[str, An
     # the students' validation split has (AKD's early-stopped robust teacher)
     if setting.robust_select != "last":
         recipe.update(select=setting.robust_select, val_eps=setting.eps,
-                      val_fraction=(setting.val_images or 1000) / len(robust_data_of(setting, data).train))
+                      val_fraction=robust_val_fraction(setting, data))
     return recipe
+
+
+def robust_val_fraction(setting: Setting, data: Any) -> float:
+    """The share of the robust teacher's training images held out to select its epoch: as many as the students'
+    validation split has."""
+    return (setting.val_images or 1000) / len(robust_data_of(setting, data).train)
 
 
 # The repository's teacher store (cifar10_table.py --teacher-store) keeps the robust teacher, which takes hours to
@@ -257,9 +263,10 @@ def read_stored(role: str, recipe: dict[str, Any], data: Any, store: Path, devic
     spec = meta["spec"]
     model = load_weights(build_model(spec["name"], spec["num_classes"], spec["input_size"], mean=spec["mean"],
                                      std=spec["std"], small_input=spec["small_input"]), store / f"{role}.safetensors")
-    if weights_of(model) != meta["weights"]:
+    found = weights_of(model)
+    if found != meta["weights"]:
         raise ValueError(f"{store / f'{role}.safetensors'} does not hold the weights {store / f'{role}.json'} names "
-                         f"(fingerprint {weights_of(model)}, not {meta['weights']}): restore both from git")
+                         f"(fingerprint {found}, not {meta['weights']}): restore both from git")
     print(f"{role}: stored weights {store / f'{role}.safetensors'} (made {meta['date']} on {meta['trained_on']})",
           flush=True)
     return Teacher(role, meta["description"], model.to(device).eval(), meta["train_time_s"],
@@ -277,8 +284,7 @@ def write_stored(teacher: Teacher, data: Any, store: Path) -> None:
         return
     store.mkdir(parents=True, exist_ok=True)
     spec = teacher.model.spec()
-    save_safetensors({k: v.detach().cpu().contiguous() for k, v in teacher.model.state_dict().items()},
-                     store / f"{teacher.role}.safetensors")
+    save_safetensors(teacher.model.state_dict(), store / f"{teacher.role}.safetensors")
     write_json(store / f"{teacher.role}.json", {
         "role": teacher.role, "description": teacher.description, "recipe": teacher.extra["recipe"],
         "data": data_fingerprint(data), "train_images": teacher.extra["train_images"],
