@@ -22,12 +22,29 @@ STANDARD=("${TABLE[@]}" --protocol cpu-standard --work-dir "$WORK/cpu_standard"
           --save-bundles docs/results/cifar10_cpu_standard "${STORE[@]}")
 SCALE_BF16=("${TABLE[@]}" --protocol cpu-scale --work-dir "$WORK/cpu_scale" --variant bf16 --precision bf16)
 
+# Before any step: this checkout's SDK and deploy runtime must be the ones Python imports. Otherwise every step fails
+# in seconds (or, worse, runs another tree's code into this tree's results) and the queue "finishes" having done nothing.
+if ! where=$(python -c "import robustcompress, robustcompress_runtime as r; print(robustcompress.__file__); print(r.__file__)"); then
+    echo "queue not started: robustcompress does not import here; run pip install -e '.[dev]' or set PYTHONPATH=$PWD:$PWD/export" >&2
+    exit 1
+fi
+while read -r file; do
+    case "$file" in
+        "$PWD"/*) ;;
+        *) echo "queue not started: Python imports $file, not this checkout's ($PWD); set PYTHONPATH=$PWD:$PWD/export" >&2
+           exit 1 ;;
+    esac
+done <<< "$where"
+
+FAILED=()
 step() {  # step LABEL COMMAND...: run one step, log its start, end and exit code; a failed step does not stop the queue
     local label=$1
     shift
     echo "$(date -u +%FT%TZ) start $label: $*" | tee -a "$LOG"
     "$@" 2>&1 | tee -a "$WORK/$label.log"
-    echo "$(date -u +%FT%TZ) end $label: exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+    local code=${PIPESTATUS[0]}
+    echo "$(date -u +%FT%TZ) end $label: exit $code" | tee -a "$LOG"
+    [ "$code" = 0 ] || FAILED+=("$label")
 }
 
 # 1. The protocol's floor: PGD-AT, seed 0 (the pilot of the epoch count; its row is the table's).
@@ -81,4 +98,9 @@ step dual-path-uniform "${ABLATE[@]}" "${STORE[@]}" --methods dual-path --varian
 step dual-path "${STANDARD[@]}" --methods dual-path --seeds 1,2
 # 6. The other baselines, one seed each.
 step baselines "${STANDARD[@]}" --methods ard,iad,adaad,mtard --seeds 0
-echo "$(date -u +%FT%TZ) queue finished" | tee -a "$LOG"
+if [ ${#FAILED[@]} -eq 0 ]; then
+    echo "$(date -u +%FT%TZ) queue finished" | tee -a "$LOG"
+else  # the reasons are in each step's log, $WORK/<label>.log
+    echo "$(date -u +%FT%TZ) queue finished; ${#FAILED[@]} steps failed: ${FAILED[*]}" | tee -a "$LOG"
+    exit 1
+fi
