@@ -119,6 +119,24 @@ def test_teacher_outputs_from_inference_mode_are_usable_as_loss_targets(digits16
         assert all(z.dtype == torch.float32 for z in teacher_logits(teachers, x))
 
 
+def test_teachers_see_large_batches_in_chunks_on_a_cpu():
+    """Dual-path's path points reach the teachers as one large batch; on a CPU they run in chunks of
+    CPU_TEACHER_CHUNK images (faster there), with the logits of one forward over the whole batch."""
+    from robustcompress.methods.common import CPU_TEACHER_CHUNK
+
+    teacher = _model(1).eval()
+    sizes = []
+    teacher.register_forward_pre_hook(lambda module, inputs: sizes.append(len(inputs[0])))
+    x = torch.rand(2 * CPU_TEACHER_CHUNK + 44, 3, 16, 16)
+    chunked = teacher_logits([teacher], x)[0]
+    assert sizes == [CPU_TEACHER_CHUNK, CPU_TEACHER_CHUNK, 44]
+    with torch.no_grad():
+        assert torch.allclose(chunked, teacher(x), atol=1e-5)
+    sizes.clear()
+    teacher_logits([teacher], x[:CPU_TEACHER_CHUNK])
+    assert sizes == [CPU_TEACHER_CHUNK]
+
+
 class Spy(torch.nn.Module):
     """Wraps a method and records what its two halves see."""
 
@@ -374,3 +392,109 @@ def test_isa_limit_makes_a_cpu_look_like_the_smaller_one():
     spr = parse_cpuinfo(_cpuinfo_text(SAPPHIRE_RAPIDS))
     assert limit_isa(spr, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}).native_bf16 == "avx512_bf16"
     assert limit_isa(spr, {"ONEDNN_MAX_CPU_ISA": "ALL"}).flags == spr.flags
+
+
+class _ResidualNet(torch.nn.Module):
+    """Conv, BatchNorm, in-place ReLU and an in-place residual add, as in a ResNet block, then pool and linear."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16),
+                                        torch.nn.ReLU(inplace=True))
+        self.conv, self.bn = torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16)
+        self.head = torch.nn.Linear(16, 10)
+        with torch.no_grad():  # non-trivial running statistics, so the eval-mode batch norm does something
+            for bn in (self.stem[1], self.bn):
+                bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        x = self.stem(x)
+        out = self.bn(self.conv(x))
+        out += x
+        return self.head(torch.relu_(out).mean((2, 3)))
+
+
+def test_bf16_rounding_does_autocast_arithmetic_with_fp32_kernels():
+    """A frozen teacher's forward with fp32 kernels on bf16-rounded values gives what bf16 autocast gives (up to
+    the order of fp32 sums), much closer to it than fp32 does, and hands back bf16 tensors as autocast does."""
+    from robustcompress.trainer.bf16_rounding import bf16_rounded_inference
+
+    net = _ResidualNet().eval().to(memory_format=torch.channels_last)
+    x = torch.rand(64, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fp32 = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = net(x)
+            with bf16_rounded_inference([net]):
+                assert "forward" in vars(net)
+                rounded = net(x)
+        assert "forward" not in vars(net)  # the module's own forward is back
+    assert autocast.dtype == rounded.dtype == torch.bfloat16
+    rounded, autocast = rounded.float(), autocast.float()
+    assert (rounded == autocast).float().mean() > 0.9
+    assert (rounded - autocast).abs().mean() < 0.25 * (fp32 - autocast).abs().mean()
+    assert torch.equal(rounded.argmax(1), autocast.argmax(1))
+
+
+def test_bf16_rounding_leaves_forwards_with_gradients_and_without_autocast_alone():
+    """Inside the block, a forward that builds a graph (AdaAD's attack back-propagates through its teachers) or runs
+    outside bf16 autocast is the module's own forward, bit for bit."""
+    from robustcompress.trainer.bf16_rounding import bf16_rounded_inference
+
+    net = _ResidualNet().eval()
+    x = torch.rand(8, 3, 16, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = net(x)
+    plain = net(x)
+    with bf16_rounded_inference([net]):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with_graph = net(x)
+        assert torch.equal(with_graph, expected) and with_graph.requires_grad
+        with_graph.float().sum().backward()
+        assert x.grad is not None
+        with torch.no_grad():
+            assert torch.equal(net(x), plain)  # no autocast: fp32 as before
+
+
+def test_speed_plan_rounds_teacher_inference_only_where_bf16_is_emulated():
+    avx2, zen4 = parse_cpuinfo(_cpuinfo_text(AVX2)), parse_cpuinfo(_cpuinfo_text(ZEN4))
+    forced = plan_speed("fast", CPU, precision="bf16", cpu=avx2)
+    assert forced.teacher_bf16_rounding
+    assert forced.describe()["teacher_inference"] == "fp32 kernels on bf16-rounded values"
+    assert "teachers' inference as fp32 kernels on bf16-rounded values" in forced.summary()
+    for plan in (plan_speed("fast", CPU, precision="bf16", cpu=zen4),  # native bf16: oneDNN's kernels are the fast ones
+                 plan_speed("fast", CPU, precision="fp32", cpu=avx2), plan_speed("fast", CPU, cpu=avx2, input_px=32),
+                 plan_speed("compile", CPU, precision="bf16", cpu=avx2), plan_speed("reference", CPU, cpu=avx2)):
+        assert not plan.teacher_bf16_rounding and "teacher_inference" not in plan.describe()
+
+
+def test_forced_bf16_training_on_a_cpu_without_bf16_units_rounds_the_teachers_only(digits16, monkeypatch, tmp_path):
+    """fit(precision='bf16') on a CPU without bf16 units: the teachers' inference forwards run rounded, the student
+    trains under autocast as before, the teachers get their own forward back, and the bundle records it."""
+    import robustcompress.trainer.bf16_rounding as rounding
+    import robustcompress.trainer.fast as fast
+    from robustcompress import RobustCompressor
+
+    monkeypatch.setattr(fast, "cpu_info", lambda: parse_cpuinfo(_cpuinfo_text(AVX2)))
+    calls = {"rounded": 0}
+    real_mode = rounding.RoundToBf16
+
+    class CountingMode(real_mode):
+        def __enter__(self):
+            calls["rounded"] += 1
+            return super().__enter__()
+
+    monkeypatch.setattr(rounding, "RoundToBf16", CountingMode)
+    teacher = _model(7).eval()
+    rc = RobustCompressor([teacher], _model(), method="akd", epochs=1, steps=1, batch_size=32, device="cpu",
+                          precision="bf16", verify_attacks=(), progress=False, out_dir=tmp_path / "run")
+    spy = AutocastSpy(rc.student_spec.net[0])
+    rc.fit(_subset(digits16, 64))
+    assert calls["rounded"] == 2  # AKD queries the teacher once per step, on x_adv: two batches of 32
+    # The student's forwards (one attack step and the loss, for each of the two batches) ran under autocast.
+    assert sum(autocast for autocast, _ in spy.calls) == 4
+    assert "forward" not in vars(teacher)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["training_speed"]["precision"] == "bfloat16"
+    assert record["training_speed"]["teacher_inference"] == "fp32 kernels on bf16-rounded values"

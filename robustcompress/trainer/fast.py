@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset, TensorDataset
 
+from robustcompress.trainer.bf16_rounding import bf16_rounded_inference
 from robustcompress.trainer.config import PRECISIONS, SPEEDS, TrainConfig
 from robustcompress.trainer.cpu import CpuInfo, cpu_info
 
@@ -37,6 +38,9 @@ class SpeedPlan:
     sync_every: int  # steps between host reads of the loss; 1 = every step, as reference code does
     cpu: CpuInfo | None = None  # the CPU that trains, recorded with the run (None on CUDA)
     why: str = ""  # why precision="auto" chose what it chose, when that is not evident from the CPU ("" otherwise)
+    #: bf16 on a CPU without bf16 units: frozen teachers' inference forwards run as fp32 kernels on bf16-rounded values
+    #: (robustcompress.trainer.bf16_rounding), the same arithmetic as oneDNN's emulation at about fp32's speed
+    teacher_bf16_rounding: bool = False
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """Autocast for the forwards (attack included); a no-op context in fp32."""
@@ -60,12 +64,15 @@ class SpeedPlan:
             "sync_every": self.sync_every,
             **({"cpu": self.cpu.describe()} if self.cpu is not None else {}),
             **({"why": self.why} if self.why else {}),
+            **({"teacher_inference": "fp32 kernels on bf16-rounded values"} if self.teacher_bf16_rounding else {}),
         }
 
     def summary(self) -> str:
         """One line for the start of a run, e.g. 'bf16 autocast, channels_last (CPU: AMD EPYC, avx512_bf16)'."""
         parts = ["bf16 autocast" if self.amp_dtype is not None else "fp32"]
         parts += [name for name, on in (("channels_last", self.channels_last), ("torch.compile", self.compile)) if on]
+        if self.teacher_bf16_rounding:
+            parts.append("teachers' inference as fp32 kernels on bf16-rounded values")
         where = ""
         if self.cpu is not None:
             where = f" (CPU: {self.cpu.model}, {self.cpu.native_bf16 or 'no native bf16'})"
@@ -122,6 +129,10 @@ def plan_speed(
             # Allowed (a protocol may fix its precision across machines), but said: the step is slower than fp32
             # (0.87x the fp32 reference's PGD-5 step on an AVX-512 Xeon without BF16, docs/results/throughput_cpu.md).
             why = "bf16 forced on a CPU without native bf16 units: oneDNN emulates it, slower than fp32 (auto: fp32)"
+    # Frozen teachers need no bf16 backward, so on such a CPU their forwards skip oneDNN's slow emulation (not under
+    # torch.compile, which traces the forward it is given).
+    teacher_rounding = (amp_dtype is not None and cpu is not None and cpu.native_bf16 is None
+                        and speed != "compile")
     return SpeedPlan(
         speed=speed,
         amp_dtype=amp_dtype,
@@ -131,6 +142,7 @@ def plan_speed(
         sync_every=FAST_SYNC_EVERY,
         cpu=cpu,
         why=why,
+        teacher_bf16_rounding=teacher_rounding,
     )
 
 
@@ -169,12 +181,15 @@ def speed_context(
 ) -> Iterator[tuple[nn.Module, list[nn.Module]]]:
     """Convert the models for ``plan`` and yield (student, teachers) to call; undo the layout change afterwards.
 
-    The yielded modules are the originals (compiled in place at most), so optimisers and checkpoints keep working
-    on them. cuDNN autotuning is switched on for the fast path and restored.
+    The yielded modules are the originals (compiled in place at most; with ``plan.teacher_bf16_rounding`` the
+    teachers' ``forward`` is overridden for the block), so optimisers and checkpoints keep working on them. cuDNN
+    autotuning is switched on for the fast path and restored.
     """
     models = list({id(m): m for m in [student, *teachers]}.values())  # a module passed twice is converted once
     benchmark_before = torch.backends.cudnn.benchmark
     compiled_here = [m for m in models if getattr(m, "_compiled_call_impl", None) is None] if plan.compile else []
+    rounding = bf16_rounded_inference([t for t in teachers if t is not student]) if plan.teacher_bf16_rounding \
+        else contextlib.nullcontext()
     try:
         if plan.channels_last:
             for m in models:
@@ -183,7 +198,8 @@ def speed_context(
             torch.backends.cudnn.benchmark = True
         for m in compiled_here:  # modules the caller compiled already stay as they are
             compile_in_place(m)
-        yield student, list(teachers)
+        with rounding:
+            yield student, list(teachers)
     finally:
         torch.backends.cudnn.benchmark = benchmark_before
         for m in compiled_here:
