@@ -261,6 +261,14 @@ gone, and with it PGD-AT seed 1's ten trained epochs. What follows from it:
 - This protocol trains in bf16 on every machine; on a CPU without bf16 units oneDNN emulates it (the same arithmetic,
   at 0.87x the fp32 reference's step there: `throughput_cpu.md`), so a row trained there costs about 3.4x its time
   on the EPYC: 410 s per PGD-AT epoch against about 120 s.
+- From 2026-12-08 (62e872c), on such a CPU the frozen teachers' forwards skip oneDNN's emulation: fp32 kernels on
+  values rounded to bf16 wherever autocast rounds (`robustcompress/trainer/bf16_rounding.py`; the same arithmetic up
+  to the order of fp32 sums), and on every CPU a teacher sees at most 128 images per forward. Dual-path's step there
+  took 14.1 s instead of 27.3 s, AKD's 2.1 s instead of 3.0 s (`throughput_cpu.md`). A row that used it says so in
+  its `training_speed` (`teacher_inference`). No row before it was affected: the rows trained on the Xeon until then
+  (PGD-AT) have no teacher, the EPYC has bf16 units, and AKD's live teacher batches there were 128 images (cached
+  teacher outputs are computed apart, once). Students still train in oneDNN's emulation (their backward needs bf16
+  gradients).
 - A finished step of the queue no longer makes or evaluates teachers before finding it has nothing to run."""
 CPU_PROTOCOL_NOTES = {"cpu-scale": CPU_SCALE_NOTES, "cpu-standard": CPU_STANDARD_NOTES}
 #: --autoattack choices -> the robustcompress.verify attack that runs them. 'fast' is APGD-CE + APGD-T; 'apgd-ce' is
