@@ -457,6 +457,28 @@ def test_bf16_rounding_leaves_forwards_with_gradients_and_without_autocast_alone
             assert torch.equal(net(x), plain)  # no autocast: fp32 as before
 
 
+def test_bf16_rounding_keeps_a_models_own_tensors_fp32_when_it_writes_them():
+    """Under autocast a buffer written in place keeps its fp32 value; so it does in the rounded forward (only the
+    activations are rounded)."""
+    from robustcompress.trainer.bf16_rounding import bf16_rounded_inference
+
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+            self.register_buffer("seen", torch.tensor(1.001))  # not a bf16 value: rounding would make it 1.0
+
+        def forward(self, x):
+            self.seen.add_(0.25)
+            return self.linear(x)
+
+    net = Counting().eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), bf16_rounded_inference([net]):
+        out = net(torch.rand(2, 4))
+    assert out.dtype == torch.bfloat16
+    assert net.seen.item() == (torch.tensor(1.001) + 0.25).item()
+
+
 def test_speed_plan_rounds_teacher_inference_only_where_bf16_is_emulated():
     avx2, zen4 = parse_cpuinfo(_cpuinfo_text(AVX2)), parse_cpuinfo(_cpuinfo_text(ZEN4))
     forced = plan_speed("fast", CPU, precision="bf16", cpu=avx2)

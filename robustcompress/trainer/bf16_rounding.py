@@ -47,7 +47,12 @@ def round_to_bf16(value: Any) -> Any:
 class RoundToBf16(TorchDispatchMode):
     """Inside this mode every fp32 op result is rounded to bf16 values, and the fp32 operands of BF16_OPERAND_OPS
     too: fp32 tensors then hold what bf16 autocast's bf16 tensors would. Views are left alone (they show rounded
-    data already) and in-place ops round the tensor they wrote."""
+    data already) and in-place ops round the tensor they wrote, except the tensors in ``kept`` (a model's parameters
+    and buffers: written in place under autocast they stay fp32)."""
+
+    def __init__(self, kept: Sequence[torch.Tensor] = ()) -> None:
+        super().__init__()
+        self.kept_storages = {t.untyped_storage().data_ptr() for t in kept}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 (torch's signature)
         kwargs = kwargs or {}
@@ -58,22 +63,22 @@ class RoundToBf16(TorchDispatchMode):
         if schema.is_mutable:  # in place (add_, relu_) or out=: round what it wrote, keep the caller's aliases valid
             for argument, value in zip(schema.arguments, args):
                 if argument.alias_info is not None and argument.alias_info.is_write:
-                    _round_in_place(value)
+                    self._round_in_place(value)
             for name, value in kwargs.items():
                 if any(a.name == name and a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
-                    _round_in_place(value)
+                    self._round_in_place(value)
             return out
         if any(r.alias_info is not None for r in schema.returns):  # a view: its base is rounded already
             return out
         return tree_map(round_to_bf16, out)
 
+    def _round_in_place(self, value: Any) -> None:
+        if (isinstance(value, torch.Tensor) and value.dtype == torch.float32
+                and value.untyped_storage().data_ptr() not in self.kept_storages):
+            value.copy_(value.to(torch.bfloat16))
 
-def _round_in_place(value: Any) -> None:
-    if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
-        value.copy_(value.to(torch.bfloat16))
 
-
-def _emulating_forward(forward: Any) -> Any:
+def _emulating_forward(module: nn.Module, forward: Any) -> Any:
     """``forward`` that, called for inference under CPU bf16 autocast, runs in fp32 with bf16 rounding instead and
     returns bf16 tensors, as autocast would; called otherwise (gradients on, no autocast) it is ``forward``."""
 
@@ -81,7 +86,7 @@ def _emulating_forward(forward: Any) -> Any:
         if (torch.is_grad_enabled() or not torch.is_autocast_enabled("cpu")
                 or torch.get_autocast_dtype("cpu") != torch.bfloat16):
             return forward(*args, **kwargs)
-        with torch.autocast("cpu", enabled=False), RoundToBf16():
+        with torch.autocast("cpu", enabled=False), RoundToBf16([*module.parameters(), *module.buffers()]):
             out = forward(*args, **kwargs)
         # Exact: the values are bf16 already. Downstream code then sees the dtype autocast would have given it.
         return tree_map(lambda t: t.to(torch.bfloat16) if isinstance(t, torch.Tensor)
@@ -103,7 +108,7 @@ def bf16_rounded_inference(modules: Sequence[nn.Module]) -> Iterator[None]:
         for module in {id(m): m for m in modules}.values():
             if "forward" in vars(module):  # someone else overrode it already: leave that module as it is
                 continue
-            module.forward = _emulating_forward(module.forward)
+            module.forward = _emulating_forward(module, module.forward)
             patched.append(module)
         yield
     finally:
