@@ -86,6 +86,9 @@ step rslad "${STANDARD[@]}" --methods rslad --seeds 0,1,2
 # AKD seed 0 again: its first row distilled from a robust teacher the next machine no longer had (2026-12-07); with
 # the stored teacher, --skip-done runs a row trained with another teacher again, so AKD's three seeds share one.
 step akd "${STANDARD[@]}" --methods akd --seeds 0,1,2
+# 5a. The cheap baselines, one seed each, before dual-path: on a CPU without bf16 units dual-path's five runs take
+#     about 76 h and AdaAD's one about 24 h, against about 2-3 h for each of these (docs/results/throughput_cpu.md).
+step baselines-cheap "${STANDARD[@]}" --methods ard,iad,mtard --seeds 0
 step dual-path-0 "${STANDARD[@]}" --methods dual-path --seeds 0
 # 5b. Dual-path's own mechanisms on the validation split, seed 0: three path points instead of every iterate, uniform
 #     instead of adaptive weights (the table's dual-path row of seed 0 is the default they are compared with), before
@@ -96,8 +99,8 @@ step dual-path-3-points "${ABLATE[@]}" "${STORE[@]}" --methods dual-path --varia
 step dual-path-uniform "${ABLATE[@]}" "${STORE[@]}" --methods dual-path --variant 'uniform weights' \
     --method-arg adaptive_weights=false
 step dual-path "${STANDARD[@]}" --methods dual-path --seeds 1,2
-# 6. The other baselines, one seed each.
-step baselines "${STANDARD[@]}" --methods ard,iad,adaad,mtard --seeds 0
+# 6. AdaAD (one seed), which back-propagates through its teacher in every attack step: the queue's costliest run.
+step adaad "${STANDARD[@]}" --methods adaad --seeds 0
 if [ ${#FAILED[@]} -eq 0 ]; then
     echo "$(date -u +%FT%TZ) queue finished" | tee -a "$LOG"
 else  # the reasons are in each step's log, $WORK/<label>.log

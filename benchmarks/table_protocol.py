@@ -268,7 +268,9 @@ gone, and with it PGD-AT seed 1's ten trained epochs. What follows from it:
   its `training_speed` (`teacher_inference`). No row before it was affected: the rows trained on the Xeon until then
   (PGD-AT) have no teacher, the EPYC has bf16 units, and AKD's live teacher batches there were 128 images (cached
   teacher outputs are computed apart, once). Students still train in oneDNN's emulation (their backward needs bf16
-  gradients).
+  gradients). Even so, what was left of the queue on 2026-12-08 is about 140 CPU-hours on this Xeon (dual-path's
+  five runs about 76, AdaAD's one about 24; per-method step times in `throughput_cpu.md`), about three times the
+  EPYC's; so the queue runs the cheap baselines (ARD, IAD, MTARD: 2-3 h each) before dual-path, and AdaAD last.
 - A finished step of the queue no longer makes or evaluates teachers before finding it has nothing to run."""
 CPU_PROTOCOL_NOTES = {"cpu-scale": CPU_SCALE_NOTES, "cpu-standard": CPU_STANDARD_NOTES}
 #: --autoattack choices -> the robustcompress.verify attack that runs them. 'fast' is APGD-CE + APGD-T; 'apgd-ce' is
