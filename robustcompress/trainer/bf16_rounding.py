@@ -8,8 +8,10 @@ bf16 numbers is exact in fp32, so an fp32 kernel given bf16-rounded operands doe
 order of the fp32 sums, which differs between any two kernels anyway): rounding each op's output to bf16, and the
 operands of the ops autocast runs in bf16, reproduces autocast at fp32 speed plus two cheap passes per op.
 
-Only inference forwards of frozen teachers use this (no autograd graph); a forward that needs gradients (AdaAD's
-inner maximisation back-propagates through its teachers) runs under autocast as before.
+Frozen teachers use this. An inference forward runs in the rounded fp32 mode; a forward whose input needs a
+gradient (AdaAD's inner maximisation back-propagates through its teachers to the image) runs its forward and its
+backward in it, the backward's convolutions and matrix products on rounded operands too, as autocast's bf16 backward
+kernels do. A model whose own parameters need gradients is left to autocast.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ BF16_OPERAND_OPS = frozenset({
     aten.conv3d.default, aten.mkldnn_convolution.default,
     aten.addmm.default, aten.mm.default, aten.bmm.default, aten.baddbmm.default, aten.addbmm.default,
     aten.linear.default, aten.matmul.default, aten.prelu.default, aten._prelu_kernel.default,
+    aten.convolution_backward.default,
 })
 
 
@@ -78,19 +81,52 @@ class RoundToBf16(TorchDispatchMode):
             value.copy_(value.to(torch.bfloat16))
 
 
+def _as_bf16(out: Any) -> Any:
+    """Exact: the values are bf16 already. Downstream code then sees the dtype autocast would have given it."""
+    return tree_map(lambda t: t.to(torch.bfloat16) if isinstance(t, torch.Tensor) and t.dtype == torch.float32
+                    else t, out)
+
+
+class _RoundedWithInputGradient(torch.autograd.Function):
+    """A frozen model's forward in the rounded mode, differentiable in its one input: the inner graph is built
+    under the mode, and the backward walks it under the mode too."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, forward: Any, kept: list[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        with torch.enable_grad():
+            inner = x.detach().requires_grad_(True)
+            with torch.autocast("cpu", enabled=False), RoundToBf16(kept):
+                out = forward(inner)
+        ctx.inner, ctx.out, ctx.kept = inner, out, kept
+        return out.detach().to(torch.bfloat16)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:  # type: ignore[override]
+        with torch.autocast("cpu", enabled=False), RoundToBf16(ctx.kept):
+            (grad_x,) = torch.autograd.grad(ctx.out, ctx.inner, round_to_bf16(grad.float()))
+        ctx.inner = ctx.out = None  # the inner graph is spent
+        return grad_x.to(grad.dtype if grad.dtype != torch.bfloat16 else torch.float32), None, None
+
+
 def _emulating_forward(module: nn.Module, forward: Any) -> Any:
-    """``forward`` that, called for inference under CPU bf16 autocast, runs in fp32 with bf16 rounding instead and
-    returns bf16 tensors, as autocast would; called otherwise (gradients on, no autocast) it is ``forward``."""
+    """``forward`` that, called under CPU bf16 autocast, runs in fp32 with bf16 rounding instead and returns bf16
+    tensors, as autocast would: for inference, and with gradients when its one input is all that needs them.
+    Anything else (no autocast, keyword inputs, parameters that need gradients) is ``forward`` itself."""
 
     def emulated(*args: Any, **kwargs: Any) -> Any:
-        if (torch.is_grad_enabled() or not torch.is_autocast_enabled("cpu")
-                or torch.get_autocast_dtype("cpu") != torch.bfloat16):
+        if not torch.is_autocast_enabled("cpu") or torch.get_autocast_dtype("cpu") != torch.bfloat16:
             return forward(*args, **kwargs)
-        with torch.autocast("cpu", enabled=False), RoundToBf16([*module.parameters(), *module.buffers()]):
-            out = forward(*args, **kwargs)
-        # Exact: the values are bf16 already. Downstream code then sees the dtype autocast would have given it.
-        return tree_map(lambda t: t.to(torch.bfloat16) if isinstance(t, torch.Tensor)
-                        and t.dtype == torch.float32 else t, out)
+        kept = [*module.parameters(), *module.buffers()]
+        if not torch.is_grad_enabled():
+            with torch.autocast("cpu", enabled=False), RoundToBf16(kept):
+                return _as_bf16(forward(*args, **kwargs))
+        one_input = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
+        if not one_input or any(p.requires_grad for p in module.parameters()):
+            return forward(*args, **kwargs)
+        if not args[0].requires_grad:  # nothing to differentiate: an inference forward that keeps grad mode on
+            with torch.autocast("cpu", enabled=False), RoundToBf16(kept):
+                return _as_bf16(forward(args[0]).detach())
+        return _RoundedWithInputGradient.apply(args[0], forward, kept)
 
     return emulated
 
