@@ -87,7 +87,7 @@ step rslad "${STANDARD[@]}" --methods rslad --seeds 0,1,2
 # the stored teacher, --skip-done runs a row trained with another teacher again, so AKD's three seeds share one.
 step akd "${STANDARD[@]}" --methods akd --seeds 0,1,2
 # 5a. The cheap baselines, one seed each, before dual-path: on a CPU without bf16 units dual-path's five runs take
-#     about 76 h and AdaAD's one about 24 h, against about 2-3 h for each of these (docs/results/throughput_cpu.md).
+#     about 76 h and AdaAD's one about 15 h, against about 2-3 h for each of these (docs/results/throughput_cpu.md).
 step baselines-cheap "${STANDARD[@]}" --methods ard,iad,mtard --seeds 0
 step dual-path-0 "${STANDARD[@]}" --methods dual-path --seeds 0
 # 5b. Dual-path's own mechanisms on the validation split, seed 0: three path points instead of every iterate, uniform

@@ -263,13 +263,14 @@ gone, and with it PGD-AT seed 1's ten trained epochs. What follows from it:
   on the EPYC: 410 s per PGD-AT epoch against about 120 s.
 - From 2026-12-08 (62e872c), on such a CPU the frozen teachers' forwards skip oneDNN's emulation: fp32 kernels on
   values rounded to bf16 wherever autocast rounds (`robustcompress/trainer/bf16_rounding.py`; the same arithmetic up
-  to the order of fp32 sums), and on every CPU a teacher sees at most 128 images per forward. Dual-path's step there
-  took 14.1 s instead of 27.3 s, AKD's 2.1 s instead of 3.0 s (`throughput_cpu.md`). A row that used it says so in
+  to the order of fp32 sums; AdaAD's backward through its teacher to the image too), and on every CPU a teacher sees
+  at most 128 images per forward. Dual-path's step there took 14.1 s instead of 27.3 s, AKD's 2.1 s instead of 3.0 s,
+  AdaAD's 13.4 s instead of 21.5 s (`throughput_cpu.md`). A row that used it says so in
   its `training_speed` (`teacher_inference`). No row before it was affected: the rows trained on the Xeon until then
   (PGD-AT) have no teacher, the EPYC has bf16 units, and AKD's live teacher batches there were 128 images (cached
   teacher outputs are computed apart, once). Students still train in oneDNN's emulation (their backward needs bf16
-  gradients). Even so, what was left of the queue on 2026-12-08 is about 140 CPU-hours on this Xeon (dual-path's
-  five runs about 76, AdaAD's one about 24; per-method step times in `throughput_cpu.md`), about three times the
+  gradients). Even so, what was left of the queue on 2026-12-08 is about 130 CPU-hours on this Xeon (dual-path's
+  five runs about 76, AdaAD's one about 15; per-method step times in `throughput_cpu.md`), about three times the
   EPYC's; so the queue runs the cheap baselines (ARD, IAD, MTARD: 2-3 h each) before dual-path, and AdaAD last.
 - A finished step of the queue no longer makes or evaluates teachers before finding it has nothing to run."""
 CPU_PROTOCOL_NOTES = {"cpu-scale": CPU_SCALE_NOTES, "cpu-standard": CPU_STANDARD_NOTES}
