@@ -418,7 +418,7 @@ class _ResidualNet(torch.nn.Module):
 def test_bf16_rounding_does_autocast_arithmetic_with_fp32_kernels():
     """A frozen teacher's forward with fp32 kernels on bf16-rounded values gives what bf16 autocast gives (up to
     the order of fp32 sums), much closer to it than fp32 does, and hands back bf16 tensors as autocast does."""
-    from robustcompress.trainer.bf16_rounding import bf16_rounded_inference
+    from robustcompress.trainer.bf16_rounding import bf16_rounded_teachers
 
     net = _ResidualNet().eval().to(memory_format=torch.channels_last)
     x = torch.rand(64, 3, 16, 16).contiguous(memory_format=torch.channels_last)
@@ -426,7 +426,7 @@ def test_bf16_rounding_does_autocast_arithmetic_with_fp32_kernels():
         fp32 = net(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             autocast = net(x)
-            with bf16_rounded_inference([net]):
+            with bf16_rounded_teachers([net]):
                 assert "forward" in vars(net)
                 rounded = net(x)
         assert "forward" not in vars(net)  # the module's own forward is back
@@ -441,7 +441,7 @@ def test_bf16_rounding_differentiates_a_frozen_model_in_its_input_like_autocast(
     """AdaAD's attack back-propagates through its teachers to the image: in the rounded mode the input gradient is
     autocast's (its signs, which PGD steps along, all but equal; its values far closer than fp32's), and a model whose
     parameters need gradients, or a call without autocast, gets its own forward."""
-    from robustcompress.trainer.bf16_rounding import bf16_rounded_inference
+    from robustcompress.trainer.bf16_rounding import bf16_rounded_teachers
 
     net = _ResidualNet().eval().requires_grad_(False)
     x = torch.rand(64, 3, 16, 16)
@@ -450,7 +450,7 @@ def test_bf16_rounding_differentiates_a_frozen_model_in_its_input_like_autocast(
         xg = x.clone().requires_grad_(True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             if rounded:
-                with bf16_rounded_inference([net]):
+                with bf16_rounded_teachers([net]):
                     out = net(xg)
             else:
                 out = net(xg)
@@ -462,19 +462,19 @@ def test_bf16_rounding_differentiates_a_frozen_model_in_its_input_like_autocast(
     assert rounded.dtype == torch.float32
     assert (rounded.sign() == autocast.sign()).float().mean() > 0.99
     assert (rounded - autocast).abs().mean() < 0.25 * (fp32 - autocast).abs().mean()
-    with bf16_rounded_inference([net]):
+    with bf16_rounded_teachers([net]):
         assert torch.equal(net(x), net.__class__.forward(net, x))  # no autocast: fp32 as before
     trainable = _ResidualNet().eval()  # parameters that need gradients: autocast's own path, bit for bit
     with torch.autocast("cpu", dtype=torch.bfloat16):
         expected = trainable(x)
-        with bf16_rounded_inference([trainable]):
+        with bf16_rounded_teachers([trainable]):
             assert torch.equal(trainable(x), expected)
 
 
 def test_bf16_rounding_keeps_a_models_own_tensors_fp32_when_it_writes_them():
     """Under autocast a buffer written in place keeps its fp32 value; so it does in the rounded forward (only the
     activations are rounded)."""
-    from robustcompress.trainer.bf16_rounding import bf16_rounded_inference
+    from robustcompress.trainer.bf16_rounding import bf16_rounded_teachers
 
     class Counting(torch.nn.Module):
         def __init__(self):
@@ -487,7 +487,7 @@ def test_bf16_rounding_keeps_a_models_own_tensors_fp32_when_it_writes_them():
             return self.linear(x)
 
     net = Counting().eval()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), bf16_rounded_inference([net]):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), bf16_rounded_teachers([net]):
         out = net(torch.rand(2, 4))
     assert out.dtype == torch.bfloat16
     assert net.seen.item() == (torch.tensor(1.001) + 0.25).item()

@@ -1,9 +1,9 @@
-"""bf16 inference of frozen teachers on CPUs without bf16 units: fp32 kernels on values rounded to bf16.
+"""bf16 forwards of frozen teachers on CPUs without bf16 units: fp32 kernels on values rounded to bf16.
 
 Under bf16 autocast a convolution multiplies bf16 inputs by bf16 weights, accumulates in fp32 and rounds its output
 to bf16; every op after it then works on bf16 tensors (computing in fp32 and rounding its output). A CPU with bf16
 units (AVX512-BF16, AMX) does this in hardware. Without them oneDNN emulates it, and a ResNet-18 teacher's forward
-takes about 2.6x its fp32 time (Intel Xeon, AVX-512 without BF16, docs/results/throughput_cpu.md). The product of two
+takes about 2.3x its fp32 time (Intel Xeon, AVX-512 without BF16, docs/results/throughput_cpu.md). The product of two
 bf16 numbers is exact in fp32, so an fp32 kernel given bf16-rounded operands does the same arithmetic (up to the
 order of the fp32 sums, which differs between any two kernels anyway): rounding each op's output to bf16, and the
 operands of the ops autocast runs in bf16, reproduces autocast at fp32 speed plus two cheap passes per op.
@@ -20,10 +20,11 @@ from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn as nn
+# torch's only import paths for these two (TorchDispatchMode is the documented way to see every aten op)
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
-__all__ = ["BF16_OPERAND_OPS", "RoundToBf16", "bf16_rounded_inference", "round_to_bf16"]
+__all__ = ["BF16_OPERAND_OPS", "RoundToBf16", "bf16_rounded_teachers", "round_to_bf16"]
 
 aten = torch.ops.aten
 
@@ -132,9 +133,10 @@ def _emulating_forward(module: nn.Module, forward: Any) -> Any:
 
 
 @contextlib.contextmanager
-def bf16_rounded_inference(modules: Sequence[nn.Module]) -> Iterator[None]:
-    """Within the block, inference forwards of ``modules`` under CPU bf16 autocast run as fp32 kernels on values
-    rounded to bf16 (see the module docstring); the modules' own forwards are restored afterwards.
+def bf16_rounded_teachers(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Within the block, forwards of the frozen ``modules`` under CPU bf16 autocast run as fp32 kernels on values
+    rounded to bf16, backward too where their input needs a gradient (see the module docstring); the modules' own
+    forwards are restored afterwards.
 
     The modules stay the same objects (methods inspect and hook them); only their ``forward`` attribute is
     overridden, so forward hooks still run.

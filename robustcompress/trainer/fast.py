@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset, TensorDataset
 
-from robustcompress.trainer.bf16_rounding import bf16_rounded_inference
+from robustcompress.trainer.bf16_rounding import bf16_rounded_teachers
 from robustcompress.trainer.config import PRECISIONS, SPEEDS, TrainConfig
 from robustcompress.trainer.cpu import CpuInfo, cpu_info
 
@@ -188,7 +188,7 @@ def speed_context(
     models = list({id(m): m for m in [student, *teachers]}.values())  # a module passed twice is converted once
     benchmark_before = torch.backends.cudnn.benchmark
     compiled_here = [m for m in models if getattr(m, "_compiled_call_impl", None) is None] if plan.compile else []
-    rounding = bf16_rounded_inference([t for t in teachers if t is not student]) if plan.teacher_bf16_rounding \
+    rounding = bf16_rounded_teachers([t for t in teachers if t is not student]) if plan.teacher_bf16_rounding \
         else contextlib.nullcontext()
     try:
         if plan.channels_last:
