@@ -106,7 +106,7 @@ class _RoundedWithInputGradient(torch.autograd.Function):
         with torch.autocast("cpu", enabled=False), RoundToBf16(ctx.kept):
             (grad_x,) = torch.autograd.grad(ctx.out, ctx.inner, round_to_bf16(grad.float()))
         ctx.inner = ctx.out = None  # the inner graph is spent
-        return grad_x.to(grad.dtype if grad.dtype != torch.bfloat16 else torch.float32), None, None
+        return grad_x, None, None  # in x's dtype already: inner is x detached
 
 
 def _emulating_forward(module: nn.Module, forward: Any) -> Any:
@@ -114,15 +114,19 @@ def _emulating_forward(module: nn.Module, forward: Any) -> Any:
     tensors, as autocast would: for inference, and with gradients when its one input is all that needs them.
     Anything else (no autocast, keyword inputs, parameters that need gradients) is ``forward`` itself."""
 
+    # Read once, not at every call (dual-path calls a teacher 11 times a step); within speed_context's block the
+    # model's tensors are not replaced.
+    parameters = list(module.parameters())
+    kept = [*parameters, *module.buffers()]
+
     def emulated(*args: Any, **kwargs: Any) -> Any:
         if not torch.is_autocast_enabled("cpu") or torch.get_autocast_dtype("cpu") != torch.bfloat16:
             return forward(*args, **kwargs)
-        kept = [*module.parameters(), *module.buffers()]
         if not torch.is_grad_enabled():
             with torch.autocast("cpu", enabled=False), RoundToBf16(kept):
                 return _as_bf16(forward(*args, **kwargs))
         one_input = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
-        if not one_input or any(p.requires_grad for p in module.parameters()):
+        if not one_input or any(p.requires_grad for p in parameters):
             return forward(*args, **kwargs)
         if not args[0].requires_grad:  # nothing to differentiate: an inference forward that keeps grad mode on
             with torch.autocast("cpu", enabled=False), RoundToBf16(kept):

@@ -38,8 +38,9 @@ class SpeedPlan:
     sync_every: int  # steps between host reads of the loss; 1 = every step, as reference code does
     cpu: CpuInfo | None = None  # the CPU that trains, recorded with the run (None on CUDA)
     why: str = ""  # why precision="auto" chose what it chose, when that is not evident from the CPU ("" otherwise)
-    #: bf16 on a CPU without bf16 units: frozen teachers' inference forwards run as fp32 kernels on bf16-rounded values
-    #: (robustcompress.trainer.bf16_rounding), the same arithmetic as oneDNN's emulation at about fp32's speed
+    #: bf16 on a CPU without bf16 units: frozen teachers' forwards (and AdaAD's backward through them to the image) run
+    #: as fp32 kernels on bf16-rounded values (robustcompress.trainer.bf16_rounding), the same arithmetic as oneDNN's
+    #: emulation at about fp32's speed
     teacher_bf16_rounding: bool = False
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
@@ -129,7 +130,7 @@ def plan_speed(
             # Allowed (a protocol may fix its precision across machines), but said: the step is slower than fp32
             # (0.87x the fp32 reference's PGD-5 step on an AVX-512 Xeon without BF16, docs/results/throughput_cpu.md).
             why = "bf16 forced on a CPU without native bf16 units: oneDNN emulates it, slower than fp32 (auto: fp32)"
-    # Frozen teachers need no bf16 backward, so on such a CPU their forwards skip oneDNN's slow emulation (not under
+    # Frozen teachers need no bf16 weight gradients, so on such a CPU they skip oneDNN's slow emulation (not under
     # torch.compile, which traces the forward it is given).
     teacher_rounding = (amp_dtype is not None and cpu is not None and cpu.native_bf16 is None
                         and speed != "compile")
